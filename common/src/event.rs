@@ -1,0 +1,335 @@
+//! The canonical event every provider's payload is normalized into.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The providers refund-relay receives webhooks from. Adding one: a variant here, a module in
+/// `providers`, a `functions/<name>` crate, fixtures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Memberful,
+    Conscent,
+    Rainforest,
+    Webforce,
+    Foloosi,
+}
+
+impl Provider {
+    pub const ALL: [Provider; 5] = [
+        Provider::Memberful,
+        Provider::Conscent,
+        Provider::Rainforest,
+        Provider::Webforce,
+        Provider::Foloosi,
+    ];
+
+    /// The route segment and the name used in keys, logs and message attributes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Memberful => "memberful",
+            Provider::Conscent => "conscent",
+            Provider::Rainforest => "rainforest",
+            Provider::Webforce => "webforce",
+            Provider::Foloosi => "foloosi",
+        }
+    }
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown provider `{0}`")]
+pub struct UnknownProvider(pub String);
+
+impl FromStr for Provider {
+    type Err = UnknownProvider;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Provider::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| UnknownProvider(s.to_owned()))
+    }
+}
+
+/// Refund events, or payment outcomes for the providers that send those (Foloosi, WebforceHQ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Refund,
+    Payment,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Refund => "refund",
+            EventKind::Payment => "payment",
+        }
+    }
+}
+
+/// Normalized status. Ranks `created < processing < in_review < {succeeded, failed, canceled}`;
+/// the last three are terminal and share a rank, so the first terminal status an object reaches
+/// is final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Created,
+    Processing,
+    InReview,
+    Succeeded,
+    Failed,
+    Canceled,
+}
+
+impl Status {
+    pub const ALL: [Status; 6] = [
+        Status::Created,
+        Status::Processing,
+        Status::InReview,
+        Status::Succeeded,
+        Status::Failed,
+        Status::Canceled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Processing => "processing",
+            Status::InReview => "in_review",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::Canceled => "canceled",
+        }
+    }
+
+    pub fn rank(self) -> u8 {
+        match self {
+            Status::Created => 0,
+            Status::Processing => 1,
+            Status::InReview => 2,
+            Status::Succeeded | Status::Failed | Status::Canceled => 3,
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        self.rank() == 3
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Status::ALL
+            .into_iter()
+            .find(|st| st.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown status `{s}`"))
+    }
+}
+
+/// An amount in minor units of an ISO 4217 currency (cents for USD, paise for INR, fils for AED).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Money {
+    pub minor: i64,
+    pub currency: String,
+}
+
+/// The person who paid. Personal data: never logged, sent only to the audiences that need it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payor {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+}
+
+impl Payor {
+    pub fn is_empty(&self) -> bool {
+        self.id.is_none() && self.email.is_none() && self.phone.is_none()
+    }
+}
+
+/// Why a refund or payment failed, as the provider put it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// What a provider adapter makes of one payload, before the pipeline adds the delivery facts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Normalized {
+    pub kind: EventKind,
+    pub event_type: String,
+    pub status: Status,
+    /// The provider's id of the refund (or of the transaction, for payment events): the object
+    /// whose status advances.
+    pub object_id: String,
+    pub gateway_refund_id: Option<String>,
+    pub order_ref: Option<String>,
+    pub merchant_id: Option<String>,
+    pub payor: Payor,
+    pub amount: Option<Money>,
+    pub reason: Option<String>,
+    pub refusal: Option<Refusal>,
+    pub revoke_access: bool,
+    pub product: Option<String>,
+    pub source: Option<String>,
+    pub occurred_at: Option<String>,
+}
+
+impl Normalized {
+    /// An event with only its identity set; adapters fill in what their payload carries.
+    pub fn new(
+        kind: EventKind,
+        event_type: impl Into<String>,
+        status: Status,
+        object_id: impl Into<String>,
+    ) -> Self {
+        Normalized {
+            kind,
+            event_type: event_type.into(),
+            status,
+            object_id: object_id.into(),
+            gateway_refund_id: None,
+            order_ref: None,
+            merchant_id: None,
+            payor: Payor::default(),
+            amount: None,
+            reason: None,
+            refusal: None,
+            revoke_access: false,
+            product: None,
+            source: None,
+            occurred_at: None,
+        }
+    }
+}
+
+/// The canonical event: what is stored, streamed and (minus `raw_payload`) notified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundEvent {
+    /// Derived from the idempotency key, so every delivery of one event has the same id and
+    /// subscribers can dedupe on it.
+    pub event_id: String,
+    pub idempotency_key: String,
+    pub provider: Provider,
+    pub kind: EventKind,
+    pub event_type: String,
+    pub status: Status,
+    pub object_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_refund_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Payor::is_empty")]
+    pub payor: Payor,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<Money>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<Refusal>,
+    #[serde(default)]
+    pub revoke_access: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred_at: Option<String>,
+    /// RFC 3339, UTC.
+    pub received_at: String,
+    /// The provider's delivery id (`svix-id`), recorded for support but never part of the key:
+    /// a manual resend gets a new one and must still be a duplicate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_id: Option<String>,
+    /// The verified body exactly as received, for audit and replay.
+    pub raw_payload: String,
+}
+
+impl RefundEvent {
+    /// The idempotency key: the provider's own identity of the event (object id, event type and
+    /// status), never anything about the delivery.
+    pub fn idempotency_key(
+        provider: Provider,
+        object_id: &str,
+        event_type: &str,
+        status: Status,
+    ) -> String {
+        format!("{provider}#{object_id}#{event_type}#{status}")
+    }
+
+    /// `evt_` + 32 hex digits of SHA-256 over the idempotency key.
+    pub fn event_id_for(idempotency_key: &str) -> String {
+        let digest = Sha256::digest(idempotency_key.as_bytes());
+        format!("evt_{}", hex::encode(&digest[..16]))
+    }
+
+    /// The stream key of the object this event moves: one refund (or payment) of one provider.
+    pub fn object_key(&self) -> String {
+        format!(
+            "{}#{}#{}",
+            self.provider,
+            self.kind.as_str(),
+            self.object_id
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_statuses_share_the_top_rank() {
+        assert!(Status::Created.rank() < Status::Processing.rank());
+        assert!(Status::Processing.rank() < Status::InReview.rank());
+        for s in [Status::Succeeded, Status::Failed, Status::Canceled] {
+            assert!(s.is_terminal());
+            assert!(Status::InReview.rank() < s.rank());
+        }
+        assert!(!Status::InReview.is_terminal());
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for p in Provider::ALL {
+            assert_eq!(p.as_str().parse::<Provider>().unwrap(), p);
+        }
+        for s in Status::ALL {
+            assert_eq!(s.as_str().parse::<Status>().unwrap(), s);
+        }
+        assert!("stripe".parse::<Provider>().is_err());
+    }
+
+    #[test]
+    fn event_id_depends_only_on_the_key() {
+        let a = RefundEvent::event_id_for("rainforest#rfd_1#refund.succeeded#succeeded");
+        let b = RefundEvent::event_id_for("rainforest#rfd_1#refund.succeeded#succeeded");
+        let c = RefundEvent::event_id_for("rainforest#rfd_1#refund.failed#failed");
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(a.len(), 4 + 32);
+    }
+}

@@ -1,0 +1,109 @@
+//! Conscent.ai: `refunded.pay_per_use`, `refunded.subscription`, `refunded.pass`, signed with
+//! `X-Conscent-Signature` (hex HMAC-SHA256 of the body) or, for older setups, HTTP Basic
+//! (API key : API secret). Amounts come in major units and are converted by the currency's
+//! exponent.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{
+    Parsed, PayloadError, amount_text, parse_json, parse_raw, present, required, unhandled,
+    unix_to_rfc3339,
+};
+use crate::event::{EventKind, Normalized, Provider, Status};
+use crate::money;
+
+pub const SIGNATURE_HEADER: &str = "x-conscent-signature";
+
+/// Conscent.ai's refund events and the product each refunds.
+const EVENTS: &[(&str, &str)] = &[
+    ("refunded.pay_per_use", "pay_per_use"),
+    ("refunded.subscription", "subscription"),
+    ("refunded.pass", "pass"),
+];
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    event: String,
+    #[serde(borrow)]
+    payload: Option<&'a RawValue>,
+    created_at: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct Payload {
+    refund: Refund,
+    user: Option<User>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Refund {
+    #[serde(rename = "_id")]
+    id: Option<String>,
+    payment_gateway_refund_id: Option<String>,
+    amount: Option<Box<RawValue>>,
+    currency: Option<String>,
+    cancel_access: Option<bool>,
+    user_id: Option<String>,
+    client_id: Option<String>,
+    transaction_id: Option<String>,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct User {
+    phone_number: Option<String>,
+    email: Option<String>,
+    user_id: Option<String>,
+}
+
+pub fn normalize(body: &[u8]) -> Result<Parsed, PayloadError> {
+    let env: Envelope = parse_json(body, "")?;
+    let Some(&(_, product)) = EVENTS.iter().find(|(name, _)| *name == env.event) else {
+        return unhandled(Provider::Conscent, "event", &env.event);
+    };
+    let payload: Payload = parse_raw(
+        env.payload
+            .ok_or_else(|| PayloadError::missing("payload"))?,
+        "payload",
+    )?;
+    let r = payload.refund;
+    let mut n = Normalized::new(
+        EventKind::Refund,
+        env.event,
+        Status::Succeeded,
+        required(r.id, "payload.refund._id")?,
+    );
+
+    let raw_amount = r
+        .amount
+        .ok_or_else(|| PayloadError::missing("payload.refund.amount"))?;
+    let major =
+        amount_text(&raw_amount).map_err(|m| PayloadError::invalid("payload.refund.amount", m))?;
+    let currency = required(r.currency, "payload.refund.currency")?;
+    n.amount = Some(
+        money::to_minor(&major, &currency).map_err(|source| PayloadError::Amount {
+            field: "payload.refund.amount",
+            source,
+        })?,
+    );
+    n.gateway_refund_id = present(r.payment_gateway_refund_id);
+    n.order_ref = present(r.transaction_id);
+    n.merchant_id = present(r.client_id);
+    n.revoke_access = r.cancel_access.unwrap_or(false);
+    n.product = Some(product.to_owned());
+    n.occurred_at = present(r.updated_at)
+        .or(present(r.created_at))
+        .or(env.created_at.and_then(unix_to_rfc3339));
+    let user = payload.user;
+    n.payor.id =
+        present(r.user_id).or_else(|| user.as_ref().and_then(|u| present(u.user_id.clone())));
+    if let Some(u) = user {
+        n.payor.email = present(u.email);
+        n.payor.phone = present(u.phone_number);
+    }
+    Ok(Parsed::Event(Box::new(n)))
+}

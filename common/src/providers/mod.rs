@@ -1,0 +1,309 @@
+//! One module per provider: its payload types, its event-name table and `normalize`.
+//!
+//! Every adapter gets the raw body only after it was verified, and answers with a normalized
+//! event, an `Ignored` reason (a non-refund event we acknowledge so it is not retried forever),
+//! or a [`PayloadError`] that names the field at fault.
+
+pub mod conscent;
+pub mod foloosi;
+pub mod memberful;
+pub mod rainforest;
+pub mod webforce;
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::value::RawValue;
+
+use crate::event::{Normalized, Provider};
+use crate::money::MoneyError;
+
+/// What an adapter made of a payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    Event(Box<Normalized>),
+    /// Acknowledged and not stored: an event type refund-relay does not handle.
+    Ignored(String),
+}
+
+/// The body is not a payload we can store. Every variant is a 400 naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("{field}: {source}")]
+    Amount {
+        field: &'static str,
+        source: MoneyError,
+    },
+    #[error("{field}: unknown refund event `{name}`")]
+    UnknownRefundEvent { field: &'static str, name: String },
+}
+
+impl PayloadError {
+    pub fn field(&self) -> &str {
+        match self {
+            PayloadError::Invalid { field, .. } => field,
+            PayloadError::Amount { field, .. } | PayloadError::UnknownRefundEvent { field, .. } => {
+                field
+            }
+        }
+    }
+
+    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        PayloadError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn missing(field: impl Into<String>) -> Self {
+        PayloadError::invalid(field, "missing field")
+    }
+}
+
+/// Settings an adapter needs that its payload does not carry (Memberful sends no currency).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderSettings {
+    /// Memberful's account currency; its `order.total` is in this currency's minor units.
+    pub memberful_currency: String,
+    /// The merchant id to stamp on Memberful events (one Memberful account per deployment).
+    pub memberful_account: Option<String>,
+    /// Currency of WebforceHQ postbacks that carry none.
+    pub webforce_currency: String,
+    /// The merchant id to stamp on Foloosi events.
+    pub foloosi_merchant: Option<String>,
+}
+
+impl Default for ProviderSettings {
+    fn default() -> Self {
+        ProviderSettings {
+            memberful_currency: "USD".into(),
+            memberful_account: None,
+            webforce_currency: "USD".into(),
+            foloosi_merchant: None,
+        }
+    }
+}
+
+/// The body's media type, as far as the adapters care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Media {
+    Json,
+    Form,
+}
+
+impl Provider {
+    /// Whether this provider may post `media`. Only WebforceHQ's postback forms send
+    /// form-encoded bodies.
+    pub fn accepts(self, media: Media) -> bool {
+        match media {
+            Media::Json => true,
+            Media::Form => self == Provider::Webforce,
+        }
+    }
+
+    /// Parses and normalizes a verified body.
+    pub fn normalize(
+        self,
+        body: &[u8],
+        media: Media,
+        settings: &ProviderSettings,
+    ) -> Result<Parsed, PayloadError> {
+        match self {
+            Provider::Memberful => memberful::normalize(body, settings),
+            Provider::Conscent => conscent::normalize(body),
+            Provider::Rainforest => rainforest::normalize(body),
+            Provider::Webforce => webforce::normalize(body, media, settings),
+            Provider::Foloosi => foloosi::normalize(body, settings),
+        }
+    }
+}
+
+/// Deserializes `bytes` as JSON, naming the path of the first field at fault. `at` prefixes the
+/// path when `bytes` is a nested part of the body.
+pub(crate) fn parse_json<'de, T: Deserialize<'de>>(
+    bytes: &'de [u8],
+    at: &str,
+) -> Result<T, PayloadError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let inner = e.inner().to_string();
+        let path = join_path(at, &e.path().to_string());
+        // serde reports a missing field at its parent; name the field itself.
+        match inner
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split_once('`'))
+        {
+            Some((name, _)) => PayloadError::missing(join_path(&path, name)),
+            None => PayloadError::invalid(
+                if path.is_empty() { "body".into() } else { path },
+                strip_position(&inner),
+            ),
+        }
+    })?;
+    de.end()
+        .map_err(|e| PayloadError::invalid("body", strip_position(&e.to_string())))?;
+    Ok(value)
+}
+
+/// A nested part of the body kept raw until the envelope says it is worth parsing.
+pub(crate) fn parse_raw<T: DeserializeOwned>(raw: &RawValue, at: &str) -> Result<T, PayloadError> {
+    parse_json(raw.get().as_bytes(), at)
+}
+
+fn join_path(a: &str, b: &str) -> String {
+    match (a.is_empty() || a == ".", b.is_empty() || b == ".") {
+        (true, true) => String::new(),
+        (true, false) => b.to_owned(),
+        (false, true) => a.to_owned(),
+        (false, false) => format!("{a}.{b}"),
+    }
+}
+
+/// serde_json appends "at line 1 column 42"; the field path says more and the column leaks
+/// nothing useful.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// An event that is not in a provider's table: ignored, unless it looks like a refund, which
+/// must not be dropped silently.
+pub(crate) fn unhandled(
+    provider: Provider,
+    field: &'static str,
+    name: &str,
+) -> Result<Parsed, PayloadError> {
+    if name.to_ascii_lowercase().contains("refund") {
+        Err(PayloadError::UnknownRefundEvent {
+            field,
+            name: name.to_owned(),
+        })
+    } else {
+        Ok(Parsed::Ignored(format!(
+            "{provider} event `{name}` is not handled"
+        )))
+    }
+}
+
+/// A required id: present and not blank.
+pub(crate) fn required(value: Option<String>, field: &str) -> Result<String, PayloadError> {
+    match value {
+        Some(v) if !v.trim().is_empty() => Ok(v),
+        Some(_) => Err(PayloadError::invalid(field, "must not be empty")),
+        None => Err(PayloadError::missing(field)),
+    }
+}
+
+/// Providers fill optional fields with `""`; treat those as absent.
+pub(crate) fn present(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+/// An id or amount that providers send as a string or as a number, kept as its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Text(pub String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or a number")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
+                Ok(Text(v.to_owned()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+pub(crate) fn text(value: Option<Text>) -> Option<String> {
+    present(value.map(|t| t.0))
+}
+
+/// A major-units amount kept as its exact JSON text (a number or a string), so no float ever
+/// rounds it.
+pub(crate) fn amount_text(raw: &RawValue) -> Result<String, &'static str> {
+    let s = raw.get().trim();
+    if let Some(inner) = s.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        Ok(inner.to_owned())
+    } else if s.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        Ok(s.to_owned())
+    } else {
+        Err("must be a number or a decimal string")
+    }
+}
+
+/// Unix seconds → RFC 3339, for payloads that carry only a timestamp.
+pub(crate) fn unix_to_rfc3339(secs: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Outer {
+        data: Inner,
+    }
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Inner {
+        id: String,
+        amount: i64,
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = parse_json::<Outer>(br#"{"data":{"amount":1}}"#, "").unwrap_err();
+        assert_eq!(e.field(), "data.id");
+        let e = parse_json::<Outer>(br#"{"data":{"id":"x","amount":"1"}}"#, "").unwrap_err();
+        assert_eq!(e.field(), "data.amount");
+        let e = parse_json::<Outer>(br#"{"data":"#, "").unwrap_err();
+        assert_eq!(e.field(), "data");
+        let e = parse_json::<Outer>(b"not json", "").unwrap_err();
+        assert_eq!(e.field(), "body");
+        let e = parse_json::<Inner>(br#"{"amount":1}"#, "payload.refund").unwrap_err();
+        assert_eq!(e.field(), "payload.refund.id");
+        let e = parse_json::<Inner>(br#"{"id":"x","amount":1} trailing"#, "").unwrap_err();
+        assert_eq!(e.field(), "body");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = "[".repeat(10_000) + &"]".repeat(10_000);
+        assert!(parse_json::<serde_json::Value>(deep.as_bytes(), "").is_err());
+    }
+
+    #[test]
+    fn refund_looking_names_are_not_ignored() {
+        assert!(matches!(
+            unhandled(Provider::Memberful, "event", "order.purchased"),
+            Ok(Parsed::Ignored(_))
+        ));
+        assert!(unhandled(Provider::Memberful, "event", "order.partially_refunded").is_err());
+    }
+}

@@ -1,0 +1,90 @@
+//! Rainforest: `refund.{created,processing,succeeded,failed,canceled,in_review}`, signed with the
+//! Svix scheme. `event_type` carries the status (lower case); `data` carries the refund, with
+//! `amount` already in minor units.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{Parsed, PayloadError, parse_json, parse_raw, present, required, unhandled};
+use crate::event::{EventKind, Normalized, Provider, Refusal, Status};
+use crate::money;
+
+/// Rainforest documents USD as the only currency today.
+const DEFAULT_CURRENCY: &str = "USD";
+
+const EVENTS: &[(&str, Status)] = &[
+    ("refund.created", Status::Created),
+    ("refund.processing", Status::Processing),
+    ("refund.in_review", Status::InReview),
+    ("refund.succeeded", Status::Succeeded),
+    ("refund.failed", Status::Failed),
+    ("refund.canceled", Status::Canceled),
+];
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    event_type: String,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Refund {
+    refund_id: Option<String>,
+    status: Option<String>,
+    payin_id: Option<String>,
+    merchant_id: Option<String>,
+    amount: Option<i64>,
+    currency_code: Option<String>,
+    reason: Option<String>,
+    refusal_code: Option<String>,
+    refusal_desc: Option<String>,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+}
+
+pub fn normalize(body: &[u8]) -> Result<Parsed, PayloadError> {
+    let env: Envelope = parse_json(body, "")?;
+    let Some(&(_, status)) = EVENTS.iter().find(|(name, _)| *name == env.event_type) else {
+        return unhandled(Provider::Rainforest, "event_type", &env.event_type);
+    };
+    let r: Refund = parse_raw(
+        env.data.ok_or_else(|| PayloadError::missing("data"))?,
+        "data",
+    )?;
+    // `event_type` decides the status; `data.status` must be there (the docs promise it) and agree.
+    let data_status = required(r.status, "data.status")?;
+    if !data_status.eq_ignore_ascii_case(status.as_str()) {
+        return Err(PayloadError::invalid(
+            "data.status",
+            format!(
+                "`{data_status}` disagrees with event_type `{}`",
+                env.event_type
+            ),
+        ));
+    }
+    let mut n = Normalized::new(
+        EventKind::Refund,
+        env.event_type,
+        status,
+        required(r.refund_id, "data.refund_id")?,
+    );
+    n.order_ref = present(r.payin_id);
+    n.merchant_id = present(r.merchant_id);
+    let currency = present(r.currency_code).unwrap_or_else(|| DEFAULT_CURRENCY.to_owned());
+    n.amount = r
+        .amount
+        .map(|a| money::from_minor(a, &currency))
+        .transpose()
+        .map_err(|source| PayloadError::Amount {
+            field: "data.amount",
+            source,
+        })?;
+    n.reason = present(r.reason);
+    let (code, description) = (present(r.refusal_code), present(r.refusal_desc));
+    if code.is_some() || description.is_some() {
+        n.refusal = Some(Refusal { code, description });
+    }
+    n.occurred_at = present(r.updated_at).or(present(r.created_at));
+    Ok(Parsed::Event(Box::new(n)))
+}

@@ -1,0 +1,171 @@
+//! Proof of origin: one small type per signature scheme, behind [`Verifier`].
+//!
+//! Every scheme checks the raw body bytes before anything parses them, compares in constant
+//! time, and holds a list of keys so a secret can be rotated without downtime (any one may match).
+//! Each scheme can also `sign`, which the CLI, the `events/` generator and the tests use to make
+//! exactly the headers a provider sends.
+
+mod basic;
+mod hmac_hex;
+mod standard_webhooks;
+mod token;
+
+pub use basic::BasicAuth;
+pub use hmac_hex::HmacSha256Hex;
+pub use standard_webhooks::StandardWebhooks;
+pub use token::SharedToken;
+
+use std::fmt;
+
+use http::HeaderMap;
+
+/// Replay window for schemes that sign a timestamp, per the Standard Webhooks spec.
+pub const DEFAULT_TOLERANCE_SECS: u64 = 300;
+
+/// What a verifier needs of a request: headers, the query string (tokens may ride in the URL)
+/// and the exact body bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Presented<'a> {
+    pub headers: &'a HeaderMap,
+    pub query: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// What a successful verification learned about the delivery.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verified {
+    /// The provider's delivery id (`svix-id` / `webhook-id`), where the scheme has one.
+    pub delivery_id: Option<String>,
+}
+
+/// Why a request was not accepted as the provider's. Every variant is a 401; the names end up in
+/// logs, never the secrets or the signatures themselves.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("missing `{0}` header")]
+    MissingHeader(&'static str),
+    #[error("malformed `{0}` header")]
+    MalformedHeader(&'static str),
+    #[error("no credentials: expected one of {0}")]
+    NoCredentials(&'static str),
+    #[error("no signature matched")]
+    NoMatch,
+    #[error("wrong credentials")]
+    WrongCredentials,
+    #[error("timestamp is outside the replay window")]
+    OutsideWindow,
+}
+
+pub trait Verifier: Send + Sync + fmt::Debug {
+    /// Checks `req` at unix time `now`.
+    fn verify(&self, req: &Presented<'_>, now: i64) -> Result<Verified, VerifyError>;
+
+    /// Whether the request carries this scheme's credentials at all (to choose among
+    /// alternatives, as Conscent.ai's signature-or-Basic).
+    fn presented(&self, req: &Presented<'_>) -> bool;
+
+    /// The headers a provider would send with `body` at `now`, signed with the first key.
+    /// `delivery_id` is used by schemes that sign one.
+    fn sign(&self, body: &[u8], now: i64, delivery_id: &str) -> Vec<(String, String)>;
+
+    /// The query string a provider would append to the URL, for schemes that put a token there.
+    fn sign_query(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Secret key material. Debug never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Key(Vec<u8>);
+
+impl Key {
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        Key(bytes.into())
+    }
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Key(<redacted>)")
+    }
+}
+
+/// Splits a configured secret list (`a,b`) into its entries; blank entries are dropped.
+pub fn split_secrets(list: &str) -> Vec<&str> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The scheme for a provider that offers alternatives: the first whose credentials the request
+/// carries decides. No credentials at all is a 401, never a pass.
+#[derive(Debug)]
+pub struct FirstPresented {
+    schemes: Vec<Box<dyn Verifier>>,
+    expected: &'static str,
+}
+
+impl FirstPresented {
+    /// `expected` names the headers a caller may use, for the 401's message.
+    pub fn new(schemes: Vec<Box<dyn Verifier>>, expected: &'static str) -> Self {
+        FirstPresented { schemes, expected }
+    }
+}
+
+impl Verifier for FirstPresented {
+    fn verify(&self, req: &Presented<'_>, now: i64) -> Result<Verified, VerifyError> {
+        match self.schemes.iter().find(|s| s.presented(req)) {
+            Some(scheme) => scheme.verify(req, now),
+            None => Err(VerifyError::NoCredentials(self.expected)),
+        }
+    }
+
+    fn presented(&self, req: &Presented<'_>) -> bool {
+        self.schemes.iter().any(|s| s.presented(req))
+    }
+
+    fn sign(&self, body: &[u8], now: i64, delivery_id: &str) -> Vec<(String, String)> {
+        self.schemes
+            .first()
+            .map(|s| s.sign(body, now, delivery_id))
+            .unwrap_or_default()
+    }
+
+    fn sign_query(&self) -> Option<String> {
+        self.schemes.first().and_then(|s| s.sign_query())
+    }
+}
+
+/// The first value of `name`, as text; a non-text value is malformed.
+pub(crate) fn header<'a>(
+    headers: &'a HeaderMap,
+    name: &'static str,
+) -> Result<Option<&'a str>, VerifyError> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(Some)
+            .map_err(|_| VerifyError::MalformedHeader(name)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_lists_split_on_commas() {
+        assert_eq!(split_secrets(" a, b ,,c"), vec!["a", "b", "c"]);
+        assert!(split_secrets(" , ").is_empty());
+    }
+
+    #[test]
+    fn keys_never_print() {
+        assert_eq!(format!("{:?}", Key::new("hunter2")), "Key(<redacted>)");
+    }
+}
