@@ -7,6 +7,8 @@
 pub mod config;
 pub mod event;
 pub mod fanout;
+#[cfg(feature = "aws")]
+pub mod lambda;
 pub mod money;
 pub mod notify;
 pub mod providers;

@@ -271,7 +271,9 @@ impl Receiver {
     }
 }
 
-fn refusal(provider: Provider, e: ReceiveError) -> Receipt {
+/// The answer for a delivery refused before it reached the pipeline (a front that enforces the
+/// body limit while reading, say), logged like every other refusal.
+pub fn refusal(provider: Provider, e: ReceiveError) -> Receipt {
     let status = e.status();
     if status.is_server_error() {
         tracing::error!(%provider, error = %e, "refused: will be retried by the provider");

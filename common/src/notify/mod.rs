@@ -2,6 +2,8 @@
 //! [`Notifier`] port that publishes one message to one audience.
 
 mod routing;
+#[cfg(feature = "aws")]
+pub mod sns;
 
 pub use routing::{Routing, RoutingError};
 

@@ -1,6 +1,8 @@
 //! Where events are kept: one conditional write per delivery, and a per-object aggregate whose
 //! status only moves forward.
 
+#[cfg(feature = "aws")]
+pub mod dynamodb;
 mod memory;
 
 pub use memory::MemoryStore;

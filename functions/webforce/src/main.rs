@@ -1,1 +1,9 @@
-fn main() {}
+//! The Webforce webhook function: API Gateway → `common::receive` → DynamoDB.
+
+use common::Provider;
+use common::lambda::{Error, run_webhook};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    run_webhook(Provider::Webforce).await
+}

@@ -1,0 +1,229 @@
+//! The Lambda entry points: a provider's webhook function and the stream fan-out. Each
+//! `functions/<name>/src/main.rs` is one call into here, so the functions carry no logic.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use lambda_http;
+pub use lambda_runtime;
+
+use aws_lambda_events::dynamodb::Event as StreamEvent;
+use lambda_http::{Body, Request, RequestExt, Response};
+use lambda_runtime::LambdaEvent;
+use serde::Serialize;
+
+use crate::config::{Config, ConfigError, Env, Secrets, process_env};
+use crate::event::Provider;
+use crate::fanout::Fanout;
+use crate::notify::sns::{SnsNotifier, TopicArns};
+use crate::receive::{Receiver, WebhookRequest};
+use crate::store::dynamodb::{DynamoStore, EVENT_SK_PREFIX};
+
+pub type Error = lambda_runtime::Error;
+
+/// How long stored events (and their idempotency) are kept: `RETENTION_DAYS`, default 90, well
+/// past every provider's retry horizon (Memberful's is the longest, about five days).
+pub const DEFAULT_RETENTION_DAYS: u64 = 90;
+
+/// JSON logs, one line per event; CloudWatch adds the time. The request id comes from the
+/// runtime's per-invocation span.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .without_time()
+        .with_current_span(true)
+        .with_target(false)
+        .try_init();
+}
+
+fn required(env: Env, var: &'static str) -> Result<String, ConfigError> {
+    env(var).ok_or(ConfigError::Invalid {
+        var,
+        message: "must be set".into(),
+    })
+}
+
+fn retention(env: Env) -> Result<Duration, ConfigError> {
+    let days = match env("RETENTION_DAYS") {
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|d| *d > 0)
+            .ok_or(ConfigError::Invalid {
+                var: "RETENTION_DAYS",
+                message: "must be a whole number of days > 0".into(),
+            })?,
+        None => DEFAULT_RETENTION_DAYS,
+    };
+    Ok(Duration::from_secs(days * 24 * 3600))
+}
+
+/// The SDK's shared configuration. Loading it reads the environment only (`AWS_REGION`,
+/// `AWS_ENDPOINT_URL`, credentials): no call to AWS happens before the first request.
+pub async fn aws_config() -> aws_config::SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+/// A webhook function's handler state, built once per cold start.
+pub async fn webhook_receiver(provider: Provider, env: Env<'_>) -> Result<Receiver, ConfigError> {
+    let config = Config::load(&[provider], Secrets::Required, env)?;
+    let table = required(env, "EVENTS_TABLE")?;
+    let store = DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&aws_config().await),
+        table,
+        retention(env)?,
+    );
+    Ok(Receiver::new(&config, Arc::new(store)))
+}
+
+/// `main` of a provider's function: refuses to start without its configuration.
+pub async fn run_webhook(provider: Provider) -> Result<(), Error> {
+    init_tracing();
+    let receiver = webhook_receiver(provider, &process_env)
+        .await
+        .inspect_err(|e| {
+            tracing::error!(error = %e, "configuration error");
+        })?;
+    let receiver = &receiver;
+    lambda_http::run(lambda_http::service_fn(move |req| {
+        handle_webhook(receiver, provider, req)
+    }))
+    .await
+}
+
+/// One API Gateway request through the pipeline. Never fails: every outcome is an HTTP answer.
+pub async fn handle_webhook(
+    receiver: &Receiver,
+    provider: Provider,
+    req: Request,
+) -> Result<Response<Body>, Infallible> {
+    let query = req.uri().query().map(str::to_owned).or_else(|| {
+        let q = req.query_string_parameters();
+        (!q.is_empty()).then(|| {
+            let mut s = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in q.iter() {
+                s.append_pair(k, v);
+            }
+            s.finish()
+        })
+    });
+    let receipt = receiver
+        .receive(
+            provider,
+            WebhookRequest {
+                method: req.method(),
+                headers: req.headers(),
+                query: query.as_deref(),
+                body: req.body().as_ref(),
+            },
+        )
+        .await;
+    Ok(receipt.into_response().map(Body::Text))
+}
+
+/// The fan-out's answer: the stream records to retry.
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchResponse {
+    pub batch_item_failures: Vec<ItemFailure>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemFailure {
+    pub item_identifier: String,
+}
+
+/// The fan-out function's state, built once per cold start.
+pub async fn fanout_from_env(env: Env<'_>) -> Result<Fanout, ConfigError> {
+    let config = Config::load(&[], Secrets::Required, env)?;
+    let topics = TopicArns {
+        internal: required(env, "INTERNAL_TOPIC_ARN")?,
+        merchant: required(env, "MERCHANT_TOPIC_ARN")?,
+        payor: required(env, "PAYOR_TOPIC_ARN")?,
+    };
+    let table = required(env, "EVENTS_TABLE")?;
+    let sdk = aws_config().await;
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table, retention(env)?);
+    let notifier = SnsNotifier::new(aws_sdk_sns::Client::new(&sdk), topics);
+    Ok(Fanout::new(
+        Arc::new(store),
+        Arc::new(notifier),
+        config.routing,
+        config.platform,
+    ))
+}
+
+pub async fn run_fanout() -> Result<(), Error> {
+    init_tracing();
+    let fanout = fanout_from_env(&process_env).await.inspect_err(|e| {
+        tracing::error!(error = %e, "configuration error");
+    })?;
+    let fanout = &fanout;
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |ev: LambdaEvent<StreamEvent>| async move {
+            Ok::<_, Infallible>(handle_stream(fanout, ev.payload).await)
+        },
+    ))
+    .await
+}
+
+/// Delivers every newly inserted event in a stream batch. A record that fails is reported by
+/// its sequence number so only it is retried; the others are done. Never panics, never fails
+/// the whole batch.
+pub async fn handle_stream(fanout: &Fanout, batch: StreamEvent) -> BatchResponse {
+    let mut response = BatchResponse::default();
+    for record in batch.records {
+        // Aggregate updates and TTL removals come down the same stream; only new events fan out.
+        if record.event_name != "INSERT" {
+            continue;
+        }
+        let image = match serde_json::to_value(&record.change.new_image) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "unreadable stream image");
+                continue;
+            }
+        };
+        let sk = image
+            .pointer("/sk/S")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        if !sk.starts_with(EVENT_SK_PREFIX) {
+            continue;
+        }
+        let event = image
+            .pointer("/event/S")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| "stream image has no `event` attribute".to_owned())
+            .and_then(|json| {
+                serde_json::from_str::<crate::event::RefundEvent>(json).map_err(|e| e.to_string())
+            });
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                // A record we can never read would block its shard forever if retried; it is
+                // logged and skipped, and its item stays in the table for replay.
+                tracing::error!(error = %e, sk, "unreadable event in stream; skipped");
+                continue;
+            }
+        };
+        if let Err(e) = fanout.deliver(&event).await {
+            tracing::error!(event_id = %event.event_id, error = %e, "fan-out failed; record will be retried");
+            let id = record
+                .change
+                .sequence_number
+                .clone()
+                .unwrap_or_else(|| record.event_id.clone());
+            response.batch_item_failures.push(ItemFailure {
+                item_identifier: id,
+            });
+        }
+    }
+    response
+}

@@ -1,0 +1,8 @@
+//! The fan-out function: the events table's stream → routing → SNS topics.
+
+use common::lambda::{Error, run_fanout};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    run_fanout().await
+}

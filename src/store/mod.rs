@@ -1,0 +1,5 @@
+//! The local runner's embedded, durable store.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
