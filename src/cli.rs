@@ -48,23 +48,28 @@ pub enum Command {
         #[arg(long, default_value = "http://127.0.0.1:3000")]
         url: String,
     },
+    /// Write API Gateway and DynamoDB stream events for local Lambda invocation, signed with the
+    /// development secrets.
+    Events {
+        #[arg(long, default_value = "events")]
+        out: PathBuf,
+        #[arg(long, default_value = "tests/fixtures")]
+        fixtures: PathBuf,
+        /// Unix time to sign at; now by default.
+        #[arg(long)]
+        timestamp: Option<i64>,
+    },
 }
 
 /// Secrets as the local runner reads them: the environment, or the development secrets.
 pub fn local_config() -> anyhow::Result<Config> {
-    Ok(Config::load(
-        &Provider::ALL,
-        Secrets::DevFallback,
-        &process_env,
-    )?)
+    Ok(Config::load(&Provider::ALL, Secrets::DevFallback, &process_env)?)
 }
 
 /// A delivery id unique to this process and moment, like a provider's own.
 pub fn fresh_delivery_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
     format!("msg_{nanos:x}{:x}", std::process::id())
 }
 
@@ -74,11 +79,7 @@ pub fn now() -> i64 {
 
 /// The content type a fixture is sent with: form-encoded for `.form` files.
 pub fn content_type(file: &Path) -> &'static str {
-    if file.extension().is_some_and(|e| e == "form") {
-        "application/x-www-form-urlencoded"
-    } else {
-        "application/json"
-    }
+    if file.extension().is_some_and(|e| e == "form") { "application/x-www-form-urlencoded" } else { "application/json" }
 }
 
 /// The headers (content type first) a provider sends with `body`.
@@ -90,9 +91,7 @@ pub fn signed_headers(
     timestamp: i64,
     delivery_id: &str,
 ) -> anyhow::Result<Vec<(String, String)>> {
-    let verifier = config
-        .verifier(provider)
-        .with_context(|| format!("{provider} is not configured"))?;
+    let verifier = config.verifier(provider).with_context(|| format!("{provider} is not configured"))?;
     let mut headers = vec![("Content-Type".to_owned(), content_type(file).to_owned())];
     headers.extend(verifier.sign(body, timestamp, delivery_id));
     Ok(headers)
@@ -107,9 +106,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { addr, data_dir } => {
             let config = local_config()?;
             if !config.dev_secrets.is_empty() {
-                println!(
-                    "DEVELOPMENT SECRETS in use (set the variables below to your own for anything real):"
-                );
+                println!("DEVELOPMENT SECRETS in use (set the variables below to your own for anything real):");
                 for p in &config.dev_secrets {
                     for var in common::config::secret_vars(*p) {
                         if let Some((_, v)) = DEV_SECRETS.iter().find(|(k, _)| k == var) {
@@ -120,39 +117,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             crate::serve::serve(config, addr, data_dir).await
         }
-        Command::Sign {
-            provider,
-            file,
-            timestamp,
-            delivery_id,
-        } => {
+        Command::Sign { provider, file, timestamp, delivery_id } => {
             let config = local_config()?;
             let body = read(&file)?;
             let id = delivery_id.unwrap_or_else(fresh_delivery_id);
-            for (k, v) in signed_headers(
-                &config,
-                provider,
-                &file,
-                &body,
-                timestamp.unwrap_or_else(now),
-                &id,
-            )? {
+            for (k, v) in signed_headers(&config, provider, &file, &body, timestamp.unwrap_or_else(now), &id)? {
                 println!("{k}: {v}");
             }
             Ok(())
         }
-        Command::Send {
-            provider,
-            file,
-            url,
-        } => {
+        Command::Events { out, fixtures, timestamp } => {
+            for path in crate::events::write_all(&out, &fixtures, timestamp.unwrap_or_else(now)).await? {
+                println!("{}", path.display());
+            }
+            Ok(())
+        }
+        Command::Send { provider, file, url } => {
             let config = local_config()?;
             let body = read(&file)?;
-            let headers =
-                signed_headers(&config, provider, &file, &body, now(), &fresh_delivery_id())?;
+            let headers = signed_headers(&config, provider, &file, &body, now(), &fresh_delivery_id())?;
             let target = format!("{}/webhooks/{provider}", url.trim_end_matches('/'));
-            let (status, reply) =
-                tokio::task::spawn_blocking(move || post(&target, &headers, &body)).await??;
+            let (status, reply) = tokio::task::spawn_blocking(move || post(&target, &headers, &body)).await??;
             println!("{status} {reply}");
             if !(200..300).contains(&status) {
                 bail!("the receiver answered {status}");
@@ -164,17 +149,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// POSTs `body`; any HTTP status is an answer, not an error.
 pub fn post(url: &str, headers: &[(String, String)], body: &[u8]) -> anyhow::Result<(u16, String)> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let mut req = agent.post(url);
     for (k, v) in headers {
         req = req.header(k, v);
     }
-    let mut res = req
-        .send(body)
-        .with_context(|| format!("posting to {url}"))?;
+    let mut res = req.send(body).with_context(|| format!("posting to {url}"))?;
     let status = res.status().as_u16();
     let text = res.body_mut().read_to_string().unwrap_or_default();
     Ok((status, text))

@@ -2,6 +2,7 @@
 //! SQLite store and a notifier that appends to a JSON-lines file. Nothing here runs in AWS.
 
 pub mod cli;
+pub mod events;
 pub mod notifier;
 pub mod serve;
 pub mod store;

@@ -38,19 +38,10 @@ impl Runner {
         std::fs::create_dir_all(data_dir)?;
         let store = SqliteStore::open(&data_dir.join("events.sqlite3"))?;
         let notifier = FileNotifier::new(data_dir.join("notifications.jsonl"));
-        let fanout = Fanout::new(
-            Arc::new(store.clone()),
-            Arc::new(notifier),
-            config.routing.clone(),
-            config.platform.clone(),
-        );
+        let fanout =
+            Fanout::new(Arc::new(store.clone()), Arc::new(notifier), config.routing.clone(), config.platform.clone());
         let receiver = Receiver::new(config, Arc::new(store.clone()));
-        Ok(Arc::new(Runner {
-            receiver,
-            store,
-            fanout,
-            wake: Notify::new(),
-        }))
+        Ok(Arc::new(Runner { receiver, store, fanout, wake: Notify::new() }))
     }
 
     pub fn store(&self) -> &SqliteStore {
@@ -67,14 +58,8 @@ impl Runner {
                 return Ok(done);
             }
             for event in pending {
-                self.fanout
-                    .deliver(&event)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                self.store
-                    .mark_notified(&event.event_id)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                self.fanout.deliver(&event).await.map_err(|e| e.to_string())?;
+                self.store.mark_notified(&event.event_id).await.map_err(|e| e.to_string())?;
                 done += 1;
             }
         }
@@ -95,18 +80,11 @@ pub fn app(runner: Arc<Runner>) -> Router {
     Router::new()
         .route("/webhooks/{provider}", any(webhook))
         .route("/refunds/{provider}/{id}", get(object))
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(|| async { axum::Json(json!({ "status": "ok" })) }))
         .with_state(runner)
 }
 
-async fn webhook(
-    State(runner): State<Arc<Runner>>,
-    UrlPath(provider): UrlPath<String>,
-    req: Request,
-) -> Response {
+async fn webhook(State(runner): State<Arc<Runner>>, UrlPath(provider): UrlPath<String>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let limit = runner.receiver.body_limit();
     // Read at most one byte past the limit: enough to know the body is too large.
@@ -114,21 +92,14 @@ async fn webhook(
         Ok(b) => b,
         Err(_) => {
             let p = provider.parse().unwrap_or(Provider::Memberful);
-            return http_response(
-                refusal(p, ReceiveError::PayloadTooLarge { limit }).into_response(),
-            );
+            return http_response(refusal(p, ReceiveError::PayloadTooLarge { limit }).into_response());
         }
     };
     let receipt = runner
         .receiver
         .receive_route(
             &provider,
-            WebhookRequest {
-                method: &parts.method,
-                headers: &parts.headers,
-                query: parts.uri.query(),
-                body: &bytes,
-            },
+            WebhookRequest { method: &parts.method, headers: &parts.headers, query: parts.uri.query(), body: &bytes },
         )
         .await;
     if receipt.stored.is_some() {
@@ -152,12 +123,8 @@ async fn object(
     UrlPath((provider, id)): UrlPath<(String, String)>,
     Query(q): Query<ObjectQuery>,
 ) -> Response {
-    let not_found = |what: String| {
-        (
-            StatusCode::NOT_FOUND,
-            axum::Json(json!({ "error": "not_found", "message": what })),
-        )
-    };
+    let not_found =
+        |what: String| (StatusCode::NOT_FOUND, axum::Json(json!({ "error": "not_found", "message": what })));
     let Ok(provider) = provider.parse::<Provider>() else {
         return not_found(format!("unknown provider `{provider}`")).into_response();
     };
@@ -167,7 +134,9 @@ async fn object(
         Some(other) => {
             return (
                 StatusCode::BAD_REQUEST,
-                axum::Json(json!({ "error": "invalid_query", "field": "kind", "message": format!("unknown kind `{other}`") })),
+                axum::Json(
+                    json!({ "error": "invalid_query", "field": "kind", "message": format!("unknown kind `{other}`") }),
+                ),
             )
                 .into_response();
         }
@@ -177,11 +146,7 @@ async fn object(
         Ok(None) => not_found(format!("no {} {id} from {provider}", kind.as_str())).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "store read failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(json!({ "error": "store_unavailable" })),
-            )
-                .into_response()
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "error": "store_unavailable" }))).into_response()
         }
     }
 }
@@ -192,10 +157,7 @@ pub async fn serve(config: Config, addr: SocketAddr, data_dir: PathBuf) -> anyho
     tokio::spawn(runner.clone().outbox_worker());
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    println!(
-        "refund-relay listening on http://{local} (data in {})",
-        data_dir.display()
-    );
+    println!("refund-relay listening on http://{local} (data in {})", data_dir.display());
     for p in Provider::ALL {
         println!("  POST http://{local}/webhooks/{p}");
     }

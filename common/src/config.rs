@@ -8,9 +8,7 @@ use crate::money;
 use crate::notify::Routing;
 use crate::providers::ProviderSettings;
 use crate::providers::{conscent, memberful, webforce};
-use crate::verify::{
-    self, BasicAuth, FirstPresented, HmacSha256Hex, SharedToken, StandardWebhooks, Verifier,
-};
+use crate::verify::{self, BasicAuth, FirstPresented, HmacSha256Hex, SharedToken, StandardWebhooks, Verifier};
 
 /// Bodies larger than this are refused with 413 (`BODY_LIMIT_BYTES`).
 pub const DEFAULT_BODY_LIMIT: usize = 256 * 1024;
@@ -29,45 +27,24 @@ pub fn process_env(name: &str) -> Option<String> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     #[error("{provider}: set {vars} (refusing to start without a way to verify its webhooks)")]
-    MissingSecret {
-        provider: Provider,
-        vars: &'static str,
-    },
+    MissingSecret { provider: Provider, vars: &'static str },
     #[error("{var}: {message}")]
     Invalid { var: &'static str, message: String },
 }
 
 fn invalid(var: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        var,
-        message: message.into(),
-    }
+    ConfigError::Invalid { var, message: message.into() }
 }
 
 /// Development secrets for the local runner only, printed at its start so anyone can sign with
 /// them. The Lambda functions never fall back to these.
 pub const DEV_SECRETS: &[(&str, &str)] = &[
-    (
-        "MEMBERFUL_WEBHOOK_SECRET",
-        "dev-memberful-secret-not-for-production",
-    ),
-    (
-        "CONSCENT_WEBHOOK_SECRET",
-        "dev-conscent-secret-not-for-production",
-    ),
+    ("MEMBERFUL_WEBHOOK_SECRET", "dev-memberful-secret-not-for-production"),
+    ("CONSCENT_WEBHOOK_SECRET", "dev-conscent-secret-not-for-production"),
     // base64 of "dev-rainforest-signing-key-only!"
-    (
-        "RAINFOREST_WEBHOOK_SECRET",
-        "whsec_ZGV2LXJhaW5mb3Jlc3Qtc2lnbmluZy1rZXktb25seSE=",
-    ),
-    (
-        "WEBFORCE_WEBHOOK_TOKEN",
-        "dev-webforce-token-not-for-production",
-    ),
-    (
-        "FOLOOSI_WEBHOOK_TOKEN",
-        "dev-foloosi-token-not-for-production",
-    ),
+    ("RAINFOREST_WEBHOOK_SECRET", "whsec_ZGV2LXJhaW5mb3Jlc3Qtc2lnbmluZy1rZXktb25seSE="),
+    ("WEBFORCE_WEBHOOK_TOKEN", "dev-webforce-token-not-for-production"),
+    ("FOLOOSI_WEBHOOK_TOKEN", "dev-foloosi-token-not-for-production"),
 ];
 
 /// The environment variables that hold each provider's proof of origin.
@@ -86,57 +63,34 @@ fn refs(v: &[String]) -> Vec<&str> {
 }
 
 /// Builds the provider's verifier from its secrets, or `None` when none is configured.
-fn verifier(
-    provider: Provider,
-    env: Env,
-    tolerance: u64,
-) -> Result<Option<Arc<dyn Verifier>>, ConfigError> {
-    let list = |var: &str| {
-        env(var).map(|v| {
-            verify::split_secrets(&v)
-                .into_iter()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-    };
+fn verifier(provider: Provider, env: Env, tolerance: u64) -> Result<Option<Arc<dyn Verifier>>, ConfigError> {
+    let list =
+        |var: &str| env(var).map(|v| verify::split_secrets(&v).into_iter().map(str::to_owned).collect::<Vec<_>>());
     let tokens = |var: &'static str| -> Result<Option<Vec<String>>, ConfigError> {
         match list(var) {
-            Some(t) if t.iter().any(|t| t.len() < MIN_TOKEN_LEN) => Err(invalid(
-                var,
-                format!("each token must be at least {MIN_TOKEN_LEN} characters"),
-            )),
+            Some(t) if t.iter().any(|t| t.len() < MIN_TOKEN_LEN) => {
+                Err(invalid(var, format!("each token must be at least {MIN_TOKEN_LEN} characters")))
+            }
             other => Ok(other.filter(|t| !t.is_empty())),
         }
     };
     let scheme: Option<Arc<dyn Verifier>> = match provider {
         Provider::Memberful => list("MEMBERFUL_WEBHOOK_SECRET")
             .filter(|s| !s.is_empty())
-            .map(|s| {
-                Arc::new(HmacSha256Hex::new(memberful::SIGNATURE_HEADER, &refs(&s)))
-                    as Arc<dyn Verifier>
-            }),
+            .map(|s| Arc::new(HmacSha256Hex::new(memberful::SIGNATURE_HEADER, &refs(&s))) as Arc<dyn Verifier>),
         Provider::Conscent => {
             let mut schemes: Vec<Box<dyn Verifier>> = Vec::new();
             if let Some(s) = list("CONSCENT_WEBHOOK_SECRET").filter(|s| !s.is_empty()) {
-                schemes.push(Box::new(HmacSha256Hex::new(
-                    conscent::SIGNATURE_HEADER,
-                    &refs(&s),
-                )));
+                schemes.push(Box::new(HmacSha256Hex::new(conscent::SIGNATURE_HEADER, &refs(&s))));
             }
             if let Some(c) = list("CONSCENT_BASIC_AUTH").filter(|s| !s.is_empty()) {
                 if c.iter().any(|p| !p.contains(':')) {
-                    return Err(invalid(
-                        "CONSCENT_BASIC_AUTH",
-                        "each entry must be key:secret",
-                    ));
+                    return Err(invalid("CONSCENT_BASIC_AUTH", "each entry must be key:secret"));
                 }
                 schemes.push(Box::new(BasicAuth::new(&refs(&c))));
             }
             (!schemes.is_empty()).then(|| {
-                Arc::new(FirstPresented::new(
-                    schemes,
-                    "`x-conscent-signature` or `authorization`",
-                )) as Arc<dyn Verifier>
+                Arc::new(FirstPresented::new(schemes, "`x-conscent-signature` or `authorization`")) as Arc<dyn Verifier>
             })
         }
         Provider::Rainforest => match list("RAINFOREST_WEBHOOK_SECRET").filter(|s| !s.is_empty()) {
@@ -147,11 +101,7 @@ fn verifier(
             None => None,
         },
         Provider::Webforce => tokens("WEBFORCE_WEBHOOK_TOKEN")?.map(|t| {
-            Arc::new(SharedToken::new(
-                webforce::TOKEN_HEADER,
-                webforce::TOKEN_QUERY,
-                &refs(&t),
-            )) as Arc<dyn Verifier>
+            Arc::new(SharedToken::new(webforce::TOKEN_HEADER, webforce::TOKEN_QUERY, &refs(&t))) as Arc<dyn Verifier>
         }),
         Provider::Foloosi => tokens("FOLOOSI_WEBHOOK_TOKEN")?.map(|t| {
             Arc::new(SharedToken::new(
@@ -188,10 +138,7 @@ pub struct Config {
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
-            .field(
-                "providers",
-                &self.verifiers.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
-            )
+            .field("providers", &self.verifiers.iter().map(|(p, _)| *p).collect::<Vec<_>>())
             .field("settings", &self.settings)
             .field("body_limit", &self.body_limit)
             .field("tolerance_secs", &self.tolerance_secs)
@@ -207,20 +154,14 @@ impl Config {
 
     pub fn load(providers: &[Provider], secrets: Secrets, env: Env) -> Result<Self, ConfigError> {
         let number = |var: &'static str, default: u64| -> Result<u64, ConfigError> {
-            env(var).map_or(Ok(default), |v| {
-                v.trim()
-                    .parse()
-                    .map_err(|_| invalid(var, "must be a whole number"))
-            })
+            env(var).map_or(Ok(default), |v| v.trim().parse().map_err(|_| invalid(var, "must be a whole number")))
         };
         let tolerance_secs = number("REPLAY_TOLERANCE_SECONDS", verify::DEFAULT_TOLERANCE_SECS)?;
         let body_limit = usize::try_from(number("BODY_LIMIT_BYTES", DEFAULT_BODY_LIMIT as u64)?)
             .map_err(|_| invalid("BODY_LIMIT_BYTES", "too large"))?;
         let currency = |var: &'static str| -> Result<String, ConfigError> {
             let code = env(var).unwrap_or_else(|| "USD".into());
-            money::currency(&code)
-                .map(|(c, _)| c)
-                .map_err(|e| invalid(var, e.to_string()))
+            money::currency(&code).map(|(c, _)| c).map_err(|e| invalid(var, e.to_string()))
         };
         let settings = ProviderSettings {
             memberful_currency: currency("MEMBERFUL_CURRENCY")?,
@@ -229,9 +170,7 @@ impl Config {
             foloosi_merchant: env("FOLOOSI_MERCHANT_ID"),
         };
         let routing = match env("ROUTING") {
-            Some(spec) => {
-                Routing::with_overrides(&spec).map_err(|e| invalid("ROUTING", e.to_string()))?
-            }
+            Some(spec) => Routing::with_overrides(&spec).map_err(|e| invalid("ROUTING", e.to_string()))?,
             None => Routing::default(),
         };
 
@@ -241,23 +180,13 @@ impl Config {
             let scheme = match (verifier(provider, env, tolerance_secs)?, secrets) {
                 (Some(v), _) => v,
                 (None, Secrets::Required) => {
-                    return Err(ConfigError::MissingSecret {
-                        provider,
-                        vars: join_vars(provider),
-                    });
+                    return Err(ConfigError::MissingSecret { provider, vars: join_vars(provider) });
                 }
                 (None, Secrets::DevFallback) => {
                     dev_secrets.push(provider);
-                    let dev = |var: &str| {
-                        DEV_SECRETS
-                            .iter()
-                            .find(|(k, _)| *k == var)
-                            .map(|(_, v)| (*v).to_owned())
-                    };
-                    verifier(provider, &dev, tolerance_secs)?.ok_or(ConfigError::MissingSecret {
-                        provider,
-                        vars: join_vars(provider),
-                    })?
+                    let dev = |var: &str| DEV_SECRETS.iter().find(|(k, _)| *k == var).map(|(_, v)| (*v).to_owned());
+                    verifier(provider, &dev, tolerance_secs)?
+                        .ok_or(ConfigError::MissingSecret { provider, vars: join_vars(provider) })?
                 }
             };
             verifiers.push((provider, scheme));
@@ -275,10 +204,7 @@ impl Config {
 
     /// The verifier of `provider`, for signing with the same secrets (CLI, events, tests).
     pub fn verifier(&self, provider: Provider) -> Option<&Arc<dyn Verifier>> {
-        self.verifiers
-            .iter()
-            .find(|(p, _)| *p == provider)
-            .map(|(_, v)| v)
+        self.verifiers.iter().find(|(p, _)| *p == provider).map(|(_, v)| v)
     }
 }
 
@@ -296,10 +222,7 @@ mod tests {
     use super::*;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
         move |k| map.get(k).cloned()
     }
 
@@ -308,10 +231,7 @@ mod tests {
         let env = env_of(&[]);
         for p in Provider::ALL {
             let e = Config::load(&[p], Secrets::Required, &env).unwrap_err();
-            assert!(
-                matches!(e, ConfigError::MissingSecret { provider, .. } if provider == p),
-                "{e}"
-            );
+            assert!(matches!(e, ConfigError::MissingSecret { provider, .. } if provider == p), "{e}");
         }
     }
 
@@ -327,28 +247,16 @@ mod tests {
     #[test]
     fn bad_values_name_their_variable() {
         let cases: &[(&[(&str, &str)], &str)] = &[
-            (
-                &[("RAINFOREST_WEBHOOK_SECRET", "whsec_!!")],
-                "RAINFOREST_WEBHOOK_SECRET",
-            ),
-            (
-                &[("WEBFORCE_WEBHOOK_TOKEN", "short")],
-                "WEBFORCE_WEBHOOK_TOKEN",
-            ),
+            (&[("RAINFOREST_WEBHOOK_SECRET", "whsec_!!")], "RAINFOREST_WEBHOOK_SECRET"),
+            (&[("WEBFORCE_WEBHOOK_TOKEN", "short")], "WEBFORCE_WEBHOOK_TOKEN"),
             (&[("CONSCENT_BASIC_AUTH", "nocolon")], "CONSCENT_BASIC_AUTH"),
-            (
-                &[("REPLAY_TOLERANCE_SECONDS", "five")],
-                "REPLAY_TOLERANCE_SECONDS",
-            ),
+            (&[("REPLAY_TOLERANCE_SECONDS", "five")], "REPLAY_TOLERANCE_SECONDS"),
             (&[("MEMBERFUL_CURRENCY", "DOLLARS")], "MEMBERFUL_CURRENCY"),
             (&[("ROUTING", "created=all")], "ROUTING"),
         ];
         for (pairs, var) in cases {
             let e = Config::load(&Provider::ALL, Secrets::DevFallback, &env_of(pairs)).unwrap_err();
-            assert!(
-                matches!(&e, ConfigError::Invalid { var: v, .. } if v == var),
-                "{e}"
-            );
+            assert!(matches!(&e, ConfigError::Invalid { var: v, .. } if v == var), "{e}");
         }
     }
 

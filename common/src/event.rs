@@ -19,13 +19,8 @@ pub enum Provider {
 }
 
 impl Provider {
-    pub const ALL: [Provider; 5] = [
-        Provider::Memberful,
-        Provider::Conscent,
-        Provider::Rainforest,
-        Provider::Webforce,
-        Provider::Foloosi,
-    ];
+    pub const ALL: [Provider; 5] =
+        [Provider::Memberful, Provider::Conscent, Provider::Rainforest, Provider::Webforce, Provider::Foloosi];
 
     /// The route segment and the name used in keys, logs and message attributes.
     pub fn as_str(self) -> &'static str {
@@ -91,14 +86,8 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 6] = [
-        Status::Created,
-        Status::Processing,
-        Status::InReview,
-        Status::Succeeded,
-        Status::Failed,
-        Status::Canceled,
-    ];
+    pub const ALL: [Status; 6] =
+        [Status::Created, Status::Processing, Status::InReview, Status::Succeeded, Status::Failed, Status::Canceled];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -198,12 +187,7 @@ pub struct Normalized {
 
 impl Normalized {
     /// An event with only its identity set; adapters fill in what their payload carries.
-    pub fn new(
-        kind: EventKind,
-        event_type: impl Into<String>,
-        status: Status,
-        object_id: impl Into<String>,
-    ) -> Self {
+    pub fn new(kind: EventKind, event_type: impl Into<String>, status: Status, object_id: impl Into<String>) -> Self {
         Normalized {
             kind,
             event_type: event_type.into(),
@@ -271,12 +255,7 @@ pub struct RefundEvent {
 impl RefundEvent {
     /// The idempotency key: the provider's own identity of the event (object id, event type and
     /// status), never anything about the delivery.
-    pub fn idempotency_key(
-        provider: Provider,
-        object_id: &str,
-        event_type: &str,
-        status: Status,
-    ) -> String {
+    pub fn idempotency_key(provider: Provider, object_id: &str, event_type: &str, status: Status) -> String {
         format!("{provider}#{object_id}#{event_type}#{status}")
     }
 
@@ -288,12 +267,7 @@ impl RefundEvent {
 
     /// The stream key of the object this event moves: one refund (or payment) of one provider.
     pub fn object_key(&self) -> String {
-        format!(
-            "{}#{}#{}",
-            self.provider,
-            self.kind.as_str(),
-            self.object_id
-        )
+        format!("{}#{}#{}", self.provider, self.kind.as_str(), self.object_id)
     }
 }
 

@@ -34,18 +34,8 @@ pub struct Fanout {
 }
 
 impl Fanout {
-    pub fn new(
-        store: Arc<dyn EventStore>,
-        notifier: Arc<dyn Notifier>,
-        routing: Routing,
-        platform: String,
-    ) -> Self {
-        Fanout {
-            store,
-            notifier,
-            routing,
-            platform,
-        }
+    pub fn new(store: Arc<dyn EventStore>, notifier: Arc<dyn Notifier>, routing: Routing, platform: String) -> Self {
+        Fanout { store, notifier, routing, platform }
     }
 
     /// Safe to call again for the same event after a failure: `advance` answers `Advanced` for

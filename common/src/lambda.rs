@@ -18,7 +18,7 @@ use crate::event::Provider;
 use crate::fanout::Fanout;
 use crate::notify::sns::{SnsNotifier, TopicArns};
 use crate::receive::{Receiver, WebhookRequest};
-use crate::store::dynamodb::{DynamoStore, EVENT_SK_PREFIX};
+use crate::store::dynamodb::DynamoStore;
 
 pub type Error = lambda_runtime::Error;
 
@@ -41,23 +41,15 @@ pub fn init_tracing() {
 }
 
 fn required(env: Env, var: &'static str) -> Result<String, ConfigError> {
-    env(var).ok_or(ConfigError::Invalid {
-        var,
-        message: "must be set".into(),
-    })
+    env(var).ok_or(ConfigError::Invalid { var, message: "must be set".into() })
 }
 
 fn retention(env: Env) -> Result<Duration, ConfigError> {
     let days = match env("RETENTION_DAYS") {
-        Some(v) => v
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|d| *d > 0)
-            .ok_or(ConfigError::Invalid {
-                var: "RETENTION_DAYS",
-                message: "must be a whole number of days > 0".into(),
-            })?,
+        Some(v) => v.trim().parse::<u64>().ok().filter(|d| *d > 0).ok_or(ConfigError::Invalid {
+            var: "RETENTION_DAYS",
+            message: "must be a whole number of days > 0".into(),
+        })?,
         None => DEFAULT_RETENTION_DAYS,
     };
     Ok(Duration::from_secs(days * 24 * 3600))
@@ -73,27 +65,18 @@ pub async fn aws_config() -> aws_config::SdkConfig {
 pub async fn webhook_receiver(provider: Provider, env: Env<'_>) -> Result<Receiver, ConfigError> {
     let config = Config::load(&[provider], Secrets::Required, env)?;
     let table = required(env, "EVENTS_TABLE")?;
-    let store = DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(&aws_config().await),
-        table,
-        retention(env)?,
-    );
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws_config().await), table, retention(env)?);
     Ok(Receiver::new(&config, Arc::new(store)))
 }
 
 /// `main` of a provider's function: refuses to start without its configuration.
 pub async fn run_webhook(provider: Provider) -> Result<(), Error> {
     init_tracing();
-    let receiver = webhook_receiver(provider, &process_env)
-        .await
-        .inspect_err(|e| {
-            tracing::error!(error = %e, "configuration error");
-        })?;
+    let receiver = webhook_receiver(provider, &process_env).await.inspect_err(|e| {
+        tracing::error!(error = %e, "configuration error");
+    })?;
     let receiver = &receiver;
-    lambda_http::run(lambda_http::service_fn(move |req| {
-        handle_webhook(receiver, provider, req)
-    }))
-    .await
+    lambda_http::run(lambda_http::service_fn(move |req| handle_webhook(receiver, provider, req))).await
 }
 
 /// One API Gateway request through the pipeline. Never fails: every outcome is an HTTP answer.
@@ -151,12 +134,7 @@ pub async fn fanout_from_env(env: Env<'_>) -> Result<Fanout, ConfigError> {
     let sdk = aws_config().await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table, retention(env)?);
     let notifier = SnsNotifier::new(aws_sdk_sns::Client::new(&sdk), topics);
-    Ok(Fanout::new(
-        Arc::new(store),
-        Arc::new(notifier),
-        config.routing,
-        config.platform,
-    ))
+    Ok(Fanout::new(Arc::new(store), Arc::new(notifier), config.routing, config.platform))
 }
 
 pub async fn run_fanout() -> Result<(), Error> {
@@ -165,11 +143,9 @@ pub async fn run_fanout() -> Result<(), Error> {
         tracing::error!(error = %e, "configuration error");
     })?;
     let fanout = &fanout;
-    lambda_runtime::run(lambda_runtime::service_fn(
-        move |ev: LambdaEvent<StreamEvent>| async move {
-            Ok::<_, Infallible>(handle_stream(fanout, ev.payload).await)
-        },
-    ))
+    lambda_runtime::run(lambda_runtime::service_fn(move |ev: LambdaEvent<StreamEvent>| async move {
+        Ok::<_, Infallible>(handle_stream(fanout, ev.payload).await)
+    }))
     .await
 }
 
@@ -190,39 +166,20 @@ pub async fn handle_stream(fanout: &Fanout, batch: StreamEvent) -> BatchResponse
                 continue;
             }
         };
-        let sk = image
-            .pointer("/sk/S")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default();
-        if !sk.starts_with(EVENT_SK_PREFIX) {
-            continue;
-        }
-        let event = image
-            .pointer("/event/S")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| "stream image has no `event` attribute".to_owned())
-            .and_then(|json| {
-                serde_json::from_str::<crate::event::RefundEvent>(json).map_err(|e| e.to_string())
-            });
-        let event = match event {
-            Ok(e) => e,
-            Err(e) => {
+        let event = match crate::store::layout::event_from_image(&image) {
+            None => continue,
+            Some(Ok(e)) => e,
+            Some(Err(e)) => {
                 // A record we can never read would block its shard forever if retried; it is
                 // logged and skipped, and its item stays in the table for replay.
-                tracing::error!(error = %e, sk, "unreadable event in stream; skipped");
+                tracing::error!(error = %e, "unreadable event in stream; skipped");
                 continue;
             }
         };
         if let Err(e) = fanout.deliver(&event).await {
             tracing::error!(event_id = %event.event_id, error = %e, "fan-out failed; record will be retried");
-            let id = record
-                .change
-                .sequence_number
-                .clone()
-                .unwrap_or_else(|| record.event_id.clone());
-            response.batch_item_failures.push(ItemFailure {
-                item_identifier: id,
-            });
+            let id = record.change.sequence_number.clone().unwrap_or_else(|| record.event_id.clone());
+            response.batch_item_failures.push(ItemFailure { item_identifier: id });
         }
     }
     response

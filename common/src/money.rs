@@ -23,11 +23,7 @@ pub enum MoneyError {
     #[error("`{0}` is not a decimal amount")]
     NotANumber(String),
     #[error("amount `{amount}` has more decimals than {currency} allows ({exponent})")]
-    TooPrecise {
-        amount: String,
-        currency: String,
-        exponent: u16,
-    },
+    TooPrecise { amount: String, currency: String, exponent: u16 },
     #[error("amount `{0}` is negative")]
     Negative(String),
     #[error("amount `{0}` is out of range")]
@@ -37,11 +33,8 @@ pub enum MoneyError {
 /// The ISO 4217 currency for `code` (upper-cased first), with its exponent.
 pub fn currency(code: &str) -> Result<(String, u16), MoneyError> {
     let upper = code.trim().to_ascii_uppercase();
-    let cur =
-        Currency::from_code(&upper).ok_or_else(|| MoneyError::UnknownCurrency(code.to_owned()))?;
-    let exponent = cur
-        .exponent()
-        .ok_or_else(|| MoneyError::NoMinorUnit(upper.clone()))?;
+    let cur = Currency::from_code(&upper).ok_or_else(|| MoneyError::UnknownCurrency(code.to_owned()))?;
+    let exponent = cur.exponent().ok_or_else(|| MoneyError::NoMinorUnit(upper.clone()))?;
     Ok((upper, exponent))
 }
 
@@ -62,30 +55,17 @@ pub fn to_minor(major: &str, code: &str) -> Result<Money, MoneyError> {
     let (currency, exponent) = currency(code)?;
     let text = major.trim();
     // Exponent notation is legal JSON; rust_decimal parses it separately.
-    let parsed = if text.contains(['e', 'E']) {
-        Decimal::from_scientific(text)
-    } else {
-        Decimal::from_str_exact(text)
-    };
+    let parsed = if text.contains(['e', 'E']) { Decimal::from_scientific(text) } else { Decimal::from_str_exact(text) };
     let value = parsed.map_err(|_| MoneyError::NotANumber(major.to_owned()))?;
     if value.is_sign_negative() && !value.is_zero() {
         return Err(MoneyError::Negative(major.to_owned()));
     }
     let scale = Decimal::from(10u64.pow(u32::from(exponent)));
-    let scaled = value
-        .checked_mul(scale)
-        .ok_or_else(|| MoneyError::OutOfRange(major.to_owned()))?;
+    let scaled = value.checked_mul(scale).ok_or_else(|| MoneyError::OutOfRange(major.to_owned()))?;
     if !scaled.fract().is_zero() {
-        return Err(MoneyError::TooPrecise {
-            amount: major.to_owned(),
-            currency,
-            exponent,
-        });
+        return Err(MoneyError::TooPrecise { amount: major.to_owned(), currency, exponent });
     }
-    let minor = scaled
-        .to_i64()
-        .filter(|m| *m <= MAX_MINOR)
-        .ok_or_else(|| MoneyError::OutOfRange(major.to_owned()))?;
+    let minor = scaled.to_i64().filter(|m| *m <= MAX_MINOR).ok_or_else(|| MoneyError::OutOfRange(major.to_owned()))?;
     Ok(Money { minor, currency })
 }
 
@@ -118,70 +98,25 @@ mod tests {
 
     #[test]
     fn refuses_what_cannot_be_exact() {
-        assert!(matches!(
-            to_minor("1.5", "JPY"),
-            Err(MoneyError::TooPrecise { .. })
-        ));
-        assert!(matches!(
-            to_minor("0.001", "INR"),
-            Err(MoneyError::TooPrecise { .. })
-        ));
-        assert!(matches!(
-            to_minor("-1", "INR"),
-            Err(MoneyError::Negative(_))
-        ));
-        assert!(matches!(
-            to_minor("ten", "INR"),
-            Err(MoneyError::NotANumber(_))
-        ));
-        assert!(matches!(
-            to_minor("1", "XYZ"),
-            Err(MoneyError::UnknownCurrency(_))
-        ));
-        assert!(matches!(
-            to_minor("1e20", "USD"),
-            Err(MoneyError::OutOfRange(_))
-        ));
-        assert!(matches!(
-            to_minor("1", "XAU"),
-            Err(MoneyError::NoMinorUnit(_))
-        ));
+        assert!(matches!(to_minor("1.5", "JPY"), Err(MoneyError::TooPrecise { .. })));
+        assert!(matches!(to_minor("0.001", "INR"), Err(MoneyError::TooPrecise { .. })));
+        assert!(matches!(to_minor("-1", "INR"), Err(MoneyError::Negative(_))));
+        assert!(matches!(to_minor("ten", "INR"), Err(MoneyError::NotANumber(_))));
+        assert!(matches!(to_minor("1", "XYZ"), Err(MoneyError::UnknownCurrency(_))));
+        assert!(matches!(to_minor("1e20", "USD"), Err(MoneyError::OutOfRange(_))));
+        assert!(matches!(to_minor("1", "XAU"), Err(MoneyError::NoMinorUnit(_))));
     }
 
     #[test]
     fn displays_in_major_units() {
-        assert_eq!(
-            display(&Money {
-                minor: 1234,
-                currency: "USD".into()
-            }),
-            "12.34 USD"
-        );
-        assert_eq!(
-            display(&Money {
-                minor: 500,
-                currency: "JPY".into()
-            }),
-            "500 JPY"
-        );
-        assert_eq!(
-            display(&Money {
-                minor: 1234,
-                currency: "KWD".into()
-            }),
-            "1.234 KWD"
-        );
+        assert_eq!(display(&Money { minor: 1234, currency: "USD".into() }), "12.34 USD");
+        assert_eq!(display(&Money { minor: 500, currency: "JPY".into() }), "500 JPY");
+        assert_eq!(display(&Money { minor: 1234, currency: "KWD".into() }), "1.234 KWD");
     }
 
     #[test]
     fn minor_amounts_are_bounded_too() {
-        assert_eq!(
-            from_minor(9900, "usd").unwrap(),
-            Money {
-                minor: 9900,
-                currency: "USD".into()
-            }
-        );
+        assert_eq!(from_minor(9900, "usd").unwrap(), Money { minor: 9900, currency: "USD".into() });
         assert!(from_minor(-1, "USD").is_err());
         assert!(from_minor(i64::MAX, "USD").is_err());
     }

@@ -81,9 +81,7 @@ impl ReceiveError {
             ReceiveError::BadPayload(e) => body["field"] = json!(e.field()),
             ReceiveError::NotUtf8 => body["field"] = json!("body"),
             // The store's own words may name tables and endpoints; the provider needs only "retry".
-            ReceiveError::Store(_) => {
-                body["message"] = json!("could not store the event; retry later")
-            }
+            ReceiveError::Store(_) => body["message"] = json!("could not store the event; retry later"),
             _ => {}
         }
         body
@@ -101,23 +99,15 @@ pub struct Receipt {
 
 impl Receipt {
     fn ok(body: Value, stored: Option<RefundEvent>) -> Self {
-        Receipt {
-            status: StatusCode::OK,
-            body,
-            stored,
-        }
+        Receipt { status: StatusCode::OK, body, stored }
     }
 
     pub fn into_response(self) -> http::Response<String> {
         let mut res = http::Response::new(self.body.to_string());
         *res.status_mut() = self.status;
-        res.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
+        res.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
-            res.headers_mut()
-                .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
+            res.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
         }
         res
     }
@@ -162,10 +152,7 @@ impl Receiver {
     pub async fn receive_route(&self, route: &str, req: WebhookRequest<'_>) -> Receipt {
         match route.parse::<Provider>() {
             Ok(p) => self.receive(p, req).await,
-            Err(_) => refusal(
-                Provider::Memberful,
-                ReceiveError::UnknownProvider(route.chars().take(64).collect()),
-            ),
+            Err(_) => refusal(Provider::Memberful, ReceiveError::UnknownProvider(route.chars().take(64).collect())),
         }
     }
 
@@ -176,11 +163,7 @@ impl Receiver {
         }
     }
 
-    async fn try_receive(
-        &self,
-        provider: Provider,
-        req: WebhookRequest<'_>,
-    ) -> Result<Receipt, ReceiveError> {
+    async fn try_receive(&self, provider: Provider, req: WebhookRequest<'_>) -> Result<Receipt, ReceiveError> {
         let verifier = self
             .verifiers
             .iter()
@@ -191,40 +174,25 @@ impl Receiver {
             return Err(ReceiveError::MethodNotAllowed(req.method.clone()));
         }
         if req.body.len() > self.body_limit {
-            return Err(ReceiveError::PayloadTooLarge {
-                limit: self.body_limit,
-            });
+            return Err(ReceiveError::PayloadTooLarge { limit: self.body_limit });
         }
         let media = media_type(provider, req.headers)?;
 
         let now = (self.clock)();
         // Verify the raw bytes before anything parses them.
-        let verified = verifier.verify(
-            &Presented {
-                headers: req.headers,
-                query: req.query,
-                body: req.body,
-            },
-            now.unix_timestamp(),
-        )?;
+        let verified = verifier
+            .verify(&Presented { headers: req.headers, query: req.query, body: req.body }, now.unix_timestamp())?;
         let raw = std::str::from_utf8(req.body).map_err(|_| ReceiveError::NotUtf8)?;
 
         let normalized = match provider.normalize(req.body, media, &self.settings)? {
             Parsed::Event(n) => *n,
             Parsed::Ignored(reason) => {
                 tracing::info!(%provider, %reason, "ignored");
-                return Ok(Receipt::ok(
-                    json!({ "status": "ignored", "reason": reason }),
-                    None,
-                ));
+                return Ok(Receipt::ok(json!({ "status": "ignored", "reason": reason }), None));
             }
         };
-        let key = RefundEvent::idempotency_key(
-            provider,
-            &normalized.object_id,
-            &normalized.event_type,
-            normalized.status,
-        );
+        let key =
+            RefundEvent::idempotency_key(provider, &normalized.object_id, &normalized.event_type, normalized.status);
         let event = RefundEvent {
             event_id: RefundEvent::event_id_for(&key),
             idempotency_key: key,
@@ -255,17 +223,11 @@ impl Receiver {
         Ok(match put {
             Put::Stored => {
                 tracing::info!("accepted");
-                Receipt::ok(
-                    json!({ "status": "accepted", "event_id": event.event_id }),
-                    Some(event),
-                )
+                Receipt::ok(json!({ "status": "accepted", "event_id": event.event_id }), Some(event))
             }
             Put::Duplicate => {
                 tracing::info!("duplicate");
-                Receipt::ok(
-                    json!({ "status": "duplicate", "event_id": event.event_id }),
-                    None,
-                )
+                Receipt::ok(json!({ "status": "duplicate", "event_id": event.event_id }), None)
             }
         })
     }
@@ -280,11 +242,7 @@ pub fn refusal(provider: Provider, e: ReceiveError) -> Receipt {
     } else {
         tracing::warn!(%provider, status = status.as_u16(), error = %e, "refused");
     }
-    Receipt {
-        status,
-        body: e.body(),
-        stored: None,
-    }
+    Receipt { status, body: e.body(), stored: None }
 }
 
 /// JSON for everyone; form-encoded where the provider posts forms; no content type is read as
@@ -294,12 +252,7 @@ fn media_type(provider: Provider, headers: &HeaderMap) -> Result<Media, ReceiveE
         return Ok(Media::Json);
     };
     let text = value.to_str().unwrap_or_default();
-    let essence = text
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
+    let essence = text.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
     let media = if essence == "application/json" || essence.ends_with("+json") {
         Some(Media::Json)
     } else if essence == "application/x-www-form-urlencoded" {
@@ -309,8 +262,6 @@ fn media_type(provider: Provider, headers: &HeaderMap) -> Result<Media, ReceiveE
     };
     match media {
         Some(m) if provider.accepts(m) => Ok(m),
-        _ => Err(ReceiveError::UnsupportedMediaType(
-            text.chars().take(100).collect(),
-        )),
+        _ => Err(ReceiveError::UnsupportedMediaType(text.chars().take(100).collect())),
     }
 }

@@ -51,9 +51,7 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path).map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
-        Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
     }
 
     /// Runs `f` on the connection off the async threads.
@@ -63,9 +61,7 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Unavailable("store lock poisoned".into()))?;
+            let mut guard = conn.lock().map_err(|_| StoreError::Unavailable("store lock poisoned".into()))?;
             f(&mut guard)
         })
         .await
@@ -76,18 +72,14 @@ impl SqliteStore {
     pub async fn pending(&self, limit: usize) -> Result<Vec<RefundEvent>, StoreError> {
         self.with(move |c| {
             let mut stmt = c
-                .prepare_cached(
-                    "SELECT event_json FROM events WHERE notified = 0 ORDER BY seq LIMIT ?1",
-                )
+                .prepare_cached("SELECT event_json FROM events WHERE notified = 0 ORDER BY seq LIMIT ?1")
                 .map_err(unavailable)?;
             let rows = stmt
                 .query_map(params![limit as i64], |r| r.get::<_, String>(0))
                 .map_err(unavailable)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(unavailable)?;
-            rows.iter()
-                .map(|j| serde_json::from_str(j).map_err(|e| StoreError::Corrupt(e.to_string())))
-                .collect()
+            rows.iter().map(|j| serde_json::from_str(j).map_err(|e| StoreError::Corrupt(e.to_string()))).collect()
         })
         .await
     }
@@ -95,11 +87,7 @@ impl SqliteStore {
     pub async fn mark_notified(&self, event_id: &str) -> Result<(), StoreError> {
         let id = event_id.to_owned();
         self.with(move |c| {
-            c.execute(
-                "UPDATE events SET notified = 1 WHERE event_id = ?1",
-                params![id],
-            )
-            .map_err(unavailable)?;
+            c.execute("UPDATE events SET notified = 1 WHERE event_id = ?1", params![id]).map_err(unavailable)?;
             Ok(())
         })
         .await
@@ -170,7 +158,14 @@ impl EventStore for SqliteStore {
                 "INSERT INTO aggregates (provider, kind, object_id, status, last_event_id, updated_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (provider, kind, object_id) DO UPDATE SET \
                  status = excluded.status, last_event_id = excluded.last_event_id, updated_at = excluded.updated_at",
-                params![e.provider.as_str(), e.kind.as_str(), e.object_id, e.status.as_str(), e.event_id, e.received_at],
+                params![
+                    e.provider.as_str(),
+                    e.kind.as_str(),
+                    e.object_id,
+                    e.status.as_str(),
+                    e.event_id,
+                    e.received_at
+                ],
             )
             .map_err(unavailable)?;
             tx.commit().map_err(unavailable)?;
@@ -179,12 +174,7 @@ impl EventStore for SqliteStore {
         .await
     }
 
-    async fn object(
-        &self,
-        provider: Provider,
-        kind: EventKind,
-        id: &str,
-    ) -> Result<Option<ObjectRecord>, StoreError> {
+    async fn object(&self, provider: Provider, kind: EventKind, id: &str) -> Result<Option<ObjectRecord>, StoreError> {
         let id = id.to_owned();
         self.with(move |c| {
             let mut stmt = c
@@ -200,7 +190,12 @@ impl EventStore for SqliteStore {
                 .map_err(unavailable)?
                 .map(|row| {
                     let (event_id, event_type, status, received_at) = row.map_err(unavailable)?;
-                    Ok(HistoryEntry { event_id, event_type, status: status.parse().map_err(StoreError::Corrupt)?, received_at })
+                    Ok(HistoryEntry {
+                        event_id,
+                        event_type,
+                        status: status.parse().map_err(StoreError::Corrupt)?,
+                        received_at,
+                    })
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;
             if events.is_empty() {

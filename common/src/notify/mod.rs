@@ -65,11 +65,7 @@ pub trait Notifier: Send + Sync {
 
 /// The notifications `event` produces under `routing`, in audience order.
 pub fn notifications(event: &RefundEvent, routing: &Routing, platform: &str) -> Vec<Notification> {
-    routing
-        .audiences(event.status)
-        .into_iter()
-        .map(|a| message(event, a, platform))
-        .collect()
+    routing.audiences(event.status).into_iter().map(|a| message(event, a, platform)).collect()
 }
 
 fn message(event: &RefundEvent, audience: Audience, platform: &str) -> Notification {
@@ -79,13 +75,7 @@ fn message(event: &RefundEvent, audience: Audience, platform: &str) -> Notificat
         ("event_type", event.event_type.clone()),
         ("status", event.status.as_str().to_owned()),
         ("audience", audience.as_str().to_owned()),
-        (
-            "merchant_id",
-            event
-                .merchant_id
-                .clone()
-                .unwrap_or_else(|| "unknown".into()),
-        ),
+        ("merchant_id", event.merchant_id.clone().unwrap_or_else(|| "unknown".into())),
     ];
     let mut body = json!({
         "event_id": event.event_id,
@@ -120,12 +110,7 @@ fn message(event: &RefundEvent, audience: Audience, platform: &str) -> Notificat
         }
     }
     fields.retain(|_, v| !v.is_null());
-    Notification {
-        audience,
-        event_id: event.event_id.clone(),
-        attributes,
-        body,
-    }
+    Notification { audience, event_id: event.event_id.clone(), attributes, body }
 }
 
 fn noun(event: &RefundEvent) -> &'static str {
@@ -139,11 +124,7 @@ fn noun(event: &RefundEvent) -> &'static str {
 fn text(event: &RefundEvent, audience: Audience, platform: &str) -> String {
     let id = &event.object_id;
     let what = noun(event);
-    let amount = event
-        .amount
-        .as_ref()
-        .map(|m| format!(" of {}", money::display(m)))
-        .unwrap_or_default();
+    let amount = event.amount.as_ref().map(|m| format!(" of {}", money::display(m))).unwrap_or_default();
     let merchant = event.merchant_id.as_deref().unwrap_or("unknown");
     match (event.status, audience) {
         (Status::InReview, Audience::Internal) => format!(
@@ -184,9 +165,7 @@ fn text(event: &RefundEvent, audience: Audience, platform: &str) -> String {
 
 fn capitalized(s: &str) -> String {
     let mut c = s.chars();
-    c.next()
-        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-        .unwrap_or_default()
+    c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
 }
 
 /// Collects notifications in memory, for tests.
@@ -204,8 +183,7 @@ impl MemoryNotifier {
         self.sent.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
     pub fn set_failing(&self, failing: bool) {
-        self.failing
-            .store(failing, std::sync::atomic::Ordering::SeqCst);
+        self.failing.store(failing, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -213,15 +191,9 @@ impl MemoryNotifier {
 impl Notifier for MemoryNotifier {
     async fn publish(&self, n: &Notification) -> Result<(), NotifyError> {
         if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(NotifyError {
-                audience: n.audience.as_str(),
-                message: "memory notifier set to fail".into(),
-            });
+            return Err(NotifyError { audience: n.audience.as_str(), message: "memory notifier set to fail".into() });
         }
-        self.sent
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(n.clone());
+        self.sent.lock().unwrap_or_else(|p| p.into_inner()).push(n.clone());
         Ok(())
     }
 }

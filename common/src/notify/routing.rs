@@ -9,14 +9,8 @@ const DEFAULT: &[(Status, &[Audience])] = &[
     (Status::Created, &[Audience::Internal, Audience::Merchant]),
     (Status::Processing, &[Audience::Merchant]),
     (Status::InReview, &[Audience::Internal, Audience::Merchant]),
-    (
-        Status::Succeeded,
-        &[Audience::Internal, Audience::Merchant, Audience::Payor],
-    ),
-    (
-        Status::Failed,
-        &[Audience::Internal, Audience::Merchant, Audience::Payor],
-    ),
+    (Status::Succeeded, &[Audience::Internal, Audience::Merchant, Audience::Payor]),
+    (Status::Failed, &[Audience::Internal, Audience::Merchant, Audience::Payor]),
     (Status::Canceled, &[Audience::Internal, Audience::Merchant]),
 ];
 
@@ -31,19 +25,13 @@ pub struct RoutingError(String);
 
 impl Default for Routing {
     fn default() -> Self {
-        Routing {
-            table: DEFAULT.iter().map(|(s, a)| (*s, a.to_vec())).collect(),
-        }
+        Routing { table: DEFAULT.iter().map(|(s, a)| (*s, a.to_vec())).collect() }
     }
 }
 
 impl Routing {
     pub fn audiences(&self, status: Status) -> Vec<Audience> {
-        self.table
-            .iter()
-            .find(|(s, _)| *s == status)
-            .map(|(_, a)| a.clone())
-            .unwrap_or_default()
+        self.table.iter().find(|(s, _)| *s == status).map(|(_, a)| a.clone()).unwrap_or_default()
     }
 
     /// The default table with the statuses named in `spec` replaced, e.g.
@@ -51,9 +39,8 @@ impl Routing {
     pub fn with_overrides(spec: &str) -> Result<Self, RoutingError> {
         let mut routing = Routing::default();
         for rule in spec.split(';').map(str::trim).filter(|r| !r.is_empty()) {
-            let (status, audiences) = rule
-                .split_once('=')
-                .ok_or_else(|| RoutingError(format!("`{rule}` is not status=audiences")))?;
+            let (status, audiences) =
+                rule.split_once('=').ok_or_else(|| RoutingError(format!("`{rule}` is not status=audiences")))?;
             let status: Status = status.trim().parse().map_err(RoutingError)?;
             let audiences = audiences
                 .split('+')
@@ -85,10 +72,7 @@ mod tests {
         assert_eq!(r.audiences(Status::Created), vec![Internal, Merchant]);
         assert_eq!(r.audiences(Status::Processing), vec![Merchant]);
         assert_eq!(r.audiences(Status::InReview), vec![Internal, Merchant]);
-        assert_eq!(
-            r.audiences(Status::Succeeded),
-            vec![Internal, Merchant, Payor]
-        );
+        assert_eq!(r.audiences(Status::Succeeded), vec![Internal, Merchant, Payor]);
         assert_eq!(r.audiences(Status::Failed), vec![Internal, Merchant, Payor]);
         assert_eq!(r.audiences(Status::Canceled), vec![Internal, Merchant]);
     }
@@ -96,15 +80,9 @@ mod tests {
     #[test]
     fn overrides_replace_named_statuses_only() {
         let r = Routing::with_overrides("processing=internal+merchant; created=").unwrap();
-        assert_eq!(
-            r.audiences(Status::Processing),
-            vec![Audience::Internal, Audience::Merchant]
-        );
+        assert_eq!(r.audiences(Status::Processing), vec![Audience::Internal, Audience::Merchant]);
         assert!(r.audiences(Status::Created).is_empty());
-        assert_eq!(
-            r.audiences(Status::Canceled),
-            Routing::default().audiences(Status::Canceled)
-        );
+        assert_eq!(r.audiences(Status::Canceled), Routing::default().audiences(Status::Canceled));
         assert!(Routing::with_overrides("done=internal").is_err());
         assert!(Routing::with_overrides("created=everyone").is_err());
         assert!(Routing::with_overrides("created").is_err());

@@ -40,25 +40,18 @@ impl SnsNotifier {
 #[async_trait]
 impl Notifier for SnsNotifier {
     async fn publish(&self, n: &Notification) -> Result<(), NotifyError> {
-        let mut req = self
-            .client
-            .publish()
-            .topic_arn(self.topics.of(n.audience))
-            .message(n.body.to_string());
+        let mut req = self.client.publish().topic_arn(self.topics.of(n.audience)).message(n.body.to_string());
         for (name, value) in &n.attributes {
             let attr = MessageAttributeValue::builder()
                 .data_type("String")
                 .string_value(value)
                 .build()
-                .map_err(|e| NotifyError {
-                    audience: n.audience.as_str(),
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| NotifyError { audience: n.audience.as_str(), message: e.to_string() })?;
             req = req.message_attributes(*name, attr);
         }
-        req.send().await.map(|_| ()).map_err(|e| NotifyError {
-            audience: n.audience.as_str(),
-            message: DisplayErrorContext(&e).to_string(),
-        })
+        req.send()
+            .await
+            .map(|_| ())
+            .map_err(|e| NotifyError { audience: n.audience.as_str(), message: DisplayErrorContext(&e).to_string() })
     }
 }

@@ -6,21 +6,15 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{
-    Parsed, PayloadError, amount_text, parse_json, parse_raw, present, required, unhandled,
-    unix_to_rfc3339,
-};
+use super::{Parsed, PayloadError, amount_text, parse_json, parse_raw, present, required, unhandled, unix_to_rfc3339};
 use crate::event::{EventKind, Normalized, Provider, Status};
 use crate::money;
 
 pub const SIGNATURE_HEADER: &str = "x-conscent-signature";
 
 /// Conscent.ai's refund events and the product each refunds.
-const EVENTS: &[(&str, &str)] = &[
-    ("refunded.pay_per_use", "pay_per_use"),
-    ("refunded.subscription", "subscription"),
-    ("refunded.pass", "pass"),
-];
+const EVENTS: &[(&str, &str)] =
+    &[("refunded.pay_per_use", "pay_per_use"), ("refunded.subscription", "subscription"), ("refunded.pass", "pass")];
 
 #[derive(Deserialize)]
 struct Envelope<'a> {
@@ -65,42 +59,25 @@ pub fn normalize(body: &[u8]) -> Result<Parsed, PayloadError> {
     let Some(&(_, product)) = EVENTS.iter().find(|(name, _)| *name == env.event) else {
         return unhandled(Provider::Conscent, "event", &env.event);
     };
-    let payload: Payload = parse_raw(
-        env.payload
-            .ok_or_else(|| PayloadError::missing("payload"))?,
-        "payload",
-    )?;
+    let payload: Payload = parse_raw(env.payload.ok_or_else(|| PayloadError::missing("payload"))?, "payload")?;
     let r = payload.refund;
-    let mut n = Normalized::new(
-        EventKind::Refund,
-        env.event,
-        Status::Succeeded,
-        required(r.id, "payload.refund._id")?,
-    );
+    let mut n = Normalized::new(EventKind::Refund, env.event, Status::Succeeded, required(r.id, "payload.refund._id")?);
 
-    let raw_amount = r
-        .amount
-        .ok_or_else(|| PayloadError::missing("payload.refund.amount"))?;
-    let major =
-        amount_text(&raw_amount).map_err(|m| PayloadError::invalid("payload.refund.amount", m))?;
+    let raw_amount = r.amount.ok_or_else(|| PayloadError::missing("payload.refund.amount"))?;
+    let major = amount_text(&raw_amount).map_err(|m| PayloadError::invalid("payload.refund.amount", m))?;
     let currency = required(r.currency, "payload.refund.currency")?;
     n.amount = Some(
-        money::to_minor(&major, &currency).map_err(|source| PayloadError::Amount {
-            field: "payload.refund.amount",
-            source,
-        })?,
+        money::to_minor(&major, &currency)
+            .map_err(|source| PayloadError::Amount { field: "payload.refund.amount", source })?,
     );
     n.gateway_refund_id = present(r.payment_gateway_refund_id);
     n.order_ref = present(r.transaction_id);
     n.merchant_id = present(r.client_id);
     n.revoke_access = r.cancel_access.unwrap_or(false);
     n.product = Some(product.to_owned());
-    n.occurred_at = present(r.updated_at)
-        .or(present(r.created_at))
-        .or(env.created_at.and_then(unix_to_rfc3339));
+    n.occurred_at = present(r.updated_at).or(present(r.created_at)).or(env.created_at.and_then(unix_to_rfc3339));
     let user = payload.user;
-    n.payor.id =
-        present(r.user_id).or_else(|| user.as_ref().and_then(|u| present(u.user_id.clone())));
+    n.payor.id = present(r.user_id).or_else(|| user.as_ref().and_then(|u| present(u.user_id.clone())));
     if let Some(u) = user {
         n.payor.email = present(u.email);
         n.payor.phone = present(u.phone_number);

@@ -60,30 +60,19 @@ pub fn normalize(body: &[u8], settings: &ProviderSettings) -> Result<Parsed, Pay
     let raw_status = required(t.transaction_status, "data.transfer.transaction_status")?;
     let (kind, status) = classify(&raw_status);
     let event_type = format!("transaction.{}", raw_status.to_ascii_lowercase());
-    let mut n = Normalized::new(
-        kind,
-        event_type,
-        status,
-        required(t.transaction_no, "data.transfer.transaction_no")?,
-    );
+    let mut n = Normalized::new(kind, event_type, status, required(t.transaction_no, "data.transfer.transaction_no")?);
     n.order_ref = present(t.payment_reference);
     n.merchant_id = settings.foloosi_merchant.clone();
     if let Some(amount) = text(t.transaction_amount) {
         let currency = required(t.transaction_currency, "data.transfer.transaction_currency")?;
-        n.amount =
-            Some(
-                money::to_minor(&amount, &currency).map_err(|source| PayloadError::Amount {
-                    field: "data.transfer.transaction_amount",
-                    source,
-                })?,
-            );
+        n.amount = Some(
+            money::to_minor(&amount, &currency)
+                .map_err(|source| PayloadError::Amount { field: "data.transfer.transaction_amount", source })?,
+        );
     }
     let message = present(t.transaction_message);
     if status == Status::Failed {
-        n.refusal = Some(Refusal {
-            code: None,
-            description: message.clone(),
-        });
+        n.refusal = Some(Refusal { code: None, description: message.clone() });
     }
     n.reason = message;
     if let Some(api) = t.api {

@@ -6,18 +6,14 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{
-    Parsed, PayloadError, ProviderSettings, Text, parse_json, parse_raw, present, required, text,
-    unhandled,
-};
+use super::{Parsed, PayloadError, ProviderSettings, Text, parse_json, parse_raw, present, required, text, unhandled};
 use crate::event::{EventKind, Normalized, Provider, Status};
 use crate::money;
 
 pub const SIGNATURE_HEADER: &str = "x-memberful-webhook-signature";
 
 /// Memberful's event names that refund-relay handles, and what each becomes.
-const EVENTS: &[(&str, EventKind, Status)] =
-    &[("order.refunded", EventKind::Refund, Status::Succeeded)];
+const EVENTS: &[(&str, EventKind, Status)] = &[("order.refunded", EventKind::Refund, Status::Succeeded)];
 
 #[derive(Deserialize)]
 struct Envelope<'a> {
@@ -46,20 +42,14 @@ pub fn normalize(body: &[u8], settings: &ProviderSettings) -> Result<Parsed, Pay
     let Some(&(_, kind, status)) = EVENTS.iter().find(|(name, ..)| *name == env.event) else {
         return unhandled(Provider::Memberful, "event", &env.event);
     };
-    let order: Order = parse_raw(
-        env.order.ok_or_else(|| PayloadError::missing("order"))?,
-        "order",
-    )?;
+    let order: Order = parse_raw(env.order.ok_or_else(|| PayloadError::missing("order"))?, "order")?;
     let mut n = Normalized::new(kind, env.event, status, required(order.uuid, "order.uuid")?);
     n.order_ref = text(order.number);
     n.amount = order
         .total
         .map(|t| money::from_minor(t, &settings.memberful_currency))
         .transpose()
-        .map_err(|source| PayloadError::Amount {
-            field: "order.total",
-            source,
-        })?;
+        .map_err(|source| PayloadError::Amount { field: "order.total", source })?;
     n.merchant_id = settings.memberful_account.clone();
     // A refunded membership should stop granting access: the first use case Memberful names.
     n.revoke_access = true;

@@ -33,10 +33,7 @@ pub enum PayloadError {
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
     #[error("{field}: {source}")]
-    Amount {
-        field: &'static str,
-        source: MoneyError,
-    },
+    Amount { field: &'static str, source: MoneyError },
     #[error("{field}: unknown refund event `{name}`")]
     UnknownRefundEvent { field: &'static str, name: String },
 }
@@ -45,17 +42,12 @@ impl PayloadError {
     pub fn field(&self) -> &str {
         match self {
             PayloadError::Invalid { field, .. } => field,
-            PayloadError::Amount { field, .. } | PayloadError::UnknownRefundEvent { field, .. } => {
-                field
-            }
+            PayloadError::Amount { field, .. } | PayloadError::UnknownRefundEvent { field, .. } => field,
         }
     }
 
     pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        PayloadError::Invalid {
-            field: field.into(),
-            message: message.into(),
-        }
+        PayloadError::Invalid { field: field.into(), message: message.into() }
     }
 
     pub(crate) fn missing(field: impl Into<String>) -> Self {
@@ -105,12 +97,7 @@ impl Provider {
     }
 
     /// Parses and normalizes a verified body.
-    pub fn normalize(
-        self,
-        body: &[u8],
-        media: Media,
-        settings: &ProviderSettings,
-    ) -> Result<Parsed, PayloadError> {
+    pub fn normalize(self, body: &[u8], media: Media, settings: &ProviderSettings) -> Result<Parsed, PayloadError> {
         match self {
             Provider::Memberful => memberful::normalize(body, settings),
             Provider::Conscent => conscent::normalize(body),
@@ -123,28 +110,18 @@ impl Provider {
 
 /// Deserializes `bytes` as JSON, naming the path of the first field at fault. `at` prefixes the
 /// path when `bytes` is a nested part of the body.
-pub(crate) fn parse_json<'de, T: Deserialize<'de>>(
-    bytes: &'de [u8],
-    at: &str,
-) -> Result<T, PayloadError> {
+pub(crate) fn parse_json<'de, T: Deserialize<'de>>(bytes: &'de [u8], at: &str) -> Result<T, PayloadError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let inner = e.inner().to_string();
         let path = join_path(at, &e.path().to_string());
         // serde reports a missing field at its parent; name the field itself.
-        match inner
-            .strip_prefix("missing field `")
-            .and_then(|r| r.split_once('`'))
-        {
+        match inner.strip_prefix("missing field `").and_then(|r| r.split_once('`')) {
             Some((name, _)) => PayloadError::missing(join_path(&path, name)),
-            None => PayloadError::invalid(
-                if path.is_empty() { "body".into() } else { path },
-                strip_position(&inner),
-            ),
+            None => PayloadError::invalid(if path.is_empty() { "body".into() } else { path }, strip_position(&inner)),
         }
     })?;
-    de.end()
-        .map_err(|e| PayloadError::invalid("body", strip_position(&e.to_string())))?;
+    de.end().map_err(|e| PayloadError::invalid("body", strip_position(&e.to_string())))?;
     Ok(value)
 }
 
@@ -173,20 +150,11 @@ fn strip_position(message: &str) -> String {
 
 /// An event that is not in a provider's table: ignored, unless it looks like a refund, which
 /// must not be dropped silently.
-pub(crate) fn unhandled(
-    provider: Provider,
-    field: &'static str,
-    name: &str,
-) -> Result<Parsed, PayloadError> {
+pub(crate) fn unhandled(provider: Provider, field: &'static str, name: &str) -> Result<Parsed, PayloadError> {
     if name.to_ascii_lowercase().contains("refund") {
-        Err(PayloadError::UnknownRefundEvent {
-            field,
-            name: name.to_owned(),
-        })
+        Err(PayloadError::UnknownRefundEvent { field, name: name.to_owned() })
     } else {
-        Ok(Parsed::Ignored(format!(
-            "{provider} event `{name}` is not handled"
-        )))
+        Ok(Parsed::Ignored(format!("{provider} event `{name}` is not handled")))
     }
 }
 
@@ -254,10 +222,7 @@ pub(crate) fn amount_text(raw: &RawValue) -> Result<String, &'static str> {
 pub(crate) fn unix_to_rfc3339(secs: i64) -> Option<String> {
     time::OffsetDateTime::from_unix_timestamp(secs)
         .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
 }
 
 #[cfg(test)]
@@ -300,10 +265,7 @@ mod tests {
 
     #[test]
     fn refund_looking_names_are_not_ignored() {
-        assert!(matches!(
-            unhandled(Provider::Memberful, "event", "order.purchased"),
-            Ok(Parsed::Ignored(_))
-        ));
+        assert!(matches!(unhandled(Provider::Memberful, "event", "order.purchased"), Ok(Parsed::Ignored(_))));
         assert!(unhandled(Provider::Memberful, "event", "order.partially_refunded").is_err());
     }
 }

@@ -48,27 +48,16 @@ pub fn normalize(body: &[u8]) -> Result<Parsed, PayloadError> {
     let Some(&(_, status)) = EVENTS.iter().find(|(name, _)| *name == env.event_type) else {
         return unhandled(Provider::Rainforest, "event_type", &env.event_type);
     };
-    let r: Refund = parse_raw(
-        env.data.ok_or_else(|| PayloadError::missing("data"))?,
-        "data",
-    )?;
+    let r: Refund = parse_raw(env.data.ok_or_else(|| PayloadError::missing("data"))?, "data")?;
     // `event_type` decides the status; `data.status` must be there (the docs promise it) and agree.
     let data_status = required(r.status, "data.status")?;
     if !data_status.eq_ignore_ascii_case(status.as_str()) {
         return Err(PayloadError::invalid(
             "data.status",
-            format!(
-                "`{data_status}` disagrees with event_type `{}`",
-                env.event_type
-            ),
+            format!("`{data_status}` disagrees with event_type `{}`", env.event_type),
         ));
     }
-    let mut n = Normalized::new(
-        EventKind::Refund,
-        env.event_type,
-        status,
-        required(r.refund_id, "data.refund_id")?,
-    );
+    let mut n = Normalized::new(EventKind::Refund, env.event_type, status, required(r.refund_id, "data.refund_id")?);
     n.order_ref = present(r.payin_id);
     n.merchant_id = present(r.merchant_id);
     let currency = present(r.currency_code).unwrap_or_else(|| DEFAULT_CURRENCY.to_owned());
@@ -76,10 +65,7 @@ pub fn normalize(body: &[u8]) -> Result<Parsed, PayloadError> {
         .amount
         .map(|a| money::from_minor(a, &currency))
         .transpose()
-        .map_err(|source| PayloadError::Amount {
-            field: "data.amount",
-            source,
-        })?;
+        .map_err(|source| PayloadError::Amount { field: "data.amount", source })?;
     n.reason = present(r.reason);
     let (code, description) = (present(r.refusal_code), present(r.refusal_desc));
     if code.is_some() || description.is_some() {

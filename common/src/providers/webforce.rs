@@ -14,9 +14,7 @@
 
 use serde::Deserialize;
 
-use super::{
-    Media, Parsed, PayloadError, ProviderSettings, Text, parse_json, present, text, unhandled,
-};
+use super::{Media, Parsed, PayloadError, ProviderSettings, Text, parse_json, present, text, unhandled};
 use crate::event::{EventKind, Normalized, Provider, Status};
 use crate::money;
 
@@ -26,11 +24,7 @@ pub const TOKEN_QUERY: &str = "token";
 /// The three events that concern money; Webforce's seven others are acknowledged and ignored.
 const EVENTS: &[(&str, EventKind, Status)] = &[
     ("refund-applied", EventKind::Refund, Status::Succeeded),
-    (
-        "approved-transaction",
-        EventKind::Payment,
-        Status::Succeeded,
-    ),
+    ("approved-transaction", EventKind::Payment, Status::Succeeded),
     ("transaction-declined", EventKind::Payment, Status::Failed),
 ];
 
@@ -60,31 +54,17 @@ struct Postback {
 
 /// "Refund applied", "refund_applied" and "refund-applied" are one event.
 fn slug(name: &str) -> String {
-    name.trim()
-        .chars()
-        .map(|c| {
-            if c == ' ' || c == '_' {
-                '-'
-            } else {
-                c.to_ascii_lowercase()
-            }
-        })
-        .collect()
+    name.trim().chars().map(|c| if c == ' ' || c == '_' { '-' } else { c.to_ascii_lowercase() }).collect()
 }
 
-pub fn normalize(
-    body: &[u8],
-    media: Media,
-    settings: &ProviderSettings,
-) -> Result<Parsed, PayloadError> {
+pub fn normalize(body: &[u8], media: Media, settings: &ProviderSettings) -> Result<Parsed, PayloadError> {
     let p: Postback = match media {
         Media::Json => parse_json(body, "")?,
         Media::Form => {
             let map: serde_json::Map<String, serde_json::Value> = form_urlencoded::parse(body)
                 .map(|(k, v)| (k.into_owned(), serde_json::Value::String(v.into_owned())))
                 .collect();
-            let json = serde_json::to_vec(&map)
-                .map_err(|e| PayloadError::invalid("body", e.to_string()))?;
+            let json = serde_json::to_vec(&map).map_err(|e| PayloadError::invalid("body", e.to_string()))?;
             parse_json(&json, "")?
         }
     };
@@ -103,13 +83,9 @@ pub fn normalize(
     n.order_ref = order_id.or(transaction_id);
     if let Some(amount) = text(p.amount) {
         let currency = present(p.currency).unwrap_or_else(|| settings.webforce_currency.clone());
-        n.amount =
-            Some(
-                money::to_minor(&amount, &currency).map_err(|source| PayloadError::Amount {
-                    field: "amount",
-                    source,
-                })?,
-            );
+        n.amount = Some(
+            money::to_minor(&amount, &currency).map_err(|source| PayloadError::Amount { field: "amount", source })?,
+        );
     }
     n.payor.id = text(p.customer_id);
     n.payor.email = present(p.customer_email);

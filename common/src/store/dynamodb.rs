@@ -1,14 +1,6 @@
 //! The product's store: one DynamoDB table.
 //!
-//! Layout (a refinement of the design's, see the README): every item of one object shares a
-//! partition, so its history is one `Query` and no second index is needed for it.
-//! - event: `pk = OBJ#<provider>#<kind>#<object id>`, `sk = EVT#<event type>#<status>`. `pk + sk`
-//!   is exactly the idempotency key, so the one conditional `PutItem` (`attribute_not_exists(pk)`)
-//!   is the dedup. The item carries the canonical event as JSON (`event`), the raw payload, and
-//!   `expires_at` for TTL.
-//! - aggregate: same `pk`, `sk = AGG`, holding `status`, `status_rank` and `last_event_id`;
-//!   updated only when the rank rises.
-//! - GSI `by_merchant`: `merchant_pk = MERCHANT#<merchant id>`, `merchant_sk = <received at>#<event id>`.
+//! Item layout: see [`super::layout`].
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,11 +10,9 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use super::layout::{self, AGGREGATE_SK, Attr, EVENT_SK_PREFIX};
 use super::{Advance, EventStore, HistoryEntry, ObjectRecord, Put, StoreError};
 use crate::event::{EventKind, Provider, RefundEvent, Status};
-
-pub const EVENT_SK_PREFIX: &str = "EVT#";
-const AGGREGATE_SK: &str = "AGG";
 
 #[derive(Clone)]
 pub struct DynamoStore {
@@ -34,68 +24,23 @@ pub struct DynamoStore {
 impl DynamoStore {
     /// Building the store makes no call to AWS: the SDK resolves credentials on first use.
     pub fn new(client: Client, table: impl Into<String>, retention: Duration) -> Self {
-        DynamoStore {
-            client,
-            table: table.into(),
-            retention,
-        }
+        DynamoStore { client, table: table.into(), retention }
     }
 
-    pub fn object_pk(provider: Provider, kind: EventKind, id: &str) -> String {
-        format!("OBJ#{provider}#{}#{id}", kind.as_str())
-    }
-
-    pub fn event_sk(event: &RefundEvent) -> String {
-        format!("{EVENT_SK_PREFIX}{}#{}", event.event_type, event.status)
-    }
-
-    /// The item written for `event`; also what the fan-out reads back from the stream.
+    /// The item written for `event`.
     pub fn to_item(&self, event: &RefundEvent) -> HashMap<String, AttributeValue> {
-        let s = |v: &str| AttributeValue::S(v.to_owned());
-        let mut canonical = event.clone();
-        // The raw payload is its own attribute; the JSON copy stays small.
-        canonical.raw_payload = String::new();
-        let received = time::OffsetDateTime::now_utc().unix_timestamp();
-        let expires_at =
-            received.saturating_add(i64::try_from(self.retention.as_secs()).unwrap_or(i64::MAX));
-        let mut item = HashMap::from([
-            (
-                "pk".to_owned(),
-                s(&Self::object_pk(
-                    event.provider,
-                    event.kind,
-                    &event.object_id,
-                )),
-            ),
-            ("sk".to_owned(), s(&Self::event_sk(event))),
-            ("event_id".to_owned(), s(&event.event_id)),
-            ("idempotency_key".to_owned(), s(&event.idempotency_key)),
-            ("provider".to_owned(), s(event.provider.as_str())),
-            ("kind".to_owned(), s(event.kind.as_str())),
-            ("event_type".to_owned(), s(&event.event_type)),
-            ("status".to_owned(), s(event.status.as_str())),
-            ("received_at".to_owned(), s(&event.received_at)),
-            (
-                "event".to_owned(),
-                s(&serde_json::to_string(&canonical).unwrap_or_default()),
-            ),
-            ("raw_payload".to_owned(), s(&event.raw_payload)),
-            (
-                "expires_at".to_owned(),
-                AttributeValue::N(expires_at.to_string()),
-            ),
-        ]);
-        if let Some(m) = &event.merchant_id {
-            item.insert("merchant_pk".into(), s(&format!("MERCHANT#{m}")));
-            item.insert(
-                "merchant_sk".into(),
-                s(&format!("{}#{}", event.received_at, event.event_id)),
-            );
-        }
-        if let Some(d) = &event.delivery_id {
-            item.insert("delivery_id".into(), s(d));
-        }
-        item
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let expires_at = now.saturating_add(i64::try_from(self.retention.as_secs()).unwrap_or(i64::MAX));
+        layout::event_item(event, expires_at)
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Attr::S(s) => AttributeValue::S(s),
+                    Attr::N(n) => AttributeValue::N(n),
+                };
+                (k.to_owned(), v)
+            })
+            .collect()
     }
 
     /// The canonical event from a stored item (or a stream's NEW_IMAGE of one).
@@ -104,8 +49,8 @@ impl DynamoStore {
             .get("event")
             .and_then(|v| v.as_s().ok())
             .ok_or_else(|| StoreError::Corrupt("item has no `event` attribute".into()))?;
-        let mut event: RefundEvent = serde_json::from_str(json)
-            .map_err(|e| StoreError::Corrupt(format!("`event` attribute: {e}")))?;
+        let mut event: RefundEvent =
+            serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("`event` attribute: {e}")))?;
         if let Some(raw) = item.get("raw_payload").and_then(|v| v.as_s().ok()) {
             event.raw_payload = raw.clone();
         }
@@ -118,11 +63,8 @@ impl DynamoStore {
 fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
     err: &SdkError<E, R>,
 ) -> StoreError {
-    const THROTTLED: &[&str] = &[
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-    ];
+    const THROTTLED: &[&str] =
+        &["ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"];
     match err.code() {
         Some(code) if THROTTLED.contains(&code) => StoreError::Throttled(code.to_owned()),
         _ => StoreError::Unavailable(DisplayErrorContext(err).to_string()),
@@ -156,7 +98,7 @@ impl EventStore for DynamoStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .key("pk", AttributeValue::S(Self::object_pk(event.provider, event.kind, &event.object_id)))
+            .key("pk", AttributeValue::S(layout::object_pk(event.provider, event.kind, &event.object_id)))
             .key("sk", AttributeValue::S(AGGREGATE_SK.into()))
             .update_expression(
                 "SET #status = :status, status_rank = :rank, last_event_id = :event_id, updated_at = :at, \
@@ -181,13 +123,8 @@ impl EventStore for DynamoStore {
         }
     }
 
-    async fn object(
-        &self,
-        provider: Provider,
-        kind: EventKind,
-        id: &str,
-    ) -> Result<Option<ObjectRecord>, StoreError> {
-        let pk = Self::object_pk(provider, kind, id);
+    async fn object(&self, provider: Provider, kind: EventKind, id: &str) -> Result<Option<ObjectRecord>, StoreError> {
+        let pk = layout::object_pk(provider, kind, id);
         let mut items = Vec::new();
         let mut start = None;
         loop {
@@ -211,16 +148,9 @@ impl EventStore for DynamoStore {
         let mut status = None;
         let mut events = Vec::new();
         for item in &items {
-            let sk = item
-                .get("sk")
-                .and_then(|v| v.as_s().ok())
-                .map(String::as_str)
-                .unwrap_or_default();
+            let sk = item.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str).unwrap_or_default();
             if sk == AGGREGATE_SK {
-                status = item
-                    .get("status")
-                    .and_then(|v| v.as_s().ok())
-                    .and_then(|s| s.parse::<Status>().ok());
+                status = item.get("status").and_then(|v| v.as_s().ok()).and_then(|s| s.parse::<Status>().ok());
             } else if sk.starts_with(EVENT_SK_PREFIX) {
                 let e = Self::from_item(item)?;
                 events.push(HistoryEntry {
@@ -235,12 +165,6 @@ impl EventStore for DynamoStore {
             return Ok(None);
         }
         events.sort_by(|a, b| a.received_at.cmp(&b.received_at));
-        Ok(Some(ObjectRecord {
-            provider,
-            kind,
-            id: id.to_owned(),
-            status,
-            events,
-        }))
+        Ok(Some(ObjectRecord { provider, kind, id: id.to_owned(), status, events }))
     }
 }

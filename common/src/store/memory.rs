@@ -28,8 +28,7 @@ impl MemoryStore {
     }
 
     pub fn set_failing(&self, failing: bool) {
-        self.failing
-            .store(failing, std::sync::atomic::Ordering::SeqCst);
+        self.failing.store(failing, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Every stored event, in the order stored.
@@ -75,20 +74,14 @@ impl EventStore for MemoryStore {
         let key = object_key(event.provider, event.kind, &event.object_id);
         let current = s.aggregates.get(&key).map(|(st, id)| (*st, id.as_str()));
         if advances(current, event) {
-            s.aggregates
-                .insert(key, (event.status, event.event_id.clone()));
+            s.aggregates.insert(key, (event.status, event.event_id.clone()));
             Ok(Advance::Advanced)
         } else {
             Ok(Advance::Stale)
         }
     }
 
-    async fn object(
-        &self,
-        provider: Provider,
-        kind: EventKind,
-        id: &str,
-    ) -> Result<Option<ObjectRecord>, StoreError> {
+    async fn object(&self, provider: Provider, kind: EventKind, id: &str) -> Result<Option<ObjectRecord>, StoreError> {
         self.check()?;
         let s = self.lock();
         let events: Vec<HistoryEntry> = s
@@ -105,16 +98,7 @@ impl EventStore for MemoryStore {
         if events.is_empty() {
             return Ok(None);
         }
-        let status = s
-            .aggregates
-            .get(&object_key(provider, kind, id))
-            .map(|(st, _)| *st);
-        Ok(Some(ObjectRecord {
-            provider,
-            kind,
-            id: id.to_owned(),
-            status,
-            events,
-        }))
+        let status = s.aggregates.get(&object_key(provider, kind, id)).map(|(st, _)| *st);
+        Ok(Some(ObjectRecord { provider, kind, id: id.to_owned(), status, events }))
     }
 }

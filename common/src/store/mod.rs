@@ -3,6 +3,7 @@
 
 #[cfg(feature = "aws")]
 pub mod dynamodb;
+pub mod layout;
 mod memory;
 
 pub use memory::MemoryStore;
@@ -74,20 +75,13 @@ pub trait EventStore: Send + Sync {
     async fn advance(&self, event: &RefundEvent) -> Result<Advance, StoreError>;
 
     /// The object's aggregate and event history, oldest first.
-    async fn object(
-        &self,
-        provider: Provider,
-        kind: EventKind,
-        id: &str,
-    ) -> Result<Option<ObjectRecord>, StoreError>;
+    async fn object(&self, provider: Provider, kind: EventKind, id: &str) -> Result<Option<ObjectRecord>, StoreError>;
 }
 
 /// The rule every store applies in `advance`, in one place.
 pub fn advances(current: Option<(Status, &str)>, event: &RefundEvent) -> bool {
     match current {
         None => true,
-        Some((status, last_event_id)) => {
-            event.status.rank() > status.rank() || last_event_id == event.event_id
-        }
+        Some((status, last_event_id)) => event.status.rank() > status.rank() || last_event_id == event.event_id,
     }
 }

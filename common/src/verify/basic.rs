@@ -24,38 +24,22 @@ impl std::fmt::Debug for BasicAuth {
 impl BasicAuth {
     /// Each entry is `user:password`.
     pub fn new(credentials: &[&str]) -> Self {
-        BasicAuth {
-            credentials: credentials.iter().map(|c| (*c).to_owned()).collect(),
-        }
+        BasicAuth { credentials: credentials.iter().map(|c| (*c).to_owned()).collect() }
     }
 }
 
 impl Verifier for BasicAuth {
     fn verify(&self, req: &Presented<'_>, _now: i64) -> Result<Verified, VerifyError> {
-        let value =
-            header(req.headers, AUTHORIZATION)?.ok_or(VerifyError::MissingHeader(AUTHORIZATION))?;
-        let (scheme, b64) = value
-            .trim()
-            .split_once(' ')
-            .ok_or(VerifyError::MalformedHeader(AUTHORIZATION))?;
+        let value = header(req.headers, AUTHORIZATION)?.ok_or(VerifyError::MissingHeader(AUTHORIZATION))?;
+        let (scheme, b64) = value.trim().split_once(' ').ok_or(VerifyError::MalformedHeader(AUTHORIZATION))?;
         if !scheme.eq_ignore_ascii_case("basic") {
             return Err(VerifyError::MalformedHeader(AUTHORIZATION));
         }
-        let decoded = B64
-            .decode(b64.trim())
-            .map_err(|_| VerifyError::MalformedHeader(AUTHORIZATION))?;
-        let presented = std::str::from_utf8(&decoded)
-            .map_err(|_| VerifyError::MalformedHeader(AUTHORIZATION))?;
+        let decoded = B64.decode(b64.trim()).map_err(|_| VerifyError::MalformedHeader(AUTHORIZATION))?;
+        let presented = std::str::from_utf8(&decoded).map_err(|_| VerifyError::MalformedHeader(AUTHORIZATION))?;
         // Compare against every entry so timing does not tell which one (or whether any) matched.
-        let matched = self
-            .credentials
-            .iter()
-            .fold(false, |acc, c| acc | ct_eq_str(c, presented));
-        if matched {
-            Ok(Verified::default())
-        } else {
-            Err(VerifyError::WrongCredentials)
-        }
+        let matched = self.credentials.iter().fold(false, |acc, c| acc | ct_eq_str(c, presented));
+        if matched { Ok(Verified::default()) } else { Err(VerifyError::WrongCredentials) }
     }
 
     fn presented(&self, req: &Presented<'_>) -> bool {
@@ -65,12 +49,7 @@ impl Verifier for BasicAuth {
     fn sign(&self, _body: &[u8], _now: i64, _delivery_id: &str) -> Vec<(String, String)> {
         self.credentials
             .first()
-            .map(|c| {
-                vec![(
-                    "Authorization".to_owned(),
-                    format!("Basic {}", B64.encode(c)),
-                )]
-            })
+            .map(|c| vec![("Authorization".to_owned(), format!("Basic {}", B64.encode(c)))])
             .unwrap_or_default()
     }
 }
@@ -86,14 +65,7 @@ mod tests {
         if let Some(v) = value {
             h.insert("authorization", v.parse().unwrap());
         }
-        s.verify(
-            &Presented {
-                headers: &h,
-                query: None,
-                body: b"",
-            },
-            0,
-        )
+        s.verify(&Presented { headers: &h, query: None, body: b"" }, 0)
     }
 
     #[test]
@@ -103,21 +75,9 @@ mod tests {
         assert_eq!(v, "Basic a2V5OnNlY3JldA==");
         assert!(check(&s, Some(&v)).is_ok());
         assert!(check(&s, Some(&format!("Basic {}", B64.encode("key2:secret2")))).is_ok());
-        assert_eq!(
-            check(&s, Some(&format!("Basic {}", B64.encode("key:nope")))),
-            Err(VerifyError::WrongCredentials)
-        );
-        assert_eq!(
-            check(&s, Some("Bearer abc")),
-            Err(VerifyError::MalformedHeader("authorization"))
-        );
-        assert_eq!(
-            check(&s, Some("Basic !!!")),
-            Err(VerifyError::MalformedHeader("authorization"))
-        );
-        assert_eq!(
-            check(&s, None),
-            Err(VerifyError::MissingHeader("authorization"))
-        );
+        assert_eq!(check(&s, Some(&format!("Basic {}", B64.encode("key:nope")))), Err(VerifyError::WrongCredentials));
+        assert_eq!(check(&s, Some("Bearer abc")), Err(VerifyError::MalformedHeader("authorization")));
+        assert_eq!(check(&s, Some("Basic !!!")), Err(VerifyError::MalformedHeader("authorization")));
+        assert_eq!(check(&s, None), Err(VerifyError::MissingHeader("authorization")));
     }
 }

@@ -26,8 +26,7 @@ impl HmacSha256Hex {
 
 impl Verifier for HmacSha256Hex {
     fn verify(&self, req: &Presented<'_>, _now: i64) -> Result<Verified, VerifyError> {
-        let sig =
-            header(req.headers, self.header)?.ok_or(VerifyError::MissingHeader(self.header))?;
+        let sig = header(req.headers, self.header)?.ok_or(VerifyError::MissingHeader(self.header))?;
         // Hex is compared as bytes, so upper- and lower-case digits both verify.
         let sig = hex::decode(sig.trim()).map_err(|_| VerifyError::MalformedHeader(self.header))?;
         if sig.len() != 32 {
@@ -53,10 +52,7 @@ impl Verifier for HmacSha256Hex {
         };
         let mut mac = Self::mac(key);
         mac.update(body);
-        vec![(
-            self.header.to_owned(),
-            hex::encode(mac.finalize().into_bytes()),
-        )]
+        vec![(self.header.to_owned(), hex::encode(mac.finalize().into_bytes()))]
     }
 }
 
@@ -67,20 +63,13 @@ mod tests {
     use super::*;
 
     fn req<'a>(headers: &'a HeaderMap, body: &'a [u8]) -> Presented<'a> {
-        Presented {
-            headers,
-            query: None,
-            body,
-        }
+        Presented { headers, query: None, body }
     }
 
     fn signed(scheme: &HmacSha256Hex, body: &[u8]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in scheme.sign(body, 0, "") {
-            h.insert(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
+            h.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
         }
         h
     }
@@ -90,10 +79,7 @@ mod tests {
         // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
         let s = HmacSha256Hex::new("x-sig", &["Jefe"]);
         let h = signed(&s, b"what do ya want for nothing?");
-        assert_eq!(
-            h["x-sig"],
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
+        assert_eq!(h["x-sig"], "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
     }
 
     #[test]
@@ -113,20 +99,11 @@ mod tests {
         let s = HmacSha256Hex::new("x-sig", &["k"]);
         let h = signed(&s, b"body");
         assert_eq!(s.verify(&req(&h, b"bodY"), 0), Err(VerifyError::NoMatch));
-        assert_eq!(
-            s.verify(&req(&HeaderMap::new(), b"body"), 0),
-            Err(VerifyError::MissingHeader("x-sig"))
-        );
+        assert_eq!(s.verify(&req(&HeaderMap::new(), b"body"), 0), Err(VerifyError::MissingHeader("x-sig")));
         let mut bad = HeaderMap::new();
         bad.insert("x-sig", "zz".parse().unwrap());
-        assert_eq!(
-            s.verify(&req(&bad, b"body"), 0),
-            Err(VerifyError::MalformedHeader("x-sig"))
-        );
+        assert_eq!(s.verify(&req(&bad, b"body"), 0), Err(VerifyError::MalformedHeader("x-sig")));
         bad.insert("x-sig", "abcd".parse().unwrap());
-        assert_eq!(
-            s.verify(&req(&bad, b"body"), 0),
-            Err(VerifyError::MalformedHeader("x-sig"))
-        );
+        assert_eq!(s.verify(&req(&bad, b"body"), 0), Err(VerifyError::MalformedHeader("x-sig")));
     }
 }

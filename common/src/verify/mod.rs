@@ -95,10 +95,7 @@ impl fmt::Debug for Key {
 
 /// Splits a configured secret list (`a,b`) into its entries; blank entries are dropped.
 pub fn split_secrets(list: &str) -> Vec<&str> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect()
+    list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect()
 }
 
 /// The scheme for a provider that offers alternatives: the first whose credentials the request
@@ -129,10 +126,7 @@ impl Verifier for FirstPresented {
     }
 
     fn sign(&self, body: &[u8], now: i64, delivery_id: &str) -> Vec<(String, String)> {
-        self.schemes
-            .first()
-            .map(|s| s.sign(body, now, delivery_id))
-            .unwrap_or_default()
+        self.schemes.first().map(|s| s.sign(body, now, delivery_id)).unwrap_or_default()
     }
 
     fn sign_query(&self) -> Option<String> {
@@ -141,16 +135,10 @@ impl Verifier for FirstPresented {
 }
 
 /// The first value of `name`, as text; a non-text value is malformed.
-pub(crate) fn header<'a>(
-    headers: &'a HeaderMap,
-    name: &'static str,
-) -> Result<Option<&'a str>, VerifyError> {
+pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<Option<&'a str>, VerifyError> {
     match headers.get(name) {
         None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .map(Some)
-            .map_err(|_| VerifyError::MalformedHeader(name)),
+        Some(v) => v.to_str().map(Some).map_err(|_| VerifyError::MalformedHeader(name)),
     }
 }
 

@@ -21,16 +21,8 @@ struct Names {
     signature: &'static str,
 }
 
-const SVIX: Names = Names {
-    id: "svix-id",
-    timestamp: "svix-timestamp",
-    signature: "svix-signature",
-};
-const STANDARD: Names = Names {
-    id: "webhook-id",
-    timestamp: "webhook-timestamp",
-    signature: "webhook-signature",
-};
+const SVIX: Names = Names { id: "svix-id", timestamp: "svix-timestamp", signature: "svix-signature" };
+const STANDARD: Names = Names { id: "webhook-id", timestamp: "webhook-timestamp", signature: "webhook-signature" };
 
 #[derive(Debug, Clone)]
 pub struct StandardWebhooks {
@@ -52,15 +44,11 @@ impl StandardWebhooks {
                 B64.decode(b64).map(Key::new).map_err(|_| BadSecret(i + 1))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(StandardWebhooks {
-            keys,
-            tolerance_secs,
-        })
+        Ok(StandardWebhooks { keys, tolerance_secs })
     }
 
     fn tag(key: &Key, id: &str, timestamp: &str, body: &[u8]) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.bytes())
-            .expect("HMAC accepts any key length");
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.bytes()).expect("HMAC accepts any key length");
         mac.update(id.as_bytes());
         mac.update(b".");
         mac.update(timestamp.as_bytes());
@@ -70,11 +58,7 @@ impl StandardWebhooks {
     }
 
     fn names(req: &Presented<'_>) -> &'static Names {
-        if req.headers.contains_key(SVIX.id) || !req.headers.contains_key(STANDARD.id) {
-            &SVIX
-        } else {
-            &STANDARD
-        }
+        if req.headers.contains_key(SVIX.id) || !req.headers.contains_key(STANDARD.id) { &SVIX } else { &STANDARD }
     }
 }
 
@@ -82,15 +66,11 @@ impl Verifier for StandardWebhooks {
     fn verify(&self, req: &Presented<'_>, now: i64) -> Result<Verified, VerifyError> {
         let names = Self::names(req);
         let id = header(req.headers, names.id)?.ok_or(VerifyError::MissingHeader(names.id))?;
-        let ts_text = header(req.headers, names.timestamp)?
-            .ok_or(VerifyError::MissingHeader(names.timestamp))?;
-        let sigs = header(req.headers, names.signature)?
-            .ok_or(VerifyError::MissingHeader(names.signature))?;
+        let ts_text = header(req.headers, names.timestamp)?.ok_or(VerifyError::MissingHeader(names.timestamp))?;
+        let sigs = header(req.headers, names.signature)?.ok_or(VerifyError::MissingHeader(names.signature))?;
 
         // Checked integers: a huge timestamp must be a 401, not an overflow.
-        let ts: i64 = ts_text
-            .parse()
-            .map_err(|_| VerifyError::MalformedHeader(names.timestamp))?;
+        let ts: i64 = ts_text.parse().map_err(|_| VerifyError::MalformedHeader(names.timestamp))?;
         if now.abs_diff(ts) > self.tolerance_secs {
             return Err(VerifyError::OutsideWindow);
         }
@@ -112,13 +92,8 @@ impl Verifier for StandardWebhooks {
         }
         for key in &self.keys {
             let expected = Self::tag(key, id, ts_text, req.body);
-            if candidates
-                .iter()
-                .any(|c| bool::from(c.as_slice().ct_eq(&expected)))
-            {
-                return Ok(Verified {
-                    delivery_id: Some(id.to_owned()),
-                });
+            if candidates.iter().any(|c| bool::from(c.as_slice().ct_eq(&expected))) {
+                return Ok(Verified { delivery_id: Some(id.to_owned()) });
             }
         }
         Err(VerifyError::NoMatch)
@@ -151,28 +126,13 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
+            h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
         }
         h
     }
 
-    fn check(
-        scheme: &StandardWebhooks,
-        h: &HeaderMap,
-        body: &[u8],
-        now: i64,
-    ) -> Result<Verified, VerifyError> {
-        scheme.verify(
-            &Presented {
-                headers: h,
-                query: None,
-                body,
-            },
-            now,
-        )
+    fn check(scheme: &StandardWebhooks, h: &HeaderMap, body: &[u8], now: i64) -> Result<Verified, VerifyError> {
+        scheme.verify(&Presented { headers: h, query: None, body }, now)
     }
 
     /// The vectors published by Svix and the Standard Webhooks reference libraries.
@@ -206,13 +166,7 @@ mod tests {
                     (&format!("{prefix}-signature"), sig),
                 ]);
                 let now = ts.parse().unwrap();
-                assert_eq!(
-                    check(&s, &h, body.as_bytes(), now)
-                        .unwrap()
-                        .delivery_id
-                        .as_deref(),
-                    Some(id)
-                );
+                assert_eq!(check(&s, &h, body.as_bytes(), now).unwrap().delivery_id.as_deref(), Some(id));
                 // One changed byte never verifies.
                 let mut changed = body.as_bytes().to_vec();
                 changed[3] ^= 1;
@@ -228,12 +182,7 @@ mod tests {
     }
 
     fn as_map(pairs: &[(String, String)]) -> HeaderMap {
-        headers(
-            &pairs
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect::<Vec<_>>(),
-        )
+        headers(&pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>())
     }
 
     #[test]
@@ -241,25 +190,13 @@ mod tests {
         let (s, h) = fixture();
         let h = as_map(&h);
         assert!(check(&s, &h, b"{}", 1_000_300).is_ok());
-        assert_eq!(
-            check(&s, &h, b"{}", 1_000_301),
-            Err(VerifyError::OutsideWindow)
-        );
-        assert_eq!(
-            check(&s, &h, b"{}", 999_699),
-            Err(VerifyError::OutsideWindow)
-        );
+        assert_eq!(check(&s, &h, b"{}", 1_000_301), Err(VerifyError::OutsideWindow));
+        assert_eq!(check(&s, &h, b"{}", 999_699), Err(VerifyError::OutsideWindow));
         let mut huge = h.clone();
         huge.insert("svix-timestamp", "99999999999999999999999".parse().unwrap());
-        assert_eq!(
-            check(&s, &huge, b"{}", 0),
-            Err(VerifyError::MalformedHeader("svix-timestamp"))
-        );
+        assert_eq!(check(&s, &huge, b"{}", 0), Err(VerifyError::MalformedHeader("svix-timestamp")));
         huge.insert("svix-timestamp", i64::MIN.to_string().parse().unwrap());
-        assert_eq!(
-            check(&s, &huge, b"{}", i64::MAX),
-            Err(VerifyError::OutsideWindow)
-        );
+        assert_eq!(check(&s, &huge, b"{}", i64::MAX), Err(VerifyError::OutsideWindow));
     }
 
     #[test]
@@ -267,41 +204,14 @@ mod tests {
         let (old, h) = fixture();
         let sig = h[2].1.clone();
         let rotated = StandardWebhooks::new(
-            &[
-                "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
-                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-            ],
+            &["whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
             300,
         )
         .unwrap();
         let mut m = as_map(&h);
-        m.insert(
-            "svix-signature",
-            format!("v1a,xyz v1,AAAA {sig}").parse().unwrap(),
-        );
-        assert!(
-            old.verify(
-                &Presented {
-                    headers: &m,
-                    query: None,
-                    body: b"{}"
-                },
-                1_000_000
-            )
-            .is_ok()
-        );
-        assert!(
-            rotated
-                .verify(
-                    &Presented {
-                        headers: &m,
-                        query: None,
-                        body: b"{}"
-                    },
-                    1_000_000
-                )
-                .is_ok()
-        );
+        m.insert("svix-signature", format!("v1a,xyz v1,AAAA {sig}").parse().unwrap());
+        assert!(old.verify(&Presented { headers: &m, query: None, body: b"{}" }, 1_000_000).is_ok());
+        assert!(rotated.verify(&Presented { headers: &m, query: None, body: b"{}" }, 1_000_000).is_ok());
     }
 
     #[test]
@@ -310,32 +220,17 @@ mod tests {
         let mut m = as_map(&h);
         let b64 = h[2].1.trim_start_matches("v1,").to_owned();
         m.insert("svix-signature", format!("v0,{b64}").parse().unwrap());
-        assert_eq!(
-            check(&s, &m, b"{}", 1_000_000),
-            Err(VerifyError::MalformedHeader("svix-signature"))
-        );
+        assert_eq!(check(&s, &m, b"{}", 1_000_000), Err(VerifyError::MalformedHeader("svix-signature")));
         let many = vec!["v1,AAAA"; 1000].join(" ");
         m.insert("svix-signature", many.parse().unwrap());
-        assert_eq!(
-            check(&s, &m, b"{}", 1_000_000),
-            Err(VerifyError::MalformedHeader("svix-signature"))
-        );
+        assert_eq!(check(&s, &m, b"{}", 1_000_000), Err(VerifyError::MalformedHeader("svix-signature")));
         m.remove("svix-signature");
-        assert_eq!(
-            check(&s, &m, b"{}", 1_000_000),
-            Err(VerifyError::MissingHeader("svix-signature"))
-        );
-        assert_eq!(
-            check(&s, &HeaderMap::new(), b"{}", 1_000_000),
-            Err(VerifyError::MissingHeader("svix-id"))
-        );
+        assert_eq!(check(&s, &m, b"{}", 1_000_000), Err(VerifyError::MissingHeader("svix-signature")));
+        assert_eq!(check(&s, &HeaderMap::new(), b"{}", 1_000_000), Err(VerifyError::MissingHeader("svix-id")));
     }
 
     #[test]
     fn bad_secrets_are_a_configuration_error() {
-        assert_eq!(
-            StandardWebhooks::new(&["whsec_b2s=", "whsec_!!"], 300).unwrap_err(),
-            BadSecret(2)
-        );
+        assert_eq!(StandardWebhooks::new(&["whsec_b2s=", "whsec_!!"], 300).unwrap_err(), BadSecret(2));
     }
 }

@@ -15,37 +15,23 @@ pub struct SharedToken {
 
 impl std::fmt::Debug for SharedToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "SharedToken({}, ?{}=, {} tokens)",
-            self.header,
-            self.query_param,
-            self.tokens.len()
-        )
+        write!(f, "SharedToken({}, ?{}=, {} tokens)", self.header, self.query_param, self.tokens.len())
     }
 }
 
 /// Constant-time equality of two strings of any lengths: both are hashed first, so neither the
 /// position of the first difference nor the length leaks.
 pub(crate) fn ct_eq_str(a: &str, b: &str) -> bool {
-    Sha256::digest(a.as_bytes())
-        .ct_eq(&Sha256::digest(b.as_bytes()))
-        .into()
+    Sha256::digest(a.as_bytes()).ct_eq(&Sha256::digest(b.as_bytes())).into()
 }
 
 impl SharedToken {
     pub fn new(header: &'static str, query_param: &'static str, tokens: &[&str]) -> Self {
-        SharedToken {
-            header,
-            query_param,
-            tokens: tokens.iter().map(|t| (*t).to_owned()).collect(),
-        }
+        SharedToken { header, query_param, tokens: tokens.iter().map(|t| (*t).to_owned()).collect() }
     }
 
     fn from_query<'a>(&self, query: Option<&'a str>) -> Option<std::borrow::Cow<'a, str>> {
-        form_urlencoded::parse(query?.as_bytes())
-            .find(|(k, _)| k == self.query_param)
-            .map(|(_, v)| v)
+        form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == self.query_param).map(|(_, v)| v)
     }
 }
 
@@ -53,19 +39,10 @@ impl Verifier for SharedToken {
     fn verify(&self, req: &Presented<'_>, _now: i64) -> Result<Verified, VerifyError> {
         let presented = match header(req.headers, self.header)? {
             Some(h) => std::borrow::Cow::Borrowed(h.trim()),
-            None => self
-                .from_query(req.query)
-                .ok_or(VerifyError::MissingHeader(self.header))?,
+            None => self.from_query(req.query).ok_or(VerifyError::MissingHeader(self.header))?,
         };
-        let matched = self
-            .tokens
-            .iter()
-            .fold(false, |acc, t| acc | ct_eq_str(t, &presented));
-        if matched {
-            Ok(Verified::default())
-        } else {
-            Err(VerifyError::WrongCredentials)
-        }
+        let matched = self.tokens.iter().fold(false, |acc, t| acc | ct_eq_str(t, &presented));
+        if matched { Ok(Verified::default()) } else { Err(VerifyError::WrongCredentials) }
     }
 
     fn presented(&self, req: &Presented<'_>) -> bool {
@@ -73,19 +50,12 @@ impl Verifier for SharedToken {
     }
 
     fn sign(&self, _body: &[u8], _now: i64, _delivery_id: &str) -> Vec<(String, String)> {
-        self.tokens
-            .first()
-            .map(|t| vec![(self.header.to_owned(), t.clone())])
-            .unwrap_or_default()
+        self.tokens.first().map(|t| vec![(self.header.to_owned(), t.clone())]).unwrap_or_default()
     }
 
     fn sign_query(&self) -> Option<String> {
         let t = self.tokens.first()?;
-        Some(
-            form_urlencoded::Serializer::new(String::new())
-                .append_pair(self.query_param, t)
-                .finish(),
-        )
+        Some(form_urlencoded::Serializer::new(String::new()).append_pair(self.query_param, t).finish())
     }
 }
 
@@ -99,39 +69,14 @@ mod tests {
     fn header_or_query_any_rotated_token() {
         let s = SharedToken::new("x-webhook-token", "token", &["new-token", "old token"]);
         let mut h = HeaderMap::new();
-        let none = Presented {
-            headers: &h,
-            query: None,
-            body: b"",
-        };
-        assert_eq!(
-            s.verify(&none, 0),
-            Err(VerifyError::MissingHeader("x-webhook-token"))
-        );
-        let q = Presented {
-            headers: &h,
-            query: Some("a=1&token=old+token"),
-            body: b"",
-        };
+        let none = Presented { headers: &h, query: None, body: b"" };
+        assert_eq!(s.verify(&none, 0), Err(VerifyError::MissingHeader("x-webhook-token")));
+        let q = Presented { headers: &h, query: Some("a=1&token=old+token"), body: b"" };
         assert!(s.verify(&q, 0).is_ok());
-        let wrong = Presented {
-            headers: &h,
-            query: Some("token=nope"),
-            body: b"",
-        };
+        let wrong = Presented { headers: &h, query: Some("token=nope"), body: b"" };
         assert_eq!(s.verify(&wrong, 0), Err(VerifyError::WrongCredentials));
         h.insert("x-webhook-token", "new-token".parse().unwrap());
-        assert!(
-            s.verify(
-                &Presented {
-                    headers: &h,
-                    query: None,
-                    body: b""
-                },
-                0
-            )
-            .is_ok()
-        );
+        assert!(s.verify(&Presented { headers: &h, query: None, body: b"" }, 0).is_ok());
         assert_eq!(s.sign_query().unwrap(), "token=new-token");
     }
 
