@@ -8,7 +8,7 @@ use std::time::Duration;
 pub use lambda_http;
 pub use lambda_runtime;
 
-use aws_lambda_events::dynamodb::Event as StreamEvent;
+pub use aws_lambda_events::dynamodb::Event as StreamEvent;
 use lambda_http::{Body, Request, RequestExt, Response};
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;

@@ -30,7 +30,7 @@ impl SharedToken {
         SharedToken { header, query_param, tokens: tokens.iter().map(|t| (*t).to_owned()).collect() }
     }
 
-    fn from_query<'a>(&self, query: Option<&'a str>) -> Option<std::borrow::Cow<'a, str>> {
+    fn token_in_query<'a>(&self, query: Option<&'a str>) -> Option<std::borrow::Cow<'a, str>> {
         form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == self.query_param).map(|(_, v)| v)
     }
 }
@@ -39,14 +39,14 @@ impl Verifier for SharedToken {
     fn verify(&self, req: &Presented<'_>, _now: i64) -> Result<Verified, VerifyError> {
         let presented = match header(req.headers, self.header)? {
             Some(h) => std::borrow::Cow::Borrowed(h.trim()),
-            None => self.from_query(req.query).ok_or(VerifyError::MissingHeader(self.header))?,
+            None => self.token_in_query(req.query).ok_or(VerifyError::MissingHeader(self.header))?,
         };
         let matched = self.tokens.iter().fold(false, |acc, t| acc | ct_eq_str(t, &presented));
         if matched { Ok(Verified::default()) } else { Err(VerifyError::WrongCredentials) }
     }
 
     fn presented(&self, req: &Presented<'_>) -> bool {
-        req.headers.contains_key(self.header) || self.from_query(req.query).is_some()
+        req.headers.contains_key(self.header) || self.token_in_query(req.query).is_some()
     }
 
     fn sign(&self, _body: &[u8], _now: i64, _delivery_id: &str) -> Vec<(String, String)> {

@@ -1,0 +1,127 @@
+//! The Lambda entry points in-process: API Gateway v2 events (as `refund-relay events` writes
+//! them) through `handle_webhook`, and a stream batch through `handle_stream`.
+
+mod support;
+
+use std::sync::Arc;
+
+use common::config::{Config, Secrets};
+use common::event::Provider;
+use common::fanout::Fanout;
+use common::lambda::{self, lambda_http};
+use common::notify::{MemoryNotifier, Routing};
+use common::receive::Receiver;
+use common::store::MemoryStore;
+use serde_json::Value;
+use support::{env_with, fixtures_dir};
+
+fn receiver(provider: Provider, extra: &[(&str, &str)]) -> (Receiver, Arc<MemoryStore>) {
+    let config = Config::load(&[provider], Secrets::Required, &env_with(extra)).unwrap();
+    let store = Arc::new(MemoryStore::new());
+    (Receiver::new(&config, store.clone()), store)
+}
+
+async fn invoke(receiver: &Receiver, provider: Provider, event: &Value) -> (u16, Value) {
+    let req = lambda_http::request::from_str(&event.to_string()).expect("an API Gateway v2 event");
+    let res = lambda::handle_webhook(receiver, provider, req).await.unwrap();
+    let status = res.status().as_u16();
+    let body: Value = serde_json::from_slice(res.body().as_ref()).expect("a JSON body");
+    (status, body)
+}
+
+fn read(path: &std::path::Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn fresh_events_valid_duplicate_bad_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    refund_relay::events::write_all(dir.path(), &fixtures_dir(), support::now()).await.unwrap();
+    for p in Provider::ALL {
+        let (receiver, store) = receiver(p, &[]);
+        let (status, body) = invoke(&receiver, p, &read(&dir.path().join(format!("{p}-valid.json")))).await;
+        assert_eq!((status, body["status"].as_str()), (200, Some("accepted")), "{p}: {body}");
+        let (status, body) = invoke(&receiver, p, &read(&dir.path().join(format!("{p}-duplicate.json")))).await;
+        assert_eq!((status, body["status"].as_str()), (200, Some("duplicate")), "{p}: {body}");
+        let (status, _) = invoke(&receiver, p, &read(&dir.path().join(format!("{p}-bad-signature.json")))).await;
+        assert_eq!(status, 401, "{p}");
+        let query = dir.path().join(format!("{p}-valid-query-token.json"));
+        if query.exists() {
+            let (status, body) = invoke(&receiver, p, &read(&query)).await;
+            assert_eq!((status, body["status"].as_str()), (200, Some("duplicate")), "{p}: {body}");
+        }
+        assert_eq!(store.events().len(), 1, "{p}");
+    }
+}
+
+/// The committed `events/` must stay valid: they are re-verified here with the replay window
+/// the README documents for replaying them (`REPLAY_TOLERANCE_SECONDS=315360000`, ten years).
+#[tokio::test]
+async fn committed_events_still_verify() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("events");
+    let mut seen = 0;
+    for p in Provider::ALL {
+        let (receiver, _) = receiver(p, &[("REPLAY_TOLERANCE_SECONDS", "315360000")]);
+        for (case, expected) in [("valid", 200), ("duplicate", 200), ("bad-signature", 401), ("valid-query-token", 200)]
+        {
+            let path = dir.join(format!("{p}-{case}.json"));
+            if case == "valid-query-token" && !path.exists() {
+                continue;
+            }
+            let (status, body) = invoke(&receiver, p, &read(&path)).await;
+            assert_eq!(status, expected, "{}: {body}", path.display());
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 17);
+}
+
+#[tokio::test]
+async fn the_stream_event_fans_out_and_reports_failures_by_sequence_number() {
+    let payload = read(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("events/fanout-stream.json"));
+    let batch: lambda::StreamEvent = serde_json::from_value(payload.clone()).unwrap();
+    let inserts = payload["Records"].as_array().unwrap().iter().filter(|r| r["eventName"] == "INSERT").count();
+    assert_eq!(inserts, 5);
+
+    let store = Arc::new(MemoryStore::new());
+    let notifier = Arc::new(MemoryNotifier::new());
+    let fanout = Fanout::new(store.clone(), notifier.clone(), Routing::default(), "Test".into());
+    let res = lambda::handle_stream(&fanout, batch.clone()).await;
+    assert!(res.batch_item_failures.is_empty());
+    // Five terminal `succeeded` events, each to internal, merchant and payor.
+    assert_eq!(notifier.sent().len(), 15);
+
+    // A retry of the whole batch publishes each again at most once (same event ids).
+    let res = lambda::handle_stream(&fanout, batch.clone()).await;
+    assert!(res.batch_item_failures.is_empty());
+    assert_eq!(notifier.sent().len(), 30);
+
+    // SNS down: every insert is reported, by its sequence number, and the MODIFY is not.
+    let failing = Arc::new(MemoryNotifier::new());
+    failing.set_failing(true);
+    let fanout = Fanout::new(Arc::new(MemoryStore::new()), failing, Routing::default(), "Test".into());
+    let res = lambda::handle_stream(&fanout, batch).await;
+    let ids: Vec<&str> = res.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    assert_eq!(ids, ["100000000000", "100000000001", "100000000002", "100000000003", "100000000004"]);
+    let json = serde_json::to_value(&res).unwrap();
+    assert_eq!(json["batchItemFailures"][0]["itemIdentifier"], "100000000000");
+}
+
+#[tokio::test]
+async fn functions_refuse_to_start_without_their_configuration() {
+    let none = |_: &str| None;
+    for p in Provider::ALL {
+        let Err(e) = lambda::webhook_receiver(p, &none).await else { panic!("{p} started without a secret") };
+        assert!(e.to_string().contains(p.as_str()), "{e}");
+    }
+    // With its secret but no table, still no.
+    let only_secret = env_with(&[]);
+    let Err(e) = lambda::webhook_receiver(Provider::Memberful, &only_secret).await else {
+        panic!("started without a table")
+    };
+    assert!(e.to_string().contains("EVENTS_TABLE"));
+    let Err(e) = lambda::fanout_from_env(&env_with(&[("EVENTS_TABLE", "t")])).await else {
+        panic!("fan-out started without topics")
+    };
+    assert!(e.to_string().contains("TOPIC_ARN"));
+}
