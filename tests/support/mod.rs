@@ -1,6 +1,8 @@
 //! Shared test helpers: fixtures, configurations, signing exactly as the providers do.
 #![allow(dead_code)]
 
+pub mod aws;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,0 +1,231 @@
+//! The AWS path on a real wire protocol: the DynamoDB store, the stream fan-out and SNS → SQS,
+//! all through the real SDK clients against moto's server (`scripts/test` starts it).
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::event::{EventKind, Provider, Status};
+use common::fanout::Fanout;
+use common::lambda;
+use common::notify::Routing;
+use common::notify::sns::SnsNotifier;
+use common::receive::Receiver;
+use common::store::EventStore;
+use common::store::dynamodb::DynamoStore;
+use http::StatusCode;
+use serde_json::Value;
+use support::aws::{self as moto, OperationLog};
+use support::{config, fixture, now, signed};
+
+const RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+
+struct Stack {
+    sdk: aws_config::SdkConfig,
+    ddb: aws_sdk_dynamodb::Client,
+    table: String,
+    ops: OperationLog,
+    receiver: Receiver,
+    store: Arc<DynamoStore>,
+}
+
+async fn stack(endpoint: &str) -> Stack {
+    let sdk = moto::sdk(endpoint).await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = moto::unique("events");
+    moto::create_table(&ddb, &table).await;
+    let ops = OperationLog::default();
+    let store = Arc::new(DynamoStore::new(moto::counted_dynamodb(&sdk, &ops), &table, RETENTION));
+    let receiver = Receiver::new(&config(&[]), store.clone());
+    Stack { sdk, ddb, table, ops, receiver, store }
+}
+
+async fn deliver(s: &Stack, rel: &str) -> common::Receipt {
+    let provider: Provider = rel.split('/').next().unwrap().parse().unwrap();
+    let body = fixture(rel);
+    let headers = signed(&config(&[]), provider, support::content_type_of(rel), &body, now(), &moto::unique("msg"));
+    s.receiver
+        .receive(
+            provider,
+            common::WebhookRequest { method: &http::Method::POST, headers: &headers, query: None, body: &body },
+        )
+        .await
+}
+
+#[tokio::test]
+async fn one_webhook_is_one_conditional_put_and_duplicates_stay_one_item() {
+    let Some(endpoint) = moto::endpoint() else { return };
+    let s = stack(&endpoint).await;
+
+    let first = deliver(&s, "rainforest/refund.succeeded.json").await;
+    assert_eq!(first.body["status"], "accepted", "{}", first.body);
+    assert_eq!(*s.ops.0.lock().unwrap(), ["PutItem"], "exactly one write and no read per webhook");
+
+    // A retry, a manual resend (new svix-id) and eight concurrent deliveries: still one item.
+    let again = deliver(&s, "rainforest/refund.succeeded.json").await;
+    assert_eq!(again.body["status"], "duplicate");
+    let concurrent = futures::future::join_all((0..8).map(|_| deliver(&s, "rainforest/refund.succeeded.json"))).await;
+    assert!(concurrent.iter().all(|r| r.status == StatusCode::OK && r.body["status"] == "duplicate"));
+    assert_eq!(moto::item_count(&s.ddb, &s.table, "EVT#").await, 1);
+    assert!(s.ops.0.lock().unwrap().iter().all(|op| op == "PutItem"));
+
+    // The item keeps the raw payload, byte for byte, with a TTL.
+    let item = s.ddb.scan().table_name(&s.table).send().await.unwrap().items.unwrap().remove(0);
+    assert_eq!(item["raw_payload"].as_s().unwrap().as_bytes(), fixture("rainforest/refund.succeeded.json"));
+    let expires: i64 = item["expires_at"].as_n().unwrap().parse().unwrap();
+    assert!((expires - now() - RETENTION.as_secs() as i64).abs() < 60);
+    assert_eq!(item["merchant_pk"].as_s().unwrap(), "MERCHANT#mid_2sPKnRjN5gT6Zs0cHUFbDoDt1nE");
+    assert_eq!(DynamoStore::from_item(&item).unwrap().event_id, first.body["event_id"].as_str().unwrap());
+}
+
+fn audience_counts(messages: &[(Value, std::collections::HashMap<String, String>)]) -> Vec<String> {
+    let mut v: Vec<String> = messages
+        .iter()
+        .map(|(b, _)| format!("{}:{}", b["provider"].as_str().unwrap(), b["status"].as_str().unwrap()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn the_stream_fans_out_to_the_audiences_the_routing_table_names() {
+    let Some(endpoint) = moto::endpoint() else { return };
+    let s = stack(&endpoint).await;
+    for rel in [
+        "memberful/order.refunded.json",
+        "conscent/refunded.subscription.json",
+        "rainforest/refund.in_review.json",
+        "webforce/refund-applied.ours.json",
+        "foloosi/transaction.success.json",
+    ] {
+        assert_eq!(deliver(&s, rel).await.body["status"], "accepted", "{rel}");
+    }
+    let topics = moto::topics_with_queues(&s.sdk).await;
+    // A subscriber that wants only Rainforest's merchant messages filters on attributes.
+    let rainforest_only =
+        moto::subscribe_queue(&s.sdk, &topics.arns.merchant, Some(r#"{"provider":["rainforest"]}"#)).await;
+    let fanout = Fanout::new(
+        s.store.clone(),
+        Arc::new(SnsNotifier::new(aws_sdk_sns::Client::new(&s.sdk), topics.arns.clone())),
+        Routing::default(),
+        "PlatformPay".into(),
+    );
+    let batch = moto::stream_batch(&s.sdk, &s.ddb, &s.table).await;
+    assert_eq!(batch.records.iter().filter(|r| r.event_name == "INSERT").count(), 5);
+    let res = lambda::handle_stream(&fanout, batch).await;
+    assert!(res.batch_item_failures.is_empty(), "{res:?}");
+
+    let internal = moto::drain(&s.sdk, &topics.queues["internal"]).await;
+    let merchant = moto::drain(&s.sdk, &topics.queues["merchant"]).await;
+    let payor = moto::drain(&s.sdk, &topics.queues["payor"]).await;
+    let all5 = [
+        "conscent:succeeded",
+        "foloosi:succeeded",
+        "memberful:succeeded",
+        "rainforest:in_review",
+        "webforce:succeeded",
+    ];
+    assert_eq!(audience_counts(&internal), all5);
+    assert_eq!(audience_counts(&merchant), all5);
+    // In review tells the payor nothing.
+    assert_eq!(
+        audience_counts(&payor),
+        ["conscent:succeeded", "foloosi:succeeded", "memberful:succeeded", "webforce:succeeded"]
+    );
+    let filtered = moto::drain(&s.sdk, &rainforest_only).await;
+    assert_eq!(audience_counts(&filtered), ["rainforest:in_review"]);
+    assert!(filtered[0].0["text"].as_str().unwrap().contains("PlatformPay has flagged"));
+
+    for (body, attrs) in internal.iter().chain(&merchant).chain(&payor) {
+        for key in ["provider", "kind", "event_type", "status", "audience", "merchant_id"] {
+            assert!(attrs.contains_key(key), "attribute {key} missing: {attrs:?}");
+        }
+        assert_eq!(attrs["audience"], body["audience"].as_str().unwrap());
+        assert!(body["event_id"].as_str().unwrap().starts_with("evt_"));
+        assert!(body["text"].is_string());
+        assert!(body.get("raw_payload").is_none());
+    }
+    // Personal data reaches the payor topic only.
+    for (body, _) in internal.iter().chain(&merchant) {
+        assert!(!body.to_string().contains('@'), "contact data outside the payor topic: {body}");
+    }
+    let memberful = payor.iter().find(|(b, _)| b["provider"] == "memberful").unwrap();
+    assert_eq!(memberful.0["payor"]["email"], "john.doe@example.com");
+    assert!(merchant.iter().any(|(b, _)| b["provider"] == "memberful" && b["access_revocation"] == true));
+}
+
+#[tokio::test]
+async fn out_of_order_statuses_end_at_the_highest_rank_and_stale_ones_notify_nobody() {
+    let Some(endpoint) = moto::endpoint() else { return };
+    let s = stack(&endpoint).await;
+    for rel in [
+        "rainforest/refund.succeeded.json",
+        "rainforest/refund.processing.json",
+        "rainforest/refund.created.json",
+        "rainforest/refund.in_review.json",
+        "rainforest/refund.failed.json",
+    ] {
+        assert_eq!(deliver(&s, rel).await.body["status"], "accepted", "{rel}");
+    }
+    let topics = moto::topics_with_queues(&s.sdk).await;
+    let fanout = Fanout::new(
+        s.store.clone(),
+        Arc::new(SnsNotifier::new(aws_sdk_sns::Client::new(&s.sdk), topics.arns.clone())),
+        Routing::default(),
+        "PlatformPay".into(),
+    );
+    let batch = moto::stream_batch(&s.sdk, &s.ddb, &s.table).await;
+    assert!(lambda::handle_stream(&fanout, batch.clone()).await.batch_item_failures.is_empty());
+
+    let record = s
+        .store
+        .object(Provider::Rainforest, EventKind::Refund, "rfd_2sPMefai6yWsyp4MSGUkAo32pp7")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, Some(Status::Succeeded));
+    assert_eq!(record.events.len(), 5, "every event is kept for audit");
+    let internal = moto::drain(&s.sdk, &topics.queues["internal"]).await;
+    assert_eq!(audience_counts(&internal), ["rainforest:succeeded"], "only the first terminal status is told");
+
+    // The stream redelivers the batch (a retry): at most one more copy, same event id.
+    assert!(lambda::handle_stream(&fanout, batch).await.batch_item_failures.is_empty());
+    let again = moto::drain(&s.sdk, &topics.queues["internal"]).await;
+    assert_eq!(audience_counts(&again), ["rainforest:succeeded"]);
+    assert_eq!(again[0].0["event_id"], internal[0].0["event_id"]);
+}
+
+#[tokio::test]
+async fn a_stopped_moto_is_503_on_receive_and_failed_records_in_the_fanout() {
+    let Some(_) = moto::endpoint() else { return };
+    let Some(mut own) = moto::OwnMoto::start() else { panic!("MOTO_SERVER must name moto_server for the outage test") };
+    let s = stack(&own.endpoint).await;
+    assert_eq!(deliver(&s, "memberful/order.refunded.json").await.body["status"], "accepted");
+    assert_eq!(deliver(&s, "conscent/refunded.pass.json").await.body["status"], "accepted");
+    let topics = moto::topics_with_queues(&s.sdk).await;
+    let batch = moto::stream_batch(&s.sdk, &s.ddb, &s.table).await;
+    let sequence: Vec<String> = batch
+        .records
+        .iter()
+        .filter(|r| r.event_name == "INSERT")
+        .map(|r| r.change.sequence_number.clone().unwrap())
+        .collect();
+    assert_eq!(sequence.len(), 2);
+
+    own.stop();
+    for rel in ["rainforest/refund.succeeded.json", "memberful/order.refunded.json"] {
+        let r = deliver(&s, rel).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{rel}: {}", r.body);
+        assert_eq!(r.body["error"], "store_unavailable");
+    }
+    let fanout = Fanout::new(
+        s.store.clone(),
+        Arc::new(SnsNotifier::new(aws_sdk_sns::Client::new(&s.sdk), topics.arns)),
+        Routing::default(),
+        "PlatformPay".into(),
+    );
+    let res = lambda::handle_stream(&fanout, batch).await;
+    let failed: Vec<String> = res.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
+    assert_eq!(failed, sequence, "exactly the records that could not be delivered");
+}
