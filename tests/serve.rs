@@ -4,49 +4,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_refund-relay");
-
-/// The server process, stopped when the test ends however it ends.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(data_dir: &Path) -> Server {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env_remove("MEMBERFUL_WEBHOOK_SECRET")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let url = loop {
-        let line = lines.next().expect("server printed its address").unwrap();
-        if let Some(rest) = line.strip_prefix("refund-relay listening on ") {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    // Keep draining stdout so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, url }
-}
+use support::runner::{BIN, Server, get, notifications, start};
 
 fn send(server: &Server, provider: &str, rel: &str) -> (bool, Value) {
     let out = Command::new(BIN)
@@ -61,30 +24,8 @@ fn send(server: &Server, provider: &str, rel: &str) -> (bool, Value) {
     (out.status.success(), serde_json::from_str(body).unwrap())
 }
 
-fn get(url: &str) -> (u16, Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let mut res = agent.get(url).call().unwrap();
-    (res.status().as_u16(), serde_json::from_str(&res.body_mut().read_to_string().unwrap()).unwrap())
-}
-
-fn notifications(data_dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(data_dir.join("notifications.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// Waits (bounded) until the outbox has written `n` notifications.
 fn wait_for(data_dir: &Path, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = notifications(data_dir);
-        if got.len() >= n || Instant::now() > deadline {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    support::runner::wait_for(data_dir, n, 10)
 }
 
 #[test]

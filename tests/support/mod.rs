@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod aws;
+pub mod faults;
+pub mod runner;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

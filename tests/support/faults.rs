@@ -1,0 +1,108 @@
+//! Fault injection around the real ports: a store and a notifier that fail on command.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use common::event::{EventKind, Provider, RefundEvent};
+use common::notify::{Audience, Notification, Notifier, NotifyError};
+use common::store::{Advance, EventStore, ObjectRecord, Put, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreFault {
+    Healthy,
+    /// Every call fails as an unreachable store does.
+    Unavailable,
+    /// Every call is throttled.
+    Throttled,
+    /// The write lands, then the answer is lost (a timeout, a crash before replying).
+    LoseAnswer,
+}
+
+pub struct FlakyStore<S> {
+    pub inner: S,
+    fault: Mutex<StoreFault>,
+    pub calls: AtomicUsize,
+}
+
+impl<S> FlakyStore<S> {
+    pub fn new(inner: S) -> Self {
+        FlakyStore { inner, fault: Mutex::new(StoreFault::Healthy), calls: AtomicUsize::new(0) }
+    }
+    pub fn set(&self, fault: StoreFault) {
+        *self.fault.lock().unwrap() = fault;
+    }
+    fn fault(&self) -> StoreFault {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        *self.fault.lock().unwrap()
+    }
+}
+
+fn injected(fault: StoreFault) -> Option<StoreError> {
+    match fault {
+        StoreFault::Unavailable => Some(StoreError::Unavailable("injected: connection refused".into())),
+        StoreFault::Throttled => Some(StoreError::Throttled("ProvisionedThroughputExceededException".into())),
+        StoreFault::Healthy | StoreFault::LoseAnswer => None,
+    }
+}
+
+#[async_trait]
+impl<S: EventStore> EventStore for FlakyStore<S> {
+    async fn put_if_absent(&self, event: &RefundEvent) -> Result<Put, StoreError> {
+        let fault = self.fault();
+        if let Some(e) = injected(fault) {
+            return Err(e);
+        }
+        let put = self.inner.put_if_absent(event).await?;
+        if fault == StoreFault::LoseAnswer {
+            return Err(StoreError::Unavailable("injected: timed out after the write".into()));
+        }
+        Ok(put)
+    }
+
+    async fn advance(&self, event: &RefundEvent) -> Result<Advance, StoreError> {
+        match injected(self.fault()) {
+            Some(e) => Err(e),
+            None => self.inner.advance(event).await,
+        }
+    }
+
+    async fn object(&self, provider: Provider, kind: EventKind, id: &str) -> Result<Option<ObjectRecord>, StoreError> {
+        match injected(self.fault()) {
+            Some(e) => Err(e),
+            None => self.inner.object(provider, kind, id).await,
+        }
+    }
+}
+
+/// Publishes into memory, failing for the chosen event ids at the chosen audience (the
+/// audiences before it in routing order have already been published: a partial set).
+#[derive(Default)]
+pub struct FlakyNotifier {
+    pub published: Mutex<Vec<Notification>>,
+    failing: Mutex<HashSet<String>>,
+    pub fail_at: Mutex<Option<Audience>>,
+}
+
+impl FlakyNotifier {
+    pub fn fail_for(&self, event_ids: impl IntoIterator<Item = String>, at: Audience) {
+        *self.failing.lock().unwrap() = event_ids.into_iter().collect();
+        *self.fail_at.lock().unwrap() = Some(at);
+    }
+    pub fn recover(&self) {
+        self.failing.lock().unwrap().clear();
+    }
+}
+
+#[async_trait]
+impl Notifier for FlakyNotifier {
+    async fn publish(&self, n: &Notification) -> Result<(), NotifyError> {
+        let fail_at = *self.fail_at.lock().unwrap();
+        if fail_at == Some(n.audience) && self.failing.lock().unwrap().contains(&n.event_id) {
+            return Err(NotifyError { audience: n.audience.as_str(), message: "injected: SNS unavailable".into() });
+        }
+        self.published.lock().unwrap().push(n.clone());
+        Ok(())
+    }
+}
