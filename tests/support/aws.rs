@@ -79,12 +79,22 @@ pub async fn create_table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
         .expect("create table");
 }
 
+/// Items whose `sk` starts with `sk_prefix`, over every page of a scan.
 pub async fn item_count(ddb: &aws_sdk_dynamodb::Client, table: &str, sk_prefix: &str) -> usize {
-    let out = ddb.scan().table_name(table).send().await.unwrap();
-    out.items()
-        .iter()
-        .filter(|i| i.get("sk").and_then(|v| v.as_s().ok()).is_some_and(|s| s.starts_with(sk_prefix)))
-        .count()
+    let mut count = 0;
+    let mut start = None;
+    loop {
+        let out = ddb.scan().table_name(table).set_exclusive_start_key(start).send().await.unwrap();
+        count += out
+            .items()
+            .iter()
+            .filter(|i| i.get("sk").and_then(|v| v.as_s().ok()).is_some_and(|s| s.starts_with(sk_prefix)))
+            .count();
+        start = out.last_evaluated_key;
+        if start.is_none() {
+            return count;
+        }
+    }
 }
 
 fn to_json(v: &StreamValue) -> Value {
