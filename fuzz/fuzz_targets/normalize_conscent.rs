@@ -1,0 +1,14 @@
+//! Conscent: any body through parse + normalize (JSON media). Never panics; the result passes
+//! `check_normalized`; the same body always gives the same answer.
+#![no_main]
+
+use common::event::Provider;
+use common::providers::{Media, ProviderSettings};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|body: &[u8]| {
+    let settings = ProviderSettings::default();
+    let first = Provider::Conscent.normalize(body, Media::Json, &settings);
+    fuzz_support::check_normalized(Provider::Conscent, &first);
+    assert_eq!(first, Provider::Conscent.normalize(body, Media::Json, &settings));
+});
