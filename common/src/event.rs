@@ -208,6 +208,16 @@ impl Normalized {
     }
 }
 
+/// A provider-supplied string as one part of a `#`-separated key: `%` and `#` are
+/// percent-escaped, so a key splits back into exactly the parts it was made of.
+pub fn key_part(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains(['#', '%']) {
+        std::borrow::Cow::Owned(s.replace('%', "%25").replace('#', "%23"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
 /// The canonical event: what is stored, streamed and (minus `raw_payload`) notified.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefundEvent {
@@ -254,9 +264,10 @@ pub struct RefundEvent {
 
 impl RefundEvent {
     /// The idempotency key: the provider's own identity of the event (object id, event type and
-    /// status), never anything about the delivery.
+    /// status), never anything about the delivery. The parts are escaped ([`key_part`]) so ids
+    /// that contain `#` cannot make two events share a key.
     pub fn idempotency_key(provider: Provider, object_id: &str, event_type: &str, status: Status) -> String {
-        format!("{provider}#{object_id}#{event_type}#{status}")
+        format!("{provider}#{}#{}#{status}", key_part(object_id), key_part(event_type))
     }
 
     /// `evt_` + 32 hex digits of SHA-256 over the idempotency key.
@@ -295,6 +306,17 @@ mod tests {
             assert_eq!(s.as_str().parse::<Status>().unwrap(), s);
         }
         assert!("stripe".parse::<Provider>().is_err());
+    }
+
+    #[test]
+    fn ids_containing_separators_never_share_a_key() {
+        let a =
+            RefundEvent::idempotency_key(Provider::Foloosi, "A", "transaction.x#failed#transaction.y", Status::Failed);
+        let b =
+            RefundEvent::idempotency_key(Provider::Foloosi, "A#transaction.x#failed", "transaction.y", Status::Failed);
+        assert_ne!(a, b);
+        assert_eq!(key_part("100%#1"), "100%25%231");
+        assert_eq!(key_part("plain"), "plain");
     }
 
     #[test]

@@ -61,9 +61,14 @@ pub fn normalize(body: &[u8], media: Media, settings: &ProviderSettings) -> Resu
     let p: Postback = match media {
         Media::Json => parse_json(body, "")?,
         Media::Form => {
-            let map: serde_json::Map<String, serde_json::Value> = form_urlencoded::parse(body)
-                .map(|(k, v)| (k.into_owned(), serde_json::Value::String(v.into_owned())))
-                .collect();
+            let mut map = serde_json::Map::new();
+            for (k, v) in form_urlencoded::parse(body) {
+                // JSON bodies refuse a repeated key (serde); a form must not quietly keep the
+                // last of two ids either.
+                if map.insert(k.clone().into_owned(), serde_json::Value::String(v.into_owned())).is_some() {
+                    return Err(PayloadError::invalid(k.into_owned(), "appears more than once"));
+                }
+            }
             let json = serde_json::to_vec(&map).map_err(|e| PayloadError::invalid("body", e.to_string()))?;
             parse_json(&json, "")?
         }

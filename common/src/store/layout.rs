@@ -12,7 +12,7 @@
 
 use serde_json::{Value, json};
 
-use crate::event::{EventKind, Provider, RefundEvent};
+use crate::event::{EventKind, Provider, RefundEvent, key_part};
 
 pub const EVENT_SK_PREFIX: &str = "EVT#";
 pub const AGGREGATE_SK: &str = "AGG";
@@ -26,11 +26,11 @@ pub enum Attr {
 }
 
 pub fn object_pk(provider: Provider, kind: EventKind, id: &str) -> String {
-    format!("OBJ#{provider}#{}#{id}", kind.as_str())
+    format!("OBJ#{provider}#{}#{}", kind.as_str(), key_part(id))
 }
 
 pub fn event_sk(event: &RefundEvent) -> String {
-    format!("{EVENT_SK_PREFIX}{}#{}", event.event_type, event.status)
+    format!("{EVENT_SK_PREFIX}{}#{}", key_part(&event.event_type), event.status)
 }
 
 /// The attributes of `event`'s item; `expires_at` is the TTL in unix seconds.
