@@ -27,7 +27,10 @@ fn flaky_receiver() -> (Receiver, Arc<FlakyStore<MemoryStore>>, Harness) {
 
 /// Every refund fixture of every provider, as (provider, path).
 fn refund_fixtures() -> Vec<(Provider, String)> {
-    support::all_fixtures().into_iter().filter(|(_, rel)| !rel.contains("purchased") && !rel.contains("payin") && !rel.contains("order-completed")).collect()
+    support::all_fixtures()
+        .into_iter()
+        .filter(|(_, rel)| !rel.contains("purchased") && !rel.contains("payin") && !rel.contains("order-completed"))
+        .collect()
 }
 
 #[tokio::test]
@@ -39,8 +42,25 @@ async fn a_down_or_throttled_store_never_gets_a_2xx() {
         for round in 0..20 {
             for (provider, rel) in refund_fixtures() {
                 let body = fixture(&rel);
-                let headers = support::signed(&signer.config, provider, support::content_type_of(&rel), &body, support::now(), &format!("msg_{round}"));
-                let r = receiver.receive(provider, common::WebhookRequest { method: &http::Method::POST, headers: &headers, query: None, body: &body }).await;
+                let headers = support::signed(
+                    &signer.config,
+                    provider,
+                    support::content_type_of(&rel),
+                    &body,
+                    support::now(),
+                    &format!("msg_{round}"),
+                );
+                let r = receiver
+                    .receive(
+                        provider,
+                        common::WebhookRequest {
+                            method: &http::Method::POST,
+                            headers: &headers,
+                            query: None,
+                            body: &body,
+                        },
+                    )
+                    .await;
                 *answered.entry(r.status.as_u16()).or_insert(0) += 1;
             }
         }
@@ -59,11 +79,17 @@ async fn a_crash_between_store_and_answer_makes_the_retry_a_duplicate() {
     for (provider, rel) in refund_fixtures() {
         let body = fixture(&rel);
         let send = |id: &str| {
-            let headers = support::signed(&signer.config, provider, support::content_type_of(&rel), &body, support::now(), id);
+            let headers =
+                support::signed(&signer.config, provider, support::content_type_of(&rel), &body, support::now(), id);
             let receiver = &receiver;
             let body = &body;
             async move {
-                receiver.receive(provider, common::WebhookRequest { method: &http::Method::POST, headers: &headers, query: None, body }).await
+                receiver
+                    .receive(
+                        provider,
+                        common::WebhookRequest { method: &http::Method::POST, headers: &headers, query: None, body },
+                    )
+                    .await
             }
         };
         let before = store.inner.events().len();
@@ -84,7 +110,9 @@ fn stream_of(events: &[common::RefundEvent]) -> StreamEvent {
     let records: Vec<_> = events
         .iter()
         .enumerate()
-        .map(|(i, e)| refund_relay::events::stream_record(i, "INSERT", layout::to_dynamodb_json(&layout::event_item(e, 0)), 0))
+        .map(|(i, e)| {
+            refund_relay::events::stream_record(i, "INSERT", layout::to_dynamodb_json(&layout::event_item(e, 0)), 0)
+        })
         .collect();
     serde_json::from_value(json!({ "Records": records })).unwrap()
 }
