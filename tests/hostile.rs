@@ -48,6 +48,8 @@ struct Row {
     error: Option<&'static str>,
     field: Option<&'static str>,
     check: Option<Check>,
+    /// FINDING: the answer echoes provider-supplied text without a bound (asserted as today).
+    echoes: bool,
 }
 
 fn row(name: &'static str, route: &'static str, body: impl Into<Vec<u8>>, status: u16) -> Row {
@@ -71,6 +73,7 @@ fn row(name: &'static str, route: &'static str, body: impl Into<Vec<u8>>, status
         },
         field: None,
         check: None,
+        echoes: false,
     }
 }
 
@@ -93,6 +96,10 @@ impl Row {
     }
     fn check(mut self, c: Check) -> Self {
         self.check = Some(c);
+        self
+    }
+    fn echoes(mut self) -> Self {
+        self.echoes = true;
         self
     }
 }
@@ -261,6 +268,23 @@ fn table() -> Vec<Row> {
         row("duplicate event in a form", "webforce", "event=order-completed&transaction_id=T1&event=refund-applied", 400)
             .content_type(Some(FORM))
             .field("event"),
+        // FINDING (fuzzing, normalize_webforce_form): a repeated EMPTY key is refused, but the
+        // 400 names no field (`"field": ""`). Reproducer: `a_repeated_empty_form_key_names_a_field`.
+        row("repeated empty key in a form", "webforce", "=1&=2", 400).content_type(Some(FORM)).field(""),
+        // FINDING: refusals echo provider-supplied text in full, in the answer and in the
+        // `refused` log line (a repeated key, an unknown event name, an amount, a status, a
+        // currency: up to the 256 KiB body). Only a sender that passed verification gets this
+        // far. Reproducer: `refusals_do_not_echo_unbounded_input`.
+        row("repeated 10,000-character key in a form", "webforce", format!("{k}=1&{k}=2", k = "k".repeat(10_000)), 400)
+            .content_type(Some(FORM))
+            .echoes(),
+        row("100 KB unknown refund event name", "rainforest", format!(r#"{{"event_type":"refund.{}","data":{{}}}}"#, "x".repeat(100_000)), 400)
+            .field("event_type")
+            .echoes(),
+        row("100 KB amount string", "foloosi", edit("foloosi/transaction.success.json", &[("/data/transfer/transaction_amount", &format!("\"{}\"", "9".repeat(100_000)))]), 400)
+            .field("data.transfer.transaction_amount")
+            .echoes(),
+        row("100 KB ignored event name", "memberful", format!(r#"{{"event":"order.{}"}}"#, "x".repeat(100_000)), 200).echoes(),
         // --- numbers out of range -------------------------------------------------------------
         row("amount 1e400 (conscent, major units)", "conscent", edit("conscent/refunded.pass.json", &[("/payload/refund/amount", "1e400")]), 400)
             .field("payload.refund.amount"),
@@ -495,10 +519,11 @@ async fn hostile_requests_get_exactly_the_expected_answer() {
         if took > Duration::from_millis(500) {
             wrong.push(format!("took {took:?}"));
         }
-        if let Some(message) = receipt.body["message"].as_str()
-            && message.len() > 300
-        {
-            wrong.push(format!("message of {} bytes echoes the input", message.len()));
+        let echoed = receipt.body.to_string().len();
+        if r.echoes && echoed < 10_000 {
+            wrong.push(format!("answer of {echoed} bytes no longer echoes the input: update the row"));
+        } else if !r.echoes && echoed > 400 {
+            wrong.push(format!("answer of {echoed} bytes echoes the input"));
         }
         if wrong.is_empty()
             && let Some(check) = r.check
@@ -555,4 +580,39 @@ async fn ids_with_hash_do_not_collide() {
     assert_eq!(a.body["status"], "accepted");
     assert_eq!(b.body["status"], "accepted", "a different transaction answered {}", b.body);
     assert_ne!(a.body["event_id"], b.body["event_id"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reproducers of the findings of the second run (ignored: they describe the behaviour we would
+// rather have).
+// ---------------------------------------------------------------------------------------------
+
+/// FINDING: `webforce::normalize` (form media) refuses a repeated key with the key as the field,
+/// so a repeated empty key gives `"field": ""`; every 400 should name a field (`body` here).
+/// Found by `scripts/fuzz` (target normalize_webforce_form, input `m&=&=`).
+#[tokio::test]
+#[ignore = "finding: a repeated empty form key is a 400 with an empty field (common/src/providers/webforce.rs)"]
+async fn a_repeated_empty_form_key_names_a_field() {
+    let h = Harness::new();
+    let r = h.send_body(Provider::Webforce, FORM, b"=1&=2").await;
+    assert_eq!(r.status.as_u16(), 400);
+    assert!(!r.body["field"].as_str().unwrap().is_empty(), "{}", r.body);
+}
+
+/// FINDING: refusal messages (and the `refused` log line) carry provider-supplied text whole.
+/// They should quote at most a short prefix (the route name is already cut to 64 characters).
+#[tokio::test]
+#[ignore = "finding: refusals echo provider-supplied text without a bound (common/src/providers, common/src/money.rs)"]
+async fn refusals_do_not_echo_unbounded_input() {
+    let h = Harness::new();
+    let long = "x".repeat(100_000);
+    let cases = [
+        (Provider::Webforce, FORM, format!("{long}=1&{long}=2")),
+        (Provider::Rainforest, JSON, format!(r#"{{"event_type":"refund.{long}","data":{{}}}}"#)),
+        (Provider::Memberful, JSON, format!(r#"{{"event":"order.{long}"}}"#)),
+    ];
+    for (provider, ct, body) in cases {
+        let r = h.send_body(provider, ct, body.as_bytes()).await;
+        assert!(r.body.to_string().len() < 1_000, "{provider}: {} bytes", r.body.to_string().len());
+    }
 }
