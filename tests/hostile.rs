@@ -48,8 +48,6 @@ struct Row {
     error: Option<&'static str>,
     field: Option<&'static str>,
     check: Option<Check>,
-    /// FINDING: the answer echoes provider-supplied text without a bound (asserted as today).
-    echoes: bool,
 }
 
 fn row(name: &'static str, route: &'static str, body: impl Into<Vec<u8>>, status: u16) -> Row {
@@ -73,7 +71,6 @@ fn row(name: &'static str, route: &'static str, body: impl Into<Vec<u8>>, status
         },
         field: None,
         check: None,
-        echoes: false,
     }
 }
 
@@ -96,10 +93,6 @@ impl Row {
     }
     fn check(mut self, c: Check) -> Self {
         self.check = Some(c);
-        self
-    }
-    fn echoes(mut self) -> Self {
-        self.echoes = true;
         self
     }
 }
@@ -268,23 +261,17 @@ fn table() -> Vec<Row> {
         row("duplicate event in a form", "webforce", "event=order-completed&transaction_id=T1&event=refund-applied", 400)
             .content_type(Some(FORM))
             .field("event"),
-        // FINDING (fuzzing, normalize_webforce_form): a repeated EMPTY key is refused, but the
-        // 400 names no field (`"field": ""`). Reproducer: `a_repeated_empty_form_key_names_a_field`.
-        row("repeated empty key in a form", "webforce", "=1&=2", 400).content_type(Some(FORM)).field(""),
-        // FINDING: refusals echo provider-supplied text in full, in the answer and in the
-        // `refused` log line (a repeated key, an unknown event name, an amount, a status, a
-        // currency: up to the 256 KiB body). Only a sender that passed verification gets this
-        // far. Reproducer: `refusals_do_not_echo_unbounded_input`.
+        // Found by fuzzing (normalize_webforce_form), fixed: a repeated EMPTY key names `body`.
+        row("repeated empty key in a form", "webforce", "=1&=2", 400).content_type(Some(FORM)).field("body"),
+        // Found here, fixed: provider-supplied text in a refusal (a repeated key, an unknown
+        // event name, an amount) is quoted to at most 120 characters, in the answer and the log.
         row("repeated 10,000-character key in a form", "webforce", format!("{k}=1&{k}=2", k = "k".repeat(10_000)), 400)
-            .content_type(Some(FORM))
-            .echoes(),
+            .content_type(Some(FORM)),
         row("100 KB unknown refund event name", "rainforest", format!(r#"{{"event_type":"refund.{}","data":{{}}}}"#, "x".repeat(100_000)), 400)
-            .field("event_type")
-            .echoes(),
+            .field("event_type"),
         row("100 KB amount string", "foloosi", edit("foloosi/transaction.success.json", &[("/data/transfer/transaction_amount", &format!("\"{}\"", "9".repeat(100_000)))]), 400)
-            .field("data.transfer.transaction_amount")
-            .echoes(),
-        row("100 KB ignored event name", "memberful", format!(r#"{{"event":"order.{}"}}"#, "x".repeat(100_000)), 200).echoes(),
+            .field("data.transfer.transaction_amount"),
+        row("100 KB ignored event name", "memberful", format!(r#"{{"event":"order.{}"}}"#, "x".repeat(100_000)), 200),
         // --- numbers out of range -------------------------------------------------------------
         row("amount 1e400 (conscent, major units)", "conscent", edit("conscent/refunded.pass.json", &[("/payload/refund/amount", "1e400")]), 400)
             .field("payload.refund.amount"),
@@ -516,13 +503,12 @@ async fn hostile_requests_get_exactly_the_expected_answer() {
             wrong.push("stored although refused".into());
         }
         // Nothing here needs more than one pass over at most 256 KiB.
-        if took > Duration::from_millis(500) {
+        // A hang guard, not a speed goal (speed is measured by benchmarks): generous for debug builds on a busy CI machine.
+        if took > Duration::from_secs(5) {
             wrong.push(format!("took {took:?}"));
         }
         let echoed = receipt.body.to_string().len();
-        if r.echoes && echoed < 10_000 {
-            wrong.push(format!("answer of {echoed} bytes no longer echoes the input: update the row"));
-        } else if !r.echoes && echoed > 400 {
+        if echoed > 400 {
             wrong.push(format!("answer of {echoed} bytes echoes the input"));
         }
         if wrong.is_empty()
@@ -583,15 +569,12 @@ async fn ids_with_hash_do_not_collide() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reproducers of the findings of the second run (ignored: they describe the behaviour we would
-// rather have).
+// Regression tests for the findings of the second run, fixed since.
 // ---------------------------------------------------------------------------------------------
 
-/// FINDING: `webforce::normalize` (form media) refuses a repeated key with the key as the field,
-/// so a repeated empty key gives `"field": ""`; every 400 should name a field (`body` here).
+/// A repeated empty form key once gave `"field": ""`; every 400 names a field (`body` here).
 /// Found by `scripts/fuzz` (target normalize_webforce_form, input `m&=&=`).
 #[tokio::test]
-#[ignore = "finding: a repeated empty form key is a 400 with an empty field (common/src/providers/webforce.rs)"]
 async fn a_repeated_empty_form_key_names_a_field() {
     let h = Harness::new();
     let r = h.send_body(Provider::Webforce, FORM, b"=1&=2").await;
@@ -599,10 +582,9 @@ async fn a_repeated_empty_form_key_names_a_field() {
     assert!(!r.body["field"].as_str().unwrap().is_empty(), "{}", r.body);
 }
 
-/// FINDING: refusal messages (and the `refused` log line) carry provider-supplied text whole.
-/// They should quote at most a short prefix (the route name is already cut to 64 characters).
+/// Refusal messages (and the `refused` log line) once carried provider-supplied text whole; they
+/// quote at most a short prefix now.
 #[tokio::test]
-#[ignore = "finding: refusals echo provider-supplied text without a bound (common/src/providers, common/src/money.rs)"]
 async fn refusals_do_not_echo_unbounded_input() {
     let h = Harness::new();
     let long = "x".repeat(100_000);

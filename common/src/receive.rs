@@ -76,9 +76,9 @@ impl ReceiveError {
     }
 
     fn body(&self) -> Value {
-        let mut body = json!({ "error": self.code(), "message": self.to_string() });
+        let mut body = json!({ "error": self.code(), "message": bounded(&self.to_string()) });
         match self {
-            ReceiveError::BadPayload(e) => body["field"] = json!(e.field()),
+            ReceiveError::BadPayload(e) => body["field"] = json!(bounded(e.field())),
             ReceiveError::NotUtf8 => body["field"] = json!("body"),
             // The store's own words may name tables and endpoints; the provider needs only "retry".
             ReceiveError::Store(_) => body["message"] = json!("could not store the event; retry later"),
@@ -237,12 +237,26 @@ impl Receiver {
 /// body limit while reading, say), logged like every other refusal.
 pub fn refusal(provider: Provider, e: ReceiveError) -> Receipt {
     let status = e.status();
+    let message = e.to_string();
+    let error = bounded(&message);
     if status.is_server_error() {
-        tracing::error!(%provider, error = %e, "refused: will be retried by the provider");
+        tracing::error!(%provider, %error, "refused: will be retried by the provider");
     } else {
-        tracing::warn!(%provider, status = status.as_u16(), error = %e, "refused");
+        tracing::warn!(%provider, status = status.as_u16(), %error, "refused");
     }
     Receipt { status, body: e.body(), stored: None }
+}
+
+/// Provider-supplied text quoted in an answer or a log line (an unknown event name, a repeated
+/// key, an amount) is cut to this many characters: enough to recognise, never the whole body.
+pub const MAX_ECHO: usize = 120;
+
+/// `text` cut to [`MAX_ECHO`] characters, marked with `…` where cut.
+pub fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(MAX_ECHO) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((at, _)) => std::borrow::Cow::Owned(format!("{}…", &text[..at])),
+    }
 }
 
 /// JSON for everyone; form-encoded where the provider posts forms; no content type is read as

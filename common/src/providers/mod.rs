@@ -151,10 +151,11 @@ fn strip_position(message: &str) -> String {
 /// An event that is not in a provider's table: ignored, unless it looks like a refund, which
 /// must not be dropped silently.
 pub(crate) fn unhandled(provider: Provider, field: &'static str, name: &str) -> Result<Parsed, PayloadError> {
+    let quoted = crate::receive::bounded(name);
     if name.to_ascii_lowercase().contains("refund") {
-        Err(PayloadError::UnknownRefundEvent { field, name: name.to_owned() })
+        Err(PayloadError::UnknownRefundEvent { field, name: quoted.into_owned() })
     } else {
-        Ok(Parsed::Ignored(format!("{provider} event `{name}` is not handled")))
+        Ok(Parsed::Ignored(format!("{provider} event `{quoted}` is not handled")))
     }
 }
 

@@ -66,7 +66,8 @@ pub fn normalize(body: &[u8], media: Media, settings: &ProviderSettings) -> Resu
                 // JSON bodies refuse a repeated key (serde); a form must not quietly keep the
                 // last of two ids either.
                 if map.insert(k.clone().into_owned(), serde_json::Value::String(v.into_owned())).is_some() {
-                    return Err(PayloadError::invalid(k.into_owned(), "appears more than once"));
+                    let field = if k.is_empty() { "body".to_owned() } else { crate::receive::bounded(&k).into_owned() };
+                    return Err(PayloadError::invalid(field, "a key appears more than once"));
                 }
             }
             let json = serde_json::to_vec(&map).map_err(|e| PayloadError::invalid("body", e.to_string()))?;
