@@ -275,7 +275,7 @@ fn storm_through_the_local_runner() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn storm_through_dynamodb_and_sns() {
+async fn storm_through_dynamodb_and_the_stream_fanout() {
     use common::fanout::Fanout;
     use common::store::EventStore;
     use common::store::dynamodb::DynamoStore;
