@@ -30,6 +30,14 @@ struct Stack {
     store: Arc<DynamoStore>,
 }
 
+impl Stack {
+    /// The fan-out as the Lambda builds it: this stack's store, the real SNS client.
+    fn sns_fanout(&self, topics: &common::notify::sns::TopicArns) -> Fanout {
+        let sns = SnsNotifier::new(aws_sdk_sns::Client::new(&self.sdk), topics.clone());
+        Fanout::new(self.store.clone(), Arc::new(sns), Routing::default(), "PlatformPay".into())
+    }
+}
+
 async fn stack(endpoint: &str) -> Stack {
     let sdk = moto::sdk(endpoint).await;
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
@@ -105,12 +113,7 @@ async fn the_stream_fans_out_to_the_audiences_the_routing_table_names() {
     // A subscriber that wants only Rainforest's merchant messages filters on attributes.
     let rainforest_only =
         moto::subscribe_queue(&s.sdk, &topics.arns.merchant, Some(r#"{"provider":["rainforest"]}"#)).await;
-    let fanout = Fanout::new(
-        s.store.clone(),
-        Arc::new(SnsNotifier::new(aws_sdk_sns::Client::new(&s.sdk), topics.arns.clone())),
-        Routing::default(),
-        "PlatformPay".into(),
-    );
+    let fanout = s.sns_fanout(&topics.arns);
     let batch = moto::stream_batch(&s.sdk, &s.ddb, &s.table).await;
     assert_eq!(batch.records.iter().filter(|r| r.event_name == "INSERT").count(), 5);
     let res = lambda::handle_stream(&fanout, batch).await;
@@ -169,12 +172,7 @@ async fn out_of_order_statuses_end_at_the_highest_rank_and_stale_ones_notify_nob
         assert_eq!(deliver(&s, rel).await.body["status"], "accepted", "{rel}");
     }
     let topics = moto::topics_with_queues(&s.sdk).await;
-    let fanout = Fanout::new(
-        s.store.clone(),
-        Arc::new(SnsNotifier::new(aws_sdk_sns::Client::new(&s.sdk), topics.arns.clone())),
-        Routing::default(),
-        "PlatformPay".into(),
-    );
+    let fanout = s.sns_fanout(&topics.arns);
     let batch = moto::stream_batch(&s.sdk, &s.ddb, &s.table).await;
     assert!(lambda::handle_stream(&fanout, batch.clone()).await.batch_item_failures.is_empty());
 
@@ -219,12 +217,7 @@ async fn a_stopped_moto_is_503_on_receive_and_failed_records_in_the_fanout() {
         assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{rel}: {}", r.body);
         assert_eq!(r.body["error"], "store_unavailable");
     }
-    let fanout = Fanout::new(
-        s.store.clone(),
-        Arc::new(SnsNotifier::new(aws_sdk_sns::Client::new(&s.sdk), topics.arns)),
-        Routing::default(),
-        "PlatformPay".into(),
-    );
+    let fanout = s.sns_fanout(&topics.arns);
     let res = lambda::handle_stream(&fanout, batch).await;
     let failed: Vec<String> = res.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
     assert_eq!(failed, sequence, "exactly the records that could not be delivered");
