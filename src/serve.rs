@@ -91,8 +91,7 @@ async fn webhook(State(runner): State<Arc<Runner>>, UrlPath(provider): UrlPath<S
     let bytes = match axum::body::to_bytes(body, limit + 1).await {
         Ok(b) => b,
         Err(_) => {
-            let p = provider.parse().unwrap_or(Provider::Memberful);
-            return http_response(refusal(p, ReceiveError::PayloadTooLarge { limit }).into_response());
+            return http_response(refusal(&provider, ReceiveError::PayloadTooLarge { limit }).into_response());
         }
     };
     let receipt = runner

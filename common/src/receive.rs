@@ -152,14 +152,14 @@ impl Receiver {
     pub async fn receive_route(&self, route: &str, req: WebhookRequest<'_>) -> Receipt {
         match route.parse::<Provider>() {
             Ok(p) => self.receive(p, req).await,
-            Err(_) => refusal(Provider::Memberful, ReceiveError::UnknownProvider(route.chars().take(64).collect())),
+            Err(_) => refusal(route, ReceiveError::UnknownProvider(route.chars().take(64).collect())),
         }
     }
 
     pub async fn receive(&self, provider: Provider, req: WebhookRequest<'_>) -> Receipt {
         match self.try_receive(provider, req).await {
             Ok(receipt) => receipt,
-            Err(e) => refusal(provider, e),
+            Err(e) => refusal(provider.as_str(), e),
         }
     }
 
@@ -234,11 +234,13 @@ impl Receiver {
 }
 
 /// The answer for a delivery refused before it reached the pipeline (a front that enforces the
-/// body limit while reading, say), logged like every other refusal.
-pub fn refusal(provider: Provider, e: ReceiveError) -> Receipt {
+/// body limit while reading, say), logged like every other refusal. `route` is the provider's
+/// route segment as requested, which may name no provider at all.
+pub fn refusal(route: &str, e: ReceiveError) -> Receipt {
     let status = e.status();
     let message = e.to_string();
     let error = bounded(&message);
+    let provider = bounded(route);
     if status.is_server_error() {
         tracing::error!(%provider, %error, "refused: will be retried by the provider");
     } else {
