@@ -1,6 +1,10 @@
 //! The hot path in process: per provider, `Receiver::receive` on its fixture (verify + parse +
 //! normalize + key; the store answers at once, so it is excluded), beside the floor the issue
-//! names: HMAC-SHA256 of the body plus a `serde_json` parse of it.
+//! names: HMAC-SHA256 of the body plus a `serde_json` parse of it. Each provider is measured on
+//! its fixture and on a body of about 2 KB (the issue's size), made from the fixture by adding
+//! what real payloads carry more of (line items, metadata, longer texts); the name gives the size.
+//!
+//! `cargo bench -p refund-relay-common --bench pipeline -- conscent` runs one provider.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -12,6 +16,7 @@ use common::receive::{Receiver, WebhookRequest};
 use common::store::{Advance, EventStore, ObjectRecord, Put, StoreError};
 use criterion::{Criterion, criterion_group, criterion_main};
 use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{Value, json};
 use sha2::Sha256;
 
 /// A store that answers at once: the bench measures everything before the write.
@@ -42,6 +47,113 @@ fn fixture(provider: Provider) -> (&'static str, Vec<u8>) {
     (rel, std::fs::read(path).expect("fixture"))
 }
 
+/// The issue's body size.
+const LARGE: usize = 2048;
+
+/// `fixture` grown to at least [`LARGE`] bytes the way a real payload of the provider grows: one
+/// more item per step, until it is large enough. Unknown members are what the providers send and
+/// the adapters skip; the fields the adapters read keep the fixture's values. The fixture's layout
+/// (pretty or compact) is kept.
+fn large(provider: Provider, fixture: &[u8]) -> Vec<u8> {
+    let mut v: Value = serde_json::from_slice(fixture).expect("fixture is JSON");
+    let mut step = 0;
+    loop {
+        grow(provider, &mut v, step);
+        let body = if fixture.contains(&b'\n') {
+            serde_json::to_vec_pretty(&v).unwrap()
+        } else {
+            serde_json::to_vec(&v).unwrap()
+        };
+        if body.len() >= LARGE {
+            return body;
+        }
+        step += 1;
+    }
+}
+
+/// One step of growth; step 0 also fills in what the fixture leaves empty.
+fn grow(provider: Provider, v: &mut Value, step: usize) {
+    match provider {
+        // Memberful: an order of several products and subscriptions, a member with an address.
+        Provider::Memberful => {
+            let order = &mut v["order"];
+            if step == 0 {
+                order["receipt"] = json!(
+                    "Receipt #4DACB7B0 - Sample plan (monthly), Premium archive access. Paid by Visa ending 4242."
+                );
+                order["member"]["address"] = json!({"street": "1200 Harbor Boulevard, Suite 410", "city": "Weehawken",
+                    "state": "NJ", "postal_code": "07086", "country": "US"});
+            }
+            order["products"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"id": 1000 + step, "name": format!("Back issue #{step}: the long read"),
+                "price": 500, "slug": format!("back-issue-{step}-the-long-read"), "type": "download"}));
+            if step.is_multiple_of(2) {
+                order["subscriptions"].as_array_mut().unwrap().push(json!({"active": true, "id": 2000 + step,
+                "expires_at": 1761232033, "subscription": {"id": 3000 + step, "price": 1000,
+                "name": format!("Add-on plan {step}"), "renewal_period": "monthly"}}));
+            }
+        }
+        // Conscent.ai: a user with a full address and a real browser's user agent; more
+        // included objects named in `contains`.
+        Provider::Conscent => {
+            if step == 0 {
+                v["payload"]["user"]["address"] = json!({"apartment": "Flat 12B, Tower 4", "area": "Okhla Phase I",
+                    "pincode": "110020", "landmark": "Opposite the metro station", "city": "New Delhi",
+                    "state": "Delhi", "country": "India"});
+                v["client_info"]["userAgent"] = json!(
+                    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/122.0.0.0 Safari/537.36"
+                );
+            }
+            v["contains"].as_array_mut().unwrap().push(json!(format!("purchase_{step}")));
+            v["payload"][format!("purchase_{step}")] = json!({"_id": format!("65e01798d03692125f1f33{step:02}"),
+                "contentId": format!("story-{step}-how-the-city-voted"), "price": 1, "currency": "INR",
+                "createdAt": "2024-02-29T06:05:11.102Z"});
+        }
+        // Rainforest: the documented optional fields, platform metadata and amount splits.
+        Provider::Rainforest => {
+            let data = &mut v["data"];
+            if step == 0 {
+                data["auth_code"] = json!("A1B2C3");
+                data["merchant_fees"] = json!({"amount": 25, "currency_code": "USD"});
+                data["amount_splits"] = json!([]);
+            }
+            data["metadata"][format!("note_{step}")] =
+                json!(format!("Support ticket SUP-{} escalated by the merchant's team", 1042 + step));
+            data["amount_splits"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"merchant_id": format!("mid_2sPKnRjN5gT6Zs0cHUFbDoD{step:03}"),
+                "amount": 100, "description": "Platform share of the refunded payin"}));
+        }
+        // WebforceHQ (our mapping): an order's line items beside the mapped fields.
+        Provider::Webforce => {
+            if step == 0 {
+                v["reason"] =
+                    json!("Damaged item: the customer sent photos of the box and the item; replacement not wanted");
+                v["items"] = json!([]);
+            }
+            v["items"].as_array_mut().unwrap().push(json!({"sku": format!("SKU-{:05}", 10_000 + step),
+                "name": format!("Ceramic mug, set of {}", step + 2), "quantity": 1, "price": "12.49"}));
+        }
+        // Foloosi: the `api` object echoes the payment request, so it carries the customer's
+        // details and the merchant's optional references.
+        Provider::Foloosi => {
+            let api = &mut v["data"]["transfer"]["api"];
+            if step == 0 {
+                api["customer_name"] = json!("Dana Payer");
+                api["customer_address"] = json!("Apartment 1204, Marina Heights Tower, Dubai Marina");
+                api["customer_city"] = json!("Dubai");
+                api["billing_country"] = json!("ARE");
+                api["site_return_url"] = json!("https://shop.example.com/checkout/foloosi/return?order=order-771");
+            }
+            api[format!("optional{}", step + 1)] =
+                json!(format!("order-771 line {step}: gift wrap, delivery on Thursday"));
+        }
+    }
+}
+
 fn pipeline(c: &mut Criterion) {
     // A wide replay window: the Rainforest signature is made once, before the measurements.
     let env = |var: &str| match var {
@@ -52,8 +164,12 @@ fn pipeline(c: &mut Criterion) {
     let receiver = Receiver::new(&config, Arc::new(NullStore));
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut group = c.benchmark_group("pipeline");
-    for provider in Provider::ALL {
+    let bodies = Provider::ALL.into_iter().flat_map(|provider| {
         let (rel, body) = fixture(provider);
+        let big = large(provider, &body);
+        [(provider, rel.to_owned(), body), (provider, format!("{rel}, grown"), big)]
+    });
+    for (provider, rel, body) in bodies {
         let mut headers = http::HeaderMap::new();
         headers.insert(http::header::CONTENT_TYPE, "application/json".parse().unwrap());
         for (k, v) in config.verifier(provider).unwrap().sign(&body, now, "msg_bench") {

@@ -267,13 +267,23 @@ impl RefundEvent {
     /// status), never anything about the delivery. The parts are escaped ([`key_part`]) so ids
     /// that contain `#` cannot make two events share a key.
     pub fn idempotency_key(provider: Provider, object_id: &str, event_type: &str, status: Status) -> String {
-        format!("{provider}#{}#{}#{status}", key_part(object_id), key_part(event_type))
+        let parts = [provider.as_str(), &key_part(object_id), &key_part(event_type), status.as_str()];
+        let mut key = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                key.push('#');
+            }
+            key.push_str(part);
+        }
+        key
     }
 
     /// `evt_` + 32 hex digits of SHA-256 over the idempotency key.
     pub fn event_id_for(idempotency_key: &str) -> String {
         let digest = Sha256::digest(idempotency_key.as_bytes());
-        format!("evt_{}", hex::encode(&digest[..16]))
+        let mut id = *b"evt_00000000000000000000000000000000";
+        hex::encode_to_slice(&digest[..16], &mut id[4..]).expect("32 hex digits fit");
+        String::from_utf8(id.to_vec()).expect("ASCII")
     }
 
     /// The stream key of the object this event moves: one refund (or payment) of one provider.
@@ -327,5 +337,12 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_eq!(a.len(), 4 + 32);
+        // The same text as `evt_` + hex of the first 16 bytes of the digest.
+        let digest = Sha256::digest(b"rainforest#rfd_1#refund.succeeded#succeeded");
+        assert_eq!(a, format!("evt_{}", hex::encode(&digest[..16])));
+        assert_eq!(
+            RefundEvent::idempotency_key(Provider::Rainforest, "rfd_1", "refund.succeeded", Status::Succeeded),
+            "rainforest#rfd_1#refund.succeeded#succeeded"
+        );
     }
 }

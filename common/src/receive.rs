@@ -268,10 +268,14 @@ fn media_type(provider: Provider, headers: &HeaderMap) -> Result<Media, ReceiveE
         return Ok(Media::Json);
     };
     let text = value.to_str().unwrap_or_default();
-    let essence = text.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    let media = if essence == "application/json" || essence.ends_with("+json") {
+    // Compared without case, with no lower-cased copy.
+    let essence = text.split(';').next().unwrap_or_default().trim();
+    let ends_with_json = essence.len() >= 5
+        && essence.is_char_boundary(essence.len() - 5)
+        && essence[essence.len() - 5..].eq_ignore_ascii_case("+json");
+    let media = if essence.eq_ignore_ascii_case("application/json") || ends_with_json {
         Some(Media::Json)
-    } else if essence == "application/x-www-form-urlencoded" {
+    } else if essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
         Some(Media::Form)
     } else {
         None

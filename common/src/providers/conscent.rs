@@ -6,7 +6,9 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{Parsed, PayloadError, amount_text, parse_json, parse_raw, present, required, unhandled, unix_to_rfc3339};
+use super::{
+    Parsed, PayloadError, amount_text, parse_fast, parse_json, parse_raw, present, required, unhandled, unix_to_rfc3339,
+};
 use crate::event::{EventKind, Normalized, Provider, Status};
 use crate::money;
 
@@ -21,6 +23,14 @@ struct Envelope<'a> {
     event: String,
     #[serde(borrow)]
     payload: Option<&'a RawValue>,
+    created_at: Option<i64>,
+}
+
+/// The whole body in one pass: what a valid delivery takes (see [`normalize`]).
+#[derive(Deserialize)]
+struct Whole {
+    event: String,
+    payload: Option<Payload>,
     created_at: Option<i64>,
 }
 
@@ -54,14 +64,27 @@ struct User {
     user_id: Option<String>,
 }
 
+/// A valid body is read in one pass ([`Whole`]). Any other body is read as before, envelope first
+/// and `payload` only for a refund event, so another event is ignored whatever its payload holds
+/// and an error names its field; a body that parses whole parses that way too, to the same values.
 pub fn normalize(body: &[u8]) -> Result<Parsed, PayloadError> {
-    let env: Envelope = parse_json(body, "")?;
-    let Some(&(_, product)) = EVENTS.iter().find(|(name, _)| *name == env.event) else {
-        return unhandled(Provider::Conscent, "event", &env.event);
+    let (event, payload, created_at) = match parse_fast::<Whole>(body) {
+        Some(whole) => (whole.event, whole.payload, whole.created_at),
+        None => {
+            let env: Envelope = parse_json(body, "")?;
+            if !EVENTS.iter().any(|(name, _)| *name == env.event) {
+                return unhandled(Provider::Conscent, "event", &env.event);
+            }
+            let payload: Payload = parse_raw(env.payload.ok_or_else(|| PayloadError::missing("payload"))?, "payload")?;
+            (env.event, Some(payload), env.created_at)
+        }
     };
-    let payload: Payload = parse_raw(env.payload.ok_or_else(|| PayloadError::missing("payload"))?, "payload")?;
+    let Some(&(_, product)) = EVENTS.iter().find(|(name, _)| *name == event) else {
+        return unhandled(Provider::Conscent, "event", &event);
+    };
+    let payload = payload.ok_or_else(|| PayloadError::missing("payload"))?;
     let r = payload.refund;
-    let mut n = Normalized::new(EventKind::Refund, env.event, Status::Succeeded, required(r.id, "payload.refund._id")?);
+    let mut n = Normalized::new(EventKind::Refund, event, Status::Succeeded, required(r.id, "payload.refund._id")?);
 
     let raw_amount = r.amount.ok_or_else(|| PayloadError::missing("payload.refund.amount"))?;
     let major = amount_text(&raw_amount).map_err(|m| PayloadError::invalid("payload.refund.amount", m))?;
@@ -75,7 +98,7 @@ pub fn normalize(body: &[u8]) -> Result<Parsed, PayloadError> {
     n.merchant_id = present(r.client_id);
     n.revoke_access = r.cancel_access.unwrap_or(false);
     n.product = Some(product.to_owned());
-    n.occurred_at = present(r.updated_at).or(present(r.created_at)).or(env.created_at.and_then(unix_to_rfc3339));
+    n.occurred_at = present(r.updated_at).or(present(r.created_at)).or(created_at.and_then(unix_to_rfc3339));
     let user = payload.user;
     n.payor.id = present(r.user_id).or_else(|| user.as_ref().and_then(|u| present(u.user_id.clone())));
     if let Some(u) = user {

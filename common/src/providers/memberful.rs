@@ -6,7 +6,9 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{Parsed, PayloadError, ProviderSettings, Text, parse_json, parse_raw, present, required, text, unhandled};
+use super::{
+    Parsed, PayloadError, ProviderSettings, Text, parse_fast, parse_json, parse_raw, present, required, text, unhandled,
+};
 use crate::event::{EventKind, Normalized, Provider, Status};
 use crate::money;
 
@@ -20,6 +22,13 @@ struct Envelope<'a> {
     event: String,
     #[serde(borrow)]
     order: Option<&'a RawValue>,
+}
+
+/// The whole body in one pass: what a valid delivery takes (see [`normalize`]).
+#[derive(Deserialize)]
+struct Whole {
+    event: String,
+    order: Option<Order>,
 }
 
 #[derive(Deserialize)]
@@ -37,13 +46,26 @@ struct Member {
     phone_number: Option<String>,
 }
 
+/// A valid body is read in one pass ([`Whole`]). Any other body is read as before, envelope first
+/// and `order` only for a handled event, so an unhandled event is ignored whatever its order holds
+/// and an error names its field; a body that parses whole parses that way too, to the same values.
 pub fn normalize(body: &[u8], settings: &ProviderSettings) -> Result<Parsed, PayloadError> {
-    let env: Envelope = parse_json(body, "")?;
-    let Some(&(_, kind, status)) = EVENTS.iter().find(|(name, ..)| *name == env.event) else {
-        return unhandled(Provider::Memberful, "event", &env.event);
+    let (event, order) = match parse_fast::<Whole>(body) {
+        Some(whole) => (whole.event, whole.order),
+        None => {
+            let env: Envelope = parse_json(body, "")?;
+            if !EVENTS.iter().any(|(name, ..)| *name == env.event) {
+                return unhandled(Provider::Memberful, "event", &env.event);
+            }
+            let order: Order = parse_raw(env.order.ok_or_else(|| PayloadError::missing("order"))?, "order")?;
+            (env.event, Some(order))
+        }
     };
-    let order: Order = parse_raw(env.order.ok_or_else(|| PayloadError::missing("order"))?, "order")?;
-    let mut n = Normalized::new(kind, env.event, status, required(order.uuid, "order.uuid")?);
+    let Some(&(_, kind, status)) = EVENTS.iter().find(|(name, ..)| *name == event) else {
+        return unhandled(Provider::Memberful, "event", &event);
+    };
+    let order = order.ok_or_else(|| PayloadError::missing("order"))?;
+    let mut n = Normalized::new(kind, event, status, required(order.uuid, "order.uuid")?);
     n.order_ref = text(order.number);
     n.amount = order
         .total

@@ -110,7 +110,34 @@ impl Provider {
 
 /// Deserializes `bytes` as JSON, naming the path of the first field at fault. `at` prefixes the
 /// path when `bytes` is a nested part of the body.
+///
+/// A valid body is parsed once without tracking the path ([`parse_fast`]); only a body that fails
+/// is parsed again with the tracking, which is what names the field. Both runs use the same
+/// deserializer and the same types, so they accept exactly the same bodies and build the same
+/// values: the fast run changes the cost of a valid body, never an answer.
 pub(crate) fn parse_json<'de, T: Deserialize<'de>>(bytes: &'de [u8], at: &str) -> Result<T, PayloadError> {
+    match parse_fast(bytes) {
+        Some(value) => Ok(value),
+        None => parse_tracked(bytes, at),
+    }
+}
+
+/// `bytes` as `T` in one pass with nothing tracked (serde_path_to_error records every key it
+/// passes, an allocation each), or `None` if anything is wrong: trailing bytes, a duplicate key,
+/// nesting beyond serde_json's limit. The caller then asks [`parse_json`] for the error.
+pub(crate) fn parse_fast<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Option<T> {
+    #[cfg(test)]
+    if tests::SLOW_ONLY.get() {
+        return None;
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = T::deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(value)
+}
+
+/// The slow half of [`parse_json`]: the same parse, tracking the path to name the field at fault.
+fn parse_tracked<'de, T: Deserialize<'de>>(bytes: &'de [u8], at: &str) -> Result<T, PayloadError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let inner = e.inner().to_string();
@@ -228,7 +255,16 @@ pub(crate) fn unix_to_rfc3339(secs: i64) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+
+    use serde_json::{Value, json};
+
     use super::*;
+
+    thread_local! {
+        /// Makes [`parse_fast`] give up, so every parse takes the tracked path.
+        pub(super) static SLOW_ONLY: Cell<bool> = const { Cell::new(false) };
+    }
 
     #[derive(Debug, serde::Deserialize)]
     #[allow(dead_code)]
@@ -268,5 +304,63 @@ mod tests {
     fn refund_looking_names_are_not_ignored() {
         assert!(matches!(unhandled(Provider::Memberful, "event", "order.purchased"), Ok(Parsed::Ignored(_))));
         assert!(unhandled(Provider::Memberful, "event", "order.partially_refunded").is_err());
+    }
+
+    fn leaves(v: &Value, at: &str, out: &mut Vec<String>) {
+        out.push(at.to_owned());
+        match v {
+            Value::Object(m) => m.iter().for_each(|(k, v)| leaves(v, &format!("{at}/{k}"), out)),
+            Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| leaves(v, &format!("{at}/{i}"), out)),
+            _ => {}
+        }
+    }
+
+    /// Every fixture, and every fixture with one member replaced by a value of another type or
+    /// removed: the one-pass reading answers exactly what the tracked reading answers (the same
+    /// event, the same ignored reason, the same error naming the same field).
+    #[test]
+    fn the_fast_path_answers_what_the_tracked_path_answers() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+        let settings = ProviderSettings::default();
+        let mut compared = 0;
+        for provider in Provider::ALL {
+            for entry in std::fs::read_dir(dir.join(provider.as_str())).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_none_or(|e| e != "json") {
+                    continue;
+                }
+                let fixture: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+                let mut pointers = Vec::new();
+                leaves(&fixture, "", &mut pointers);
+                let mut bodies = vec![fixture.to_string()];
+                for pointer in pointers.iter().filter(|p| !p.is_empty()) {
+                    for replacement in [json!(null), json!(7), json!("7"), json!(""), json!([]), json!({}), json!(1.5)]
+                    {
+                        let mut v = fixture.clone();
+                        *v.pointer_mut(pointer).unwrap() = replacement;
+                        bodies.push(v.to_string());
+                    }
+                    let (parent, key) = pointer.rsplit_once('/').unwrap();
+                    let mut v = fixture.clone();
+                    if let Some(Value::Object(m)) = v.pointer_mut(parent) {
+                        m.remove(key);
+                        bodies.push(v.to_string());
+                    }
+                }
+                let text = fixture.to_string();
+                bodies.push(text.replacen('{', "{\"event\":\"x\",", 1));
+                bodies.push(format!("{text} x"));
+                bodies.push(text[..text.len() / 2].to_owned());
+                for body in bodies {
+                    let fast = provider.normalize(body.as_bytes(), Media::Json, &settings);
+                    SLOW_ONLY.set(true);
+                    let slow = provider.normalize(body.as_bytes(), Media::Json, &settings);
+                    SLOW_ONLY.set(false);
+                    assert_eq!(fast, slow, "{provider}: {body}");
+                    compared += 1;
+                }
+            }
+        }
+        assert!(compared > 1000, "{compared}");
     }
 }

@@ -1,41 +1,34 @@
 //! HMAC-SHA256 of the raw body, hex in one header (Memberful, Conscent.ai).
 
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
+use hmac::Mac;
 
-use super::{Key, Presented, Verified, Verifier, VerifyError, header};
+use super::{Keyed, Presented, Verified, Verifier, VerifyError, header};
 
 #[derive(Debug, Clone)]
 pub struct HmacSha256Hex {
     header: &'static str,
-    keys: Vec<Key>,
+    keys: Vec<Keyed>,
 }
 
 impl HmacSha256Hex {
     /// `secrets` must hold at least one secret; the configuration layer guarantees it.
     pub fn new(header: &'static str, secrets: &[&str]) -> Self {
-        let keys = secrets.iter().map(|s| Key::new(s.as_bytes())).collect();
+        let keys = secrets.iter().map(|s| Keyed::new(s.as_bytes())).collect();
         HmacSha256Hex { header, keys }
-    }
-
-    fn mac(key: &Key) -> Hmac<Sha256> {
-        // HMAC takes keys of any length, so this cannot fail.
-        <Hmac<Sha256> as KeyInit>::new_from_slice(key.bytes()).expect("HMAC accepts any key length")
     }
 }
 
 impl Verifier for HmacSha256Hex {
     fn verify(&self, req: &Presented<'_>, _now: i64) -> Result<Verified, VerifyError> {
         let sig = header(req.headers, self.header)?.ok_or(VerifyError::MissingHeader(self.header))?;
-        // Hex is compared as bytes, so upper- and lower-case digits both verify.
-        let sig = hex::decode(sig.trim()).map_err(|_| VerifyError::MalformedHeader(self.header))?;
-        if sig.len() != 32 {
-            return Err(VerifyError::MalformedHeader(self.header));
-        }
+        // Hex is compared as bytes, so upper- and lower-case digits both verify. Anything but 64
+        // hex digits (32 bytes) is malformed.
+        let mut tag = [0u8; 32];
+        hex::decode_to_slice(sig.trim(), &mut tag).map_err(|_| VerifyError::MalformedHeader(self.header))?;
         for key in &self.keys {
-            let mut mac = Self::mac(key);
+            let mut mac = key.mac();
             mac.update(req.body);
-            if mac.verify_slice(&sig).is_ok() {
+            if mac.verify_slice(&tag).is_ok() {
                 return Ok(Verified::default());
             }
         }
@@ -50,7 +43,7 @@ impl Verifier for HmacSha256Hex {
         let Some(key) = self.keys.first() else {
             return Vec::new();
         };
-        let mut mac = Self::mac(key);
+        let mut mac = key.mac();
         mac.update(body);
         vec![(self.header.to_owned(), hex::encode(mac.finalize().into_bytes()))]
     }

@@ -6,11 +6,10 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
+use hmac::Mac;
 use subtle::ConstantTimeEq;
 
-use super::{Key, Presented, Verified, Verifier, VerifyError, header};
+use super::{Keyed, Presented, Verified, Verifier, VerifyError, header};
 
 /// Signatures a header may carry that we look at; more is a malformed header, not work to do.
 const MAX_SIGNATURES: usize = 16;
@@ -26,7 +25,7 @@ const STANDARD: Names = Names { id: "webhook-id", timestamp: "webhook-timestamp"
 
 #[derive(Debug, Clone)]
 pub struct StandardWebhooks {
-    keys: Vec<Key>,
+    keys: Vec<Keyed>,
     tolerance_secs: u64,
 }
 
@@ -41,14 +40,14 @@ impl StandardWebhooks {
             .enumerate()
             .map(|(i, s)| {
                 let b64 = s.strip_prefix("whsec_").unwrap_or(s);
-                B64.decode(b64).map(Key::new).map_err(|_| BadSecret(i + 1))
+                B64.decode(b64).map(|k| Keyed::new(&k)).map_err(|_| BadSecret(i + 1))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(StandardWebhooks { keys, tolerance_secs })
     }
 
-    fn tag(key: &Key, id: &str, timestamp: &str, body: &[u8]) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.bytes()).expect("HMAC accepts any key length");
+    fn tag(key: &Keyed, id: &str, timestamp: &str, body: &[u8]) -> [u8; 32] {
+        let mut mac = key.mac();
         mac.update(id.as_bytes());
         mac.update(b".");
         mac.update(timestamp.as_bytes());

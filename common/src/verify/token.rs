@@ -11,6 +11,8 @@ pub struct SharedToken {
     header: &'static str,
     query_param: &'static str,
     tokens: Vec<String>,
+    /// SHA-256 of each token, hashed once: [`ct_eq_digest`] compares the presented token's hash.
+    digests: Vec<[u8; 32]>,
 }
 
 impl std::fmt::Debug for SharedToken {
@@ -22,12 +24,18 @@ impl std::fmt::Debug for SharedToken {
 /// Constant-time equality of two strings of any lengths: both are hashed first, so neither the
 /// position of the first difference nor the length leaks.
 pub(crate) fn ct_eq_str(a: &str, b: &str) -> bool {
-    Sha256::digest(a.as_bytes()).ct_eq(&Sha256::digest(b.as_bytes())).into()
+    ct_eq_digest(&Sha256::digest(a.as_bytes()).into(), b)
+}
+
+/// [`ct_eq_str`] with the first string's SHA-256 already computed.
+pub(crate) fn ct_eq_digest(a: &[u8; 32], b: &str) -> bool {
+    a.ct_eq(Sha256::digest(b.as_bytes()).as_slice()).into()
 }
 
 impl SharedToken {
     pub fn new(header: &'static str, query_param: &'static str, tokens: &[&str]) -> Self {
-        SharedToken { header, query_param, tokens: tokens.iter().map(|t| (*t).to_owned()).collect() }
+        let digests = tokens.iter().map(|t| Sha256::digest(t.as_bytes()).into()).collect();
+        SharedToken { header, query_param, tokens: tokens.iter().map(|t| (*t).to_owned()).collect(), digests }
     }
 
     fn token_in_query<'a>(&self, query: Option<&'a str>) -> Option<std::borrow::Cow<'a, str>> {
@@ -41,7 +49,7 @@ impl Verifier for SharedToken {
             Some(h) => std::borrow::Cow::Borrowed(h.trim()),
             None => self.token_in_query(req.query).ok_or(VerifyError::MissingHeader(self.header))?,
         };
-        let matched = self.tokens.iter().fold(false, |acc, t| acc | ct_eq_str(t, &presented));
+        let matched = self.digests.iter().fold(false, |acc, d| acc | ct_eq_digest(d, &presented));
         if matched { Ok(Verified::default()) } else { Err(VerifyError::WrongCredentials) }
     }
 
