@@ -1,8 +1,9 @@
 //! The local runner's notifier: one JSON line per notification in `notifications.jsonl`, and a
 //! log line that names the audience and event (never the body: it may hold a payor's contact).
 
+use std::fs::File;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -10,13 +11,15 @@ use common::notify::{Notification, Notifier, NotifyError};
 use serde_json::json;
 
 pub struct FileNotifier {
-    path: PathBuf,
-    lock: Mutex<()>,
+    /// Opened once, for appending. Each line goes out in one `write` (no user-space buffer), so
+    /// a line written before the event is marked notified survives a crash of this process.
+    file: Mutex<File>,
 }
 
 impl FileNotifier {
-    pub fn new(path: PathBuf) -> Self {
-        FileNotifier { path, lock: Mutex::new(()) }
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(FileNotifier { file: Mutex::new(file) })
     }
 }
 
@@ -29,12 +32,8 @@ impl Notifier for FileNotifier {
             json!({ "audience": n.audience, "event_id": n.event_id, "attributes": attributes, "message": n.body })
                 .to_string();
         line.push('\n');
-        let fail = |e: std::io::Error| NotifyError { audience: n.audience.as_str(), message: e.to_string() };
-        {
-            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-            let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path).map_err(fail)?;
-            file.write_all(line.as_bytes()).map_err(fail)?;
-        }
+        let written = self.file.lock().unwrap_or_else(|p| p.into_inner()).write_all(line.as_bytes());
+        written.map_err(|e| NotifyError { audience: n.audience.as_str(), message: e.to_string() })?;
         tracing::info!(audience = n.audience.as_str(), event_id = %n.event_id, "notification written");
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! `refund-relay serve`: every provider route on one local HTTP server.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,12 +17,34 @@ use common::event::{EventKind, Provider};
 use common::fanout::Fanout;
 use common::receive::{ReceiveError, Receiver, WebhookRequest, refusal};
 use common::store::EventStore;
+use futures::stream::{self, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::notifier::FileNotifier;
-use crate::store::SqliteStore;
+use crate::store::{Pending, SqliteStore};
+
+/// Events the outbox worker reads per pass, and how many objects it fans out at once.
+const OUTBOX_BATCH: usize = 512;
+const OUTBOX_CONCURRENCY: usize = 64;
+
+/// Groups outbox entries by object, keeping the stored order within each object.
+fn by_object(pending: Vec<Pending>) -> Vec<Vec<Pending>> {
+    let mut index: HashMap<(Provider, EventKind, String), usize> = HashMap::new();
+    let mut groups: Vec<Vec<Pending>> = Vec::new();
+    for p in pending {
+        let key = (p.event.provider, p.event.kind, p.event.object_id.clone());
+        match index.get(&key) {
+            Some(&i) => groups[i].push(p),
+            None => {
+                index.insert(key, groups.len());
+                groups.push(vec![p]);
+            }
+        }
+    }
+    groups
+}
 
 /// Everything the server shares between requests.
 pub struct Runner {
@@ -37,7 +60,7 @@ impl Runner {
     pub fn open(config: &Config, data_dir: &Path) -> anyhow::Result<Arc<Self>> {
         std::fs::create_dir_all(data_dir)?;
         let store = SqliteStore::open(&data_dir.join("events.sqlite3"))?;
-        let notifier = FileNotifier::new(data_dir.join("notifications.jsonl"));
+        let notifier = FileNotifier::open(&data_dir.join("notifications.jsonl"))?;
         let fanout =
             Fanout::new(Arc::new(store.clone()), Arc::new(notifier), config.routing.clone(), config.platform.clone());
         let receiver = Receiver::new(config, Arc::new(store.clone()));
@@ -48,19 +71,43 @@ impl Runner {
         &self.store
     }
 
-    /// Fans out stored events in order until the outbox is empty. An event whose fan-out fails
-    /// stays pending and is tried again on the next pass, so nothing stored goes unnotified.
+    /// Fans out stored events until the outbox is empty. One object's events are told in the
+    /// order they were stored; different objects go concurrently, so one slow notification does
+    /// not hold up the rest. An event whose fan-out fails stays pending (and so do the later
+    /// events of its object) and is tried again on the next pass: nothing stored goes unnotified.
     pub async fn drain_outbox(&self) -> Result<usize, String> {
         let mut done = 0;
         loop {
-            let pending = self.store.pending(100).await.map_err(|e| e.to_string())?;
+            let pending = self.store.pending(OUTBOX_BATCH).await.map_err(|e| e.to_string())?;
             if pending.is_empty() {
                 return Ok(done);
             }
-            for event in pending {
-                self.fanout.deliver(&event).await.map_err(|e| e.to_string())?;
-                self.store.mark_notified(&event.event_id).await.map_err(|e| e.to_string())?;
-                done += 1;
+            let outcomes: Vec<(Vec<i64>, Option<String>)> = stream::iter(by_object(pending))
+                .map(|group| async move {
+                    let mut delivered = Vec::with_capacity(group.len());
+                    for Pending { seq, event } in group {
+                        if let Err(e) = self.fanout.deliver(&event).await {
+                            return (delivered, Some(e.to_string()));
+                        }
+                        delivered.push(seq);
+                    }
+                    (delivered, None)
+                })
+                .buffer_unordered(OUTBOX_CONCURRENCY)
+                .collect()
+                .await;
+            let mut failure = None;
+            let mut delivered = Vec::new();
+            for (ids, error) in outcomes {
+                delivered.extend(ids);
+                failure = failure.or(error);
+            }
+            done += delivered.len();
+            if !delivered.is_empty() {
+                self.store.mark_notified(delivered).await.map_err(|e| e.to_string())?;
+            }
+            if let Some(e) = failure {
+                return Err(e);
             }
         }
     }
