@@ -1,0 +1,142 @@
+"""A counting HTTP proxy for AWS API calls: forwards every request to one upstream (moto) and
+counts it by operation, so a benchmark can say how many DynamoDB requests one webhook costs.
+
+    python bench/count_proxy.py UPSTREAM_URL        # prints "listening <port>", then serves
+
+The operation is the `X-Amz-Target` header (DynamoDB's JSON protocol:
+`DynamoDB_20120810.PutItem`), or the `Action` of a form-encoded query-protocol body (SNS:
+`Publish`). `GET /__counts` answers, as JSON, the counts so far and the milliseconds requests
+spent in this proxy and the upstream (callers diff two snapshots: that wait is what a local
+DynamoDB adds to an invocation, to set apart from the function's own time). Loopback only;
+stdlib only.
+"""
+
+import http.client
+import json
+import sys
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+# Per connection, not per message: never forwarded (RFC 9110 §7.6.1).
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+}
+
+
+def operation(headers, body):
+    target = headers.get("X-Amz-Target")
+    if target:
+        return target
+    if body and "x-www-form-urlencoded" in (headers.get("Content-Type") or ""):
+        action = urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("Action")
+        if action:
+            return action[0]
+    return "other"
+
+
+def make_handler(upstream_host, upstream_port, state, lock):
+    local = threading.local()  # one keep-alive connection to the upstream per serving thread
+
+    class Handler(BaseHTTPRequestHandler):
+        # HTTP/1.1 so the SDKs keep their connections open, as they would against AWS.
+        protocol_version = "HTTP/1.1"
+        # Headers and body go out in two writes: with Nagle on, the second one waits for the
+        # client's delayed ACK (~40 ms on Linux) and every request looks 40 ms slower.
+        disable_nagle_algorithm = True
+
+        def log_message(self, *args):
+            pass
+
+        def _body(self):
+            if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                chunks = []
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                    if size == 0:
+                        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                            pass  # trailers
+                        return b"".join(chunks)
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+        def _forward(self, method, body):
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+            headers["Content-Length"] = str(len(body))
+            for attempt in (1, 2):
+                conn = getattr(local, "conn", None)
+                if conn is None:
+                    conn = local.conn = http.client.HTTPConnection(upstream_host, upstream_port, timeout=60)
+                try:
+                    conn.request(method, self.path, body=body, headers=headers)
+                    res = conn.getresponse()
+                    return res.status, res.getheaders(), res.read()
+                except (http.client.HTTPException, ConnectionError):
+                    # The upstream closed an idle keep-alive connection: one fresh retry.
+                    conn.close()
+                    local.conn = None
+                    if attempt == 2:
+                        raise
+
+        def _serve(self, method):
+            # From here to the answer is time the calling function waits on "DynamoDB": moto's
+            # time and this proxy's own. Booked before the answer goes out, so a caller that
+            # reads /__counts after its request returned always sees it.
+            start = time.perf_counter()
+            body = self._body() if method != "GET" else b""
+            if method == "GET" and self.path == "/__counts":
+                with lock:
+                    payload = json.dumps(state).encode()
+                status, headers = 200, [("Content-Type", "application/json")]
+            else:
+                status, headers, payload = self._forward(method, body)
+                with lock:
+                    state["counts"][operation(self.headers, body)] += 1
+                    state["upstream_ms"] += (time.perf_counter() - start) * 1000
+            self.send_response(status)
+            for k, v in headers:
+                if k.lower() not in HOP_BY_HOP and k.lower() != "content-length":
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def do_GET(self):
+            self._serve("GET")
+
+        def do_POST(self):
+            self._serve("POST")
+
+        def do_PUT(self):
+            self._serve("PUT")
+
+        def do_DELETE(self):
+            self._serve("DELETE")
+
+    return Handler
+
+
+def serve(upstream_url, port=0):
+    """Starts the proxy on 127.0.0.1 in the calling process; returns the server (serve_forever it)."""
+    up = urllib.parse.urlsplit(upstream_url)
+    state = {"counts": Counter(), "upstream_ms": 0.0}
+    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(up.hostname, up.port, state, threading.Lock()))
+    server.daemon_threads = True
+    return server
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    srv = serve(sys.argv[1])
+    print(f"listening {srv.server_address[1]}", flush=True)
+    srv.serve_forever()

@@ -1,0 +1,766 @@
+#!/usr/bin/env python3
+"""Cold start, warm duration, peak memory and DynamoDB requests per webhook, for every release
+bootstrap and for the Python peer (bench/peer/), each run under AWS's Runtime Interface
+Emulator (RIE) against moto, on 127.0.0.1 only.
+
+    python3 bench/lambda.py [--runs 5] [--warm 50] [--only ours|peer] [--json PATH]
+
+Needs `cargo build --release --workspace --bins` first (this script never builds the
+workspace). It re-runs itself under the test venv `.venv` (made from
+scripts/requirements-test.txt when missing: moto, the RIE inside aws-sam-cli, boto3) and makes
+the peer's venv bench/peer/.venv from bench/peer/requirements.txt when missing or stale.
+
+What is measured, per function:
+- init: RIE's `INIT REPORT(durationMs: ...)` of each of --runs cold starts (a new emulator,
+  and a new table, each time). The REPORT line's `Init Duration` and `Max Memory Used` are
+  placeholders under the RIE, so they are not used.
+- peak memory: VmHWM of the bootstrap process (the RIE's child), read after the invocations.
+- DynamoDB requests: the functions reach moto through bench/count_proxy.py (AWS_ENDPOINT_URL),
+  which counts requests by operation; per webhook for a new event and for the same delivery
+  sent again (a duplicate).
+- warm (Rainforest, ours and the peer): --warm invocations in the last run, each a new event
+  (new refund id, new svix-id, signed now), timed by RIE's REPORT `Duration:` and by the
+  client's round trip.
+
+A benchmark, not a test: nothing about timing is asserted, but an invocation that does not
+answer as expected (status code, accepted / duplicate) fails the run with a non-zero exit.
+"""
+
+import argparse
+import base64
+import hashlib
+import hmac
+import http.client
+import json
+import math
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+PEER_DIR = ROOT / "bench" / "peer"
+PEER_VENV = PEER_DIR / ".venv"
+RIE_IN_VENV = "lib/python3*/site-packages/samcli/local/rapid/aws-lambda-rie-x86_64"
+RIE = None  # the emulator binary inside .venv, found by main()
+RELEASE = ROOT / "target" / "release"
+EVENTS = ROOT / "events"
+FUNCTIONS = ["memberful", "conscent", "rainforest", "webforce", "foloosi", "fanout"]
+# Rainforest's event timestamps are when `refund-relay events` wrote them: replaying needs a
+# window as wide as the one the test that re-verifies events/ uses.
+REPLAY_TOLERANCE = "315360000"
+REGION = "us-east-1"
+
+
+class HarnessError(Exception):
+    """An invocation or a process did not behave: the run is invalid."""
+
+
+# --- environment: the venvs -------------------------------------------------------------
+
+
+def in_venv(venv):
+    return Path(sys.prefix).resolve() == venv.resolve()
+
+
+def ensure_test_venv():
+    """Re-exec under .venv (boto3 and moto live there), creating it first if needed."""
+    if in_venv(VENV):
+        return
+    if not (VENV / "bin" / "python").exists():
+        print("making .venv from scripts/requirements-test.txt ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        subprocess.run(
+            [str(VENV / "bin" / "pip"), "install", "-q", "-r", str(ROOT / "scripts" / "requirements-test.txt")],
+            check=True,
+        )
+    os.execv(str(VENV / "bin" / "python"), [str(VENV / "bin" / "python"), __file__, *sys.argv[1:]])
+
+
+def ensure_peer_venv():
+    """bench/peer/.venv with bench/peer/requirements.txt installed; reinstalled when they change."""
+    wanted = (PEER_DIR / "requirements.txt").read_text()
+    stamp = PEER_VENV / "installed-requirements.txt"
+    if stamp.exists() and stamp.read_text() == wanted:
+        return
+    print("making bench/peer/.venv from bench/peer/requirements.txt ...", file=sys.stderr)
+    # The managed Lambda runtime's Python; the same as the test venv's.
+    python = "python3.11"
+    subprocess.run([python, "-m", "venv", str(PEER_VENV)], check=True)
+    subprocess.run(
+        [str(PEER_VENV / "bin" / "pip"), "install", "-q", "-r", str(PEER_DIR / "requirements.txt")], check=True
+    )
+    stamp.write_text(wanted)
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, what, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if proc.poll() is not None:
+                raise HarnessError(f"{what} exited with {proc.returncode} before listening")
+            if time.monotonic() > deadline:
+                raise HarnessError(f"{what} did not listen on 127.0.0.1:{port}")
+            time.sleep(0.02)
+
+
+def children(pid):
+    """Direct children of `pid` (every thread's list)."""
+    out = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                out += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return out
+
+
+def stop(proc, extra_pids=()):
+    """Ends a process we started (it leads its own process group) and the given pids."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    for pid in extra_pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class Services:
+    """moto and the counting proxy in front of it; stopped by close() whatever happened."""
+
+    def __init__(self):
+        self.procs = []
+
+    def start(self):
+        port = free_port()
+        moto = self._spawn([str(VENV / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], subprocess.DEVNULL)
+        wait_port(port, moto, "moto_server")
+        self.moto = f"http://127.0.0.1:{port}"
+        proxy = self._spawn([sys.executable, str(ROOT / "bench" / "count_proxy.py"), self.moto], subprocess.PIPE)
+        line = proxy.stdout.readline().decode()
+        if not line.startswith("listening "):
+            raise HarnessError(f"count_proxy did not start: {line!r}")
+        self.proxy_port = int(line.split()[1])
+        self.proxy = f"http://127.0.0.1:{self.proxy_port}"
+        import boto3  # from .venv (moto depends on it)
+
+        session = boto3.session.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+        )
+        self.ddb = session.client("dynamodb", endpoint_url=self.moto)
+        self.sns = session.client("sns", endpoint_url=self.moto)
+        return self
+
+    def _spawn(self, argv, stdout):
+        proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def counts(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.proxy_port, timeout=10)
+        try:
+            conn.request("GET", "/__counts")
+            return json.loads(conn.getresponse().read())
+        finally:
+            conn.close()
+
+    def create_events_table(self, name):
+        """The events table as tests/support/aws.rs (and template.yaml) declare it."""
+        attrs = ["pk", "sk", "merchant_pk", "merchant_sk"]
+        self.ddb.create_table(
+            TableName=name,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in attrs],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": merchant_index(),
+                    "KeySchema": [
+                        {"AttributeName": "merchant_pk", "KeyType": "HASH"},
+                        {"AttributeName": "merchant_sk", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+            ],
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
+        )
+
+    def create_idempotency_table(self, name):
+        """What Powertools' docs declare: hash key `id`, on-demand (TTL on `expiration` is AWS's job)."""
+        self.ddb.create_table(
+            TableName=name,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        )
+
+    def topics(self):
+        return {a: self.sns.create_topic(Name=f"bench-{a}-{uuid.uuid4().hex[:8]}")["TopicArn"] for a in
+                ("internal", "merchant", "payor")}
+
+    def close(self):
+        for proc in reversed(self.procs):
+            stop(proc)
+
+
+class Emulator:
+    """One RIE with one bootstrap: a cold execution environment, initialised on first invoke."""
+
+    INIT = re.compile(r"INIT REPORT\(durationMs: ([\d.]+)\)")
+    # The invoke phase alone: on a cold start the REPORT Duration includes the init (unlike
+    # Lambda's), this does not.
+    RTDONE = re.compile(r"INVOKE RTDONE\(.*duration: ([\d.]+)ms\)")
+    # The REPORT line's own duration, not its `Init Duration:` nor `Billed Duration:`.
+    DURATION = re.compile(r"^REPORT RequestId:.*?(?<!Init )(?<!Billed )Duration: ([\d.]+) ms")
+
+    def __init__(self, bootstrap, env):
+        self.invoke_port, runtime_port = free_port(), free_port()
+        self.lines = []
+        self.lock = threading.Lock()
+        base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        self.proc = subprocess.Popen(
+            [
+                str(RIE),
+                "--runtime-interface-emulator-address", f"127.0.0.1:{self.invoke_port}",
+                "--runtime-api-address", f"127.0.0.1:{runtime_port}",
+                str(bootstrap),
+            ],
+            env={**base, **env},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.bootstraps = set()
+        threading.Thread(target=self._read, daemon=True).start()
+        wait_port(self.invoke_port, self.proc, "the RIE", timeout=10)
+        self.conn = None
+
+    def _read(self):
+        for raw in self.proc.stdout:
+            with self.lock:
+                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def _post(self, body):
+        for attempt in (1, 2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.invoke_port, timeout=120)
+            try:
+                start = time.perf_counter()
+                self.conn.request("POST", "/2015-03-31/functions/function/invocations", body=body,
+                                  headers={"Content-Type": "application/json"})
+                res = self.conn.getresponse()
+                payload = res.read()
+                return res.status, payload, (time.perf_counter() - start) * 1000
+            except (http.client.HTTPException, ConnectionError):
+                self.conn.close()
+                self.conn = None
+                if attempt == 2:
+                    raise
+
+    def invoke(self, event):
+        """Invokes once; returns (the function's answer, client round trip ms, REPORT Duration ms)."""
+        reports = len(self.durations())
+        status, payload, rtt = self._post(json.dumps(event).encode())
+        self.bootstraps.update(children(self.proc.pid))
+        if status != 200:
+            raise HarnessError(f"the RIE answered {status}: {payload[:500]!r}\n{self.tail()}")
+        try:
+            answer = json.loads(payload)
+        except ValueError:
+            raise HarnessError(f"not JSON: {payload[:500]!r}\n{self.tail()}") from None
+        duration = self._wait(lambda: self.durations()[reports] if len(self.durations()) > reports else None,
+                              "REPORT line")
+        return answer, rtt, duration
+
+    def durations(self):
+        with self.lock:
+            return [float(m.group(1)) for m in map(self.DURATION.search, self.lines) if m]
+
+    def invoke_phase_ms(self, index):
+        """The invoke phase of the index-th invocation (0: the cold one), from RIE's log."""
+        def find():
+            with self.lock:
+                found = [float(m.group(1)) for m in map(self.RTDONE.search, self.lines) if m]
+            return found[index] if len(found) > index else None
+
+        return self._wait(find, "INVOKE RTDONE line")
+
+    def init_ms(self):
+        def find():
+            with self.lock:
+                return next((float(m.group(1)) for m in map(self.INIT.search, self.lines) if m), None)
+
+        return self._wait(find, "INIT REPORT line")
+
+    def _wait(self, probe, what, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while (value := probe()) is None:
+            if time.monotonic() > deadline:
+                raise HarnessError(f"no {what} from the RIE\n{self.tail()}")
+            time.sleep(0.005)
+        return value
+
+    def bootstrap_pid(self):
+        kids = children(self.proc.pid)
+        if len(kids) != 1:
+            raise HarnessError(f"expected one bootstrap process under the RIE, found {kids}")
+        return kids[0]
+
+    def vmhwm_kib(self):
+        pid = self.bootstrap_pid()
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        raise HarnessError(f"no VmHWM in /proc/{pid}/status")
+
+    def tail(self, n=30):
+        with self.lock:
+            return "\n".join(self.lines[-n:])
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+        # The bootstrap may sit in a process group of the RIE's making: end it by pid too.
+        stop(self.proc, self.bootstraps | set(children(self.proc.pid)))
+
+
+# --- events -------------------------------------------------------------------------------
+
+
+def dev_secrets():
+    """DEV_SECRETS from common/src/config.rs: the secrets events/ is signed with."""
+    src = (ROOT / "common" / "src" / "config.rs").read_text()
+    block = src.split("pub const DEV_SECRETS", 1)[1].split("];", 1)[0]
+    return dict(re.findall(r'\("([A-Z_]+)",\s*"([^"]*)"\)', block))
+
+
+def merchant_index():
+    """MERCHANT_INDEX from common/src/store/layout.rs, the GSI's name."""
+    src = (ROOT / "common" / "src" / "store" / "layout.rs").read_text()
+    return re.search(r'MERCHANT_INDEX:\s*&str\s*=\s*"([^"]+)"', src).group(1)
+
+
+def load_event(name):
+    return json.loads((EVENTS / f"{name}.json").read_text())
+
+
+def sign_standard_webhooks(secret, msg_id, ts, body):
+    """Standard Webhooks / Svix: v1,base64(HMAC-SHA256(base64 key after whsec_, id.ts.body))."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    mac = hmac.new(key, f"{msg_id}.{ts}.{body}".encode(), hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def fresh_rainforest_event(secret):
+    """events/rainforest-valid.json as a new event: a new refund id, a new delivery, signed now."""
+    event = load_event("rainforest-valid")
+    payload = json.loads(event["body"])
+    payload["data"]["refund_id"] = f"rfd_bench{uuid.uuid4().hex}"
+    body = json.dumps(payload)
+    msg_id, now = f"msg_bench{uuid.uuid4().hex}", int(time.time())
+    event["body"] = body
+    event["headers"] = {
+        "content-type": "application/json",
+        "svix-id": msg_id,
+        "svix-timestamp": str(now),
+        "svix-signature": sign_standard_webhooks(secret, msg_id, now, body),
+    }
+    event["requestContext"]["requestId"] = f"req-{uuid.uuid4().hex}"
+    event["requestContext"]["timeEpoch"] = now * 1000
+    return event
+
+
+def check_answer(who, answer, outcome):
+    """A webhook answer must be 200 with the expected status (or the 401 of a forged request);
+    a stream batch, no failures."""
+    if outcome == "batch":
+        if answer != {"batchItemFailures": []}:
+            raise HarnessError(f"{who}: stream batch answered {answer}")
+        return
+    code = 401 if outcome == "unauthorized" else 200
+    if not isinstance(answer, dict) or answer.get("statusCode") != code:
+        raise HarnessError(f"{who}: expected statusCode {code} ({outcome}), got {answer}")
+    if code == 200 and (status := json.loads(answer.get("body") or "{}").get("status")) != outcome:
+        raise HarnessError(f"{who}: expected status {outcome!r}, got {status!r} in {answer}")
+
+
+# --- one function -------------------------------------------------------------------------
+
+
+def diff(after, before):
+    """Requests by operation, and ms spent waiting on moto, between two proxy snapshots."""
+    a, b = after["counts"], before["counts"]
+    return {k: v - b.get(k, 0) for k, v in a.items() if v - b.get(k, 0)}, after["upstream_ms"] - before["upstream_ms"]
+
+
+def dynamodb_total(counts):
+    return sum(v for k, v in counts.items() if k.startswith("DynamoDB_"))
+
+
+class Subject:
+    """What to run: one of our bootstraps, or the peer."""
+
+    def __init__(self, name, side, bootstrap):
+        self.name, self.side, self.bootstrap = name, side, bootstrap
+
+    @property
+    def label(self):
+        return f"{self.name} ({self.side})"
+
+
+def env_for(subject, services, secrets, run_id):
+    env = {
+        "AWS_ENDPOINT_URL": services.proxy,
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+    if subject.side == "peer":
+        table = f"bench-peer-idempotency-{run_id}"
+        services.create_idempotency_table(table)
+        env["IDEMPOTENCY_TABLE"] = table
+        env["RAINFOREST_WEBHOOK_SECRET"] = secrets["RAINFOREST_WEBHOOK_SECRET"]
+        # As on Lambda, where the code directory is read-only: no __pycache__ beside handler.py.
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        return env
+    table = f"bench-{subject.name}-{run_id}"
+    services.create_events_table(table)
+    env.update(EVENTS_TABLE=table, RUST_LOG="info", REPLAY_TOLERANCE_SECONDS=REPLAY_TOLERANCE)
+    if subject.name == "fanout":
+        arns = services.topics()
+        env.update(INTERNAL_TOPIC_ARN=arns["internal"], MERCHANT_TOPIC_ARN=arns["merchant"],
+                   PAYOR_TOPIC_ARN=arns["payor"])
+    else:
+        prefix = subject.name.upper() + "_"
+        env.update({k: v for k, v in secrets.items() if k.startswith(prefix)})
+    return env
+
+
+def first_event(subject, secrets):
+    """The committed events/ file for ours; a freshly signed one for the peer, whose library
+    has a fixed 5-minute replay window."""
+    if subject.side == "peer":
+        return fresh_rainforest_event(secrets["RAINFOREST_WEBHOOK_SECRET"]), "accepted"
+    if subject.name == "fanout":
+        return load_event("fanout-stream"), "batch"
+    return load_event(f"{subject.name}-valid"), "accepted"
+
+
+def measure(subject, services, secrets, runs, warm):
+    result = {"function": subject.name, "side": subject.side, "runs": []}
+    for run in range(runs):
+        run_id = f"{run}-{uuid.uuid4().hex[:8]}"
+        env = env_for(subject, services, secrets, run_id)
+        event, outcome = first_event(subject, secrets)
+        em = Emulator(subject.bootstrap, env)
+        try:
+            r = {}
+            before = services.counts()
+            # RIE's REPORT Duration of a cold invocation includes the init; cold_invoke_ms does not.
+            answer, r["cold_rtt_ms"], r["cold_report_duration_ms"] = em.invoke(event)
+            check_answer(f"{subject.label} cold", answer, outcome)
+            after = services.counts()
+            r["requests_new"], r["cold_dynamodb_wait_ms"] = diff(after, before)
+            r["init_ms"] = em.init_ms()
+            r["cold_invoke_ms"] = em.invoke_phase_ms(0)
+
+            # The same delivery again: a duplicate (for the fan-out, the batch redelivered).
+            answer, r["dup_rtt_ms"], r["dup_duration_ms"] = em.invoke(event)
+            check_answer(f"{subject.label} duplicate", answer, "batch" if outcome == "batch" else "duplicate")
+            r["requests_duplicate"], r["dup_dynamodb_wait_ms"] = diff(services.counts(), after)
+
+            if warm and subject.name == "rainforest" and run == runs - 1:
+                r["warm"] = warm_invocations(subject, em, services, secrets, warm)
+            r["vmhwm_kib"] = em.vmhwm_kib()
+            r["bootstrap_exe"] = os.readlink(f"/proc/{em.bootstrap_pid()}/exe")
+        finally:
+            em.close()
+        result["runs"].append(r)
+        print(f"  {subject.label} run {run + 1}/{runs}: init {r['init_ms']:.1f} ms, "
+              f"VmHWM {r['vmhwm_kib'] / 1024:.1f} MiB, DynamoDB new {dynamodb_total(r['requests_new'])} "
+              f"dup {dynamodb_total(r['requests_duplicate'])}", file=sys.stderr, flush=True)
+    return result
+
+
+def warm_invocations(subject, em, services, secrets, n):
+    """n new Rainforest events (new refund id, new svix-id, signed now) into a warm environment."""
+    w = {"rtt_ms": [], "duration_ms": [], "dynamodb_wait_ms": [], "own_ms": [], "dynamodb_requests": []}
+    for i in range(n):
+        event = fresh_rainforest_event(secrets["RAINFOREST_WEBHOOK_SECRET"])
+        before = services.counts()
+        answer, rtt, duration = em.invoke(event)
+        check_answer(f"{subject.label} warm #{i + 1}", answer, "accepted")
+        requests, wait = diff(services.counts(), before)
+        w["dynamodb_requests"].append(dynamodb_total(requests))
+        w["rtt_ms"].append(rtt)
+        w["duration_ms"].append(duration)
+        w["dynamodb_wait_ms"].append(wait)
+        # The function's own time: the duration less the time its requests spent in moto (and
+        # in the proxy), which stands in for DynamoDB at a very different latency.
+        w["own_ms"].append(duration - wait)
+
+    # The floor without DynamoDB: the same events with a wrong signature, answered 401 after
+    # verification alone (runtime, emulator, event parsing, HMAC).
+    w["unauthorized_duration_ms"] = []
+    for i in range(min(n, 20)):
+        event = fresh_rainforest_event(secrets["RAINFOREST_WEBHOOK_SECRET"])
+        event["headers"]["svix-signature"] = "v1," + base64.b64encode(bytes(32)).decode()
+        answer, _, duration = em.invoke(event)
+        check_answer(f"{subject.label} forged #{i + 1}", answer, "unauthorized")
+        w["unauthorized_duration_ms"].append(duration)
+    return w
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+def p90(xs):
+    s = sorted(xs)
+    return s[max(0, math.ceil(0.9 * len(s)) - 1)]
+
+
+def summarize(result):
+    runs = result["runs"]
+    init = [r["init_ms"] for r in runs]
+    last = runs[-1]
+    s = {
+        "init_ms_median": statistics.median(init),
+        "init_ms_min": min(init),
+        "init_ms_max": max(init),
+        "cold_invoke_ms_median": statistics.median(r["cold_invoke_ms"] for r in runs),
+        "cold_rtt_ms_median": statistics.median(r["cold_rtt_ms"] for r in runs),
+        "vmhwm_mib_max": max(r["vmhwm_kib"] for r in runs) / 1024,
+        "dynamodb_new": dynamodb_total(last["requests_new"]),
+        "dynamodb_duplicate": dynamodb_total(last["requests_duplicate"]),
+        "requests_new": last["requests_new"],
+        "requests_duplicate": last["requests_duplicate"],
+        # The counts must not vary between runs; if they do, say so rather than pick one.
+        "requests_stable": all(
+            r["requests_new"] == last["requests_new"] and r["requests_duplicate"] == last["requests_duplicate"]
+            for r in runs
+        ),
+    }
+    if "warm" in last:
+        w = last["warm"]
+        s.update(
+            warm_duration_ms_median=statistics.median(w["duration_ms"]),
+            warm_duration_ms_p90=p90(w["duration_ms"]),
+            warm_rtt_ms_median=statistics.median(w["rtt_ms"]),
+            warm_rtt_ms_p90=p90(w["rtt_ms"]),
+            warm_own_ms_median=statistics.median(w["own_ms"]),
+            warm_own_ms_p90=p90(w["own_ms"]),
+            warm_dynamodb_wait_ms_median=statistics.median(w["dynamodb_wait_ms"]),
+            warm_dynamodb_per_event=statistics.mean(w["dynamodb_requests"]),
+            unauthorized_duration_ms_median=statistics.median(w["unauthorized_duration_ms"]),
+        )
+    return s
+
+
+def size_mb(path):
+    return path.stat().st_size / 1e6
+
+
+def dir_mb(path):
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink()) / 1e6
+
+
+def peer_package_mb():
+    """What the peer deploys on top of the managed python runtime (which brings boto3, its
+    dependencies and the runtime interface client): the handler, Powertools, standardwebhooks
+    and their one other dependency."""
+    site = next(PEER_VENV.glob("lib/python3*/site-packages"))
+    parts = [PEER_DIR / "handler.py", site / "aws_lambda_powertools", site / "standardwebhooks",
+             site / "typing_extensions.py"]
+    return sum(dir_mb(p) if p.is_dir() else p.stat().st_size / 1e6 for p in parts)
+
+
+def ops(counts):
+    short = {k.removeprefix("DynamoDB_20120810."): v for k, v in sorted(counts.items())}
+    return ", ".join(f"{k}×{v}" if v > 1 else k for k, v in short.items()) or "none"
+
+
+def fmt(x, digits=1):
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def report(results, args, missing):
+    lines = [
+        f"RIE cold starts: {args.runs} per function; warm: {args.warm} new Rainforest events; "
+        f"load average at start {results['loadavg'][0]:.2f} on {os.cpu_count()} cores.",
+        "",
+        "init: RIE's INIT REPORT; first invoke: the cold invocation's invoke phase (INVOKE RTDONE); first "
+        "answer: its client round trip, init included; VmHWM: the bootstrap process's peak RSS; DynamoDB: "
+        "requests for one new webhook, then for the same delivery again (the total counts DynamoDB only; "
+        "the fan-out's is one stream batch, and lists its SNS calls too). The peer's size: what it deploys "
+        "beyond the managed runtime (handler, Powertools, standardwebhooks).",
+        "",
+        "| function | size | init ms, median (min–max) | first invoke ms | first answer ms | VmHWM MiB | "
+        "DynamoDB new | DynamoDB duplicate |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key in [f"{n} (ours)" for n in FUNCTIONS] + ["rainforest (peer)"]:
+        if key.removesuffix(" (ours)") in missing:
+            lines.append(f"| {key} | missing: target/release/{key.split()[0]} not built | | | | | | |")
+        if key not in results["functions"]:
+            continue
+        r = results["functions"][key]
+        s = r["summary"]
+        lines.append(
+            f"| {key} | {r['size_mb']:.1f} MB | {fmt(s['init_ms_median'])} ({fmt(s['init_ms_min'])}–"
+            f"{fmt(s['init_ms_max'])}) | {fmt(s['cold_invoke_ms_median'])} | {fmt(s['cold_rtt_ms_median'])} | "
+            f"{fmt(s['vmhwm_mib_max'])} | "
+            f"{s['dynamodb_new']}: {ops(s['requests_new'])} | {s['dynamodb_duplicate']}: "
+            f"{ops(s['requests_duplicate'])}{'' if s['requests_stable'] else ' (varied between runs)'} |"
+        )
+
+    ours = results["functions"].get("rainforest (ours)", {}).get("summary")
+    peer = results["functions"].get("rainforest (peer)", {}).get("summary")
+    if not (ours and peer):
+        return "\n".join(lines)
+
+    def row(what, key, goal="", factor=None):
+        """A measure where lower is better; `factor`: the goal is peer ≥ factor × ours."""
+        o, p = ours.get(key), peer.get(key)
+        if o is None or p is None:
+            return f"| {what} | {fmt(o)} | {fmt(p)} | | {goal} | |"
+        met = "" if factor is None else ("yes" if p >= factor * o else "no")
+        ratio = f"{p / o:.1f}×" if o else "–"
+        return f"| {what} | {fmt(o, 2)} | {fmt(p, 2)} | {ratio} | {goal} | {met} |"
+
+    def count_row(what, key):
+        o, p = ours[key], peer[key]
+        return f"| {what} | {o} | {p} | | ≤ peer | {'yes' if o <= p else 'no'} |"
+
+    lines += [
+        "",
+        "Rainforest, ours vs the peer (Python 3.11, awslambdaric, Powertools idempotency, standardwebhooks):",
+        "",
+        "| measure | ours | peer | peer ÷ ours | goal | met |",
+        "|---|---|---|---|---|---|",
+        row("init ms (median)", "init_ms_median", "≥ 10×", 10),
+        row("warm ms, REPORT Duration (median)", "warm_duration_ms_median", "≥ 5×", 5),
+        row("warm ms, REPORT Duration (p90)", "warm_duration_ms_p90"),
+        row("warm ms, client round trip (median)", "warm_rtt_ms_median"),
+        row("warm ms, client round trip (p90)", "warm_rtt_ms_p90"),
+        row("warm ms, Duration less the wait on moto (median)", "warm_own_ms_median"),
+        row("warm ms, Duration less the wait on moto (p90)", "warm_own_ms_p90"),
+        row("warm ms, a forged request: 401, no DynamoDB (median)", "unauthorized_duration_ms_median"),
+        row("VmHWM MiB", "vmhwm_mib_max"),
+        count_row("DynamoDB requests per new webhook", "dynamodb_new"),
+        count_row("DynamoDB requests per duplicate", "dynamodb_duplicate"),
+    ]
+    return "\n".join(lines)
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="cold starts per function (default 5)")
+    parser.add_argument("--warm", type=int, default=50, help="warm Rainforest invocations (default 50)")
+    parser.add_argument("--only", choices=["ours", "peer"], help="measure only our functions or only the peer")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--wait", type=float, default=0,
+                        help="seconds to wait for missing release binaries (a build in progress)")
+    args = parser.parse_args()
+    if args.runs < 1 or args.warm < 0:
+        parser.error("--runs must be ≥ 1 and --warm ≥ 0")
+
+    ensure_test_venv()
+    global RIE
+    RIE = next(VENV.glob(RIE_IN_VENV), None)
+    if RIE is None:
+        sys.exit(f"no RIE at .venv/{RIE_IN_VENV}: reinstall .venv from scripts/requirements-test.txt")
+
+    subjects, missing = [], []
+    if args.only != "peer":
+        deadline = time.monotonic() + args.wait
+        while (absent := [n for n in FUNCTIONS if not (RELEASE / n).exists()]) and time.monotonic() < deadline:
+            time.sleep(5)
+        missing = absent
+        if missing:
+            print(f"missing release bootstraps (run `cargo build --release --workspace --bins`): "
+                  f"{', '.join(missing)}", file=sys.stderr)
+        subjects += [Subject(n, "ours", RELEASE / n) for n in FUNCTIONS if n not in missing]
+    if args.only != "ours":
+        ensure_peer_venv()
+        subjects.append(Subject("rainforest", "peer", PEER_DIR / "bootstrap"))
+
+    # Cleanup on SIGTERM/SIGINT too: turn them into exceptions so `finally` runs.
+    def interrupted(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupted)
+
+    secrets = dev_secrets()
+    results = {"loadavg": os.getloadavg(), "args": {"runs": args.runs, "warm": args.warm}, "functions": {},
+               "missing": missing}
+    services = Services()
+    try:
+        services.start()
+        for subject in subjects:
+            r = measure(subject, services, secrets, args.runs, args.warm)
+            if subject.side == "ours":
+                r["size_mb"] = size_mb(subject.bootstrap)
+                r["built"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(subject.bootstrap.stat().st_mtime))
+            else:
+                r["size_mb"] = peer_package_mb()
+            r["summary"] = summarize(r)
+            results["functions"][subject.label] = r
+    except HarnessError as e:
+        print(f"\nHARNESS FAILURE: {e}", file=sys.stderr)
+        if args.json:
+            results["error"] = str(e)
+            args.json.write_text(json.dumps(results, indent=2))
+        return 1
+    except KeyboardInterrupt as e:
+        print(f"\ninterrupted ({e}): stopped everything this run started", file=sys.stderr)
+        return 130
+    finally:
+        services.close()
+
+    table = report(results, args, missing)
+    results["table"] = table
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    print(table)
+    return 2 if missing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
