@@ -17,7 +17,6 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 const SCHEMA: &str = "
-PRAGMA journal_mode = WAL;
 CREATE TABLE IF NOT EXISTS events (
     seq             INTEGER PRIMARY KEY AUTOINCREMENT,
     idempotency_key TEXT NOT NULL UNIQUE,
@@ -28,15 +27,16 @@ CREATE TABLE IF NOT EXISTS events (
     event_type      TEXT NOT NULL,
     status          TEXT NOT NULL,
     received_at     TEXT NOT NULL,
-    event_json      TEXT NOT NULL,
-    notified        INTEGER NOT NULL DEFAULT 0
+    event_json      TEXT NOT NULL
 );
--- Each index a write touches is a page the commit writes out, so the table keeps only two: the
--- unique key (the dedup, which also finds an object's events: the key starts with provider and
--- object id) and the outbox (only the unnotified rows; they leave it once told).
-DROP INDEX IF EXISTS events_by_object;
-DROP INDEX IF EXISTS events_pending;
-CREATE INDEX IF NOT EXISTS events_unnotified ON events (seq) WHERE notified = 0;
+-- The outbox: the events not yet fanned out, by `seq`. A table of its own, so marking an event
+-- notified deletes a few bytes here instead of rewriting the event's row and an index.
+CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY);
+-- In the inserting statement itself, so an event is never stored without its outbox entry.
+CREATE TRIGGER IF NOT EXISTS events_enter_outbox AFTER INSERT ON events
+BEGIN
+    INSERT INTO outbox (seq) VALUES (new.seq);
+END;
 CREATE TABLE IF NOT EXISTS aggregates (
     provider      TEXT NOT NULL,
     kind          TEXT NOT NULL,
@@ -45,12 +45,37 @@ CREATE TABLE IF NOT EXISTS aggregates (
     last_event_id TEXT NOT NULL,
     updated_at    TEXT NOT NULL,
     PRIMARY KEY (provider, kind, object_id)
-);
+) WITHOUT ROWID; -- one b-tree, so moving an object writes one page, not a row and an index
+";
+
+/// A data directory from before the outbox table kept the outbox in an `events.notified` column
+/// (and two more indexes, for `GET /refunds` and the outbox), and the aggregates in a rowid table
+/// beside its key's index. Each page a commit touches is a page it writes out: the unique key
+/// alone now finds an object's events too, as its range.
+const MIGRATE_V1: &str = "
+DELETE FROM outbox;
+INSERT INTO outbox (seq) SELECT seq FROM events WHERE notified = 0;
+DROP INDEX IF EXISTS events_by_object;
+DROP INDEX IF EXISTS events_pending;
+DROP INDEX IF EXISTS events_unnotified;
+ALTER TABLE events DROP COLUMN notified;
+CREATE TABLE aggregates_v2 (
+    provider      TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    object_id     TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    last_event_id TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    PRIMARY KEY (provider, kind, object_id)
+) WITHOUT ROWID;
+INSERT INTO aggregates_v2 SELECT provider, kind, object_id, status, last_event_id, updated_at FROM aggregates;
+DROP TABLE aggregates;
+ALTER TABLE aggregates_v2 RENAME TO aggregates;
 ";
 
 /// Per connection: a 200 means the event is on disk, so every commit is fsynced (in WAL mode
 /// `NORMAL` would only survive a crash of this process, not of the machine).
-const CONNECTION: &str = "PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;";
+const CONNECTION: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;";
 
 /// The writer never checkpoints (copying the WAL back into the database and fsyncing it would
 /// stall every webhook in that commit); a thread of its own does, this often.
@@ -95,8 +120,8 @@ impl SqliteStore {
             c.execute_batch(CONNECTION)?;
             Ok::<_, rusqlite::Error>(c)
         };
-        let writer = connect().map_err(unavailable)?;
-        writer.execute_batch(SCHEMA).map_err(unavailable)?;
+        let mut writer = connect().map_err(unavailable)?;
+        migrate(&mut writer).map_err(unavailable)?;
         writer.pragma_update(None, "wal_autocheckpoint", 0).map_err(unavailable)?;
         let (reader, checkpointer) = (connect().map_err(unavailable)?, connect().map_err(unavailable)?);
         let (jobs, queue) = mpsc::channel(QUEUE);
@@ -144,7 +169,10 @@ impl SqliteStore {
     pub async fn pending(&self, limit: usize) -> Result<Vec<Pending>, StoreError> {
         self.read(move |c| {
             let mut stmt = c
-                .prepare_cached("SELECT seq, event_json FROM events WHERE notified = 0 ORDER BY seq LIMIT ?1")
+                .prepare_cached(
+                    "SELECT events.seq, event_json FROM outbox JOIN events ON events.seq = outbox.seq \
+                     ORDER BY outbox.seq LIMIT ?1",
+                )
                 .map_err(unavailable)?;
             let rows = stmt
                 .query_map(params![limit as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
@@ -164,7 +192,7 @@ impl SqliteStore {
     /// Takes events (by `Pending::seq`) out of the outbox, all in one write.
     pub async fn mark_notified(&self, seqs: Vec<i64>) -> Result<(), StoreError> {
         self.write(move |c| {
-            let mut stmt = c.prepare_cached("UPDATE events SET notified = 1 WHERE seq = ?1").map_err(unavailable)?;
+            let mut stmt = c.prepare_cached("DELETE FROM outbox WHERE seq = ?1").map_err(unavailable)?;
             for seq in &seqs {
                 stmt.execute(params![seq]).map_err(unavailable)?;
             }
@@ -211,6 +239,18 @@ fn write_loop(mut conn: Connection, mut queue: mpsc::Receiver<Job>) {
             answer(committed.clone());
         }
     }
+}
+
+/// Creates the tables, or brings an older data directory up to date, in one transaction.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(SCHEMA)?;
+    let has_notified: bool =
+        tx.query_row("SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'notified'", [], |r| r.get(0))?;
+    if has_notified {
+        tx.execute_batch(MIGRATE_V1)?;
+    }
+    tx.commit()
 }
 
 /// Copies committed WAL pages back into the database beside the writer (`PASSIVE` never blocks
@@ -267,12 +307,15 @@ impl EventStore for SqliteStore {
         // write at a time, inside its batch's transaction.
         self.write(move |tx| {
             let current: Option<(String, String)> = tx
-                .query_row(
+                .prepare_cached(
                     "SELECT status, last_event_id FROM aggregates WHERE provider = ?1 AND kind = ?2 AND object_id = ?3",
-                    params![e.provider.as_str(), e.kind.as_str(), e.object_id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
-                .optional()
+                .and_then(|mut s| {
+                    s.query_row(params![e.provider.as_str(), e.kind.as_str(), e.object_id], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()
+                })
                 .map_err(unavailable)?;
             let current = match &current {
                 Some((s, id)) => Some((s.parse::<Status>().map_err(StoreError::Corrupt)?, id.as_str())),
@@ -281,19 +324,21 @@ impl EventStore for SqliteStore {
             if !advances(current, &e) {
                 return Ok(Advance::Stale);
             }
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO aggregates (provider, kind, object_id, status, last_event_id, updated_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (provider, kind, object_id) DO UPDATE SET \
                  status = excluded.status, last_event_id = excluded.last_event_id, updated_at = excluded.updated_at",
-                params![
+            )
+            .and_then(|mut s| {
+                s.execute(params![
                     e.provider.as_str(),
                     e.kind.as_str(),
                     e.object_id,
                     e.status.as_str(),
                     e.event_id,
                     e.received_at
-                ],
-            )
+                ])
+            })
             .map_err(unavailable)?;
             Ok(Advance::Advanced)
         })
@@ -430,6 +475,57 @@ mod tests {
         store.mark_notified(pending[..3].iter().map(|p| p.seq).collect()).await.unwrap();
         let left: Vec<RefundEvent> = store.pending(10).await.unwrap().into_iter().map(|p| p.event).collect();
         assert_eq!(left, events[3..]);
+    }
+
+    /// A data directory from before the outbox table: its unnotified events are still pending.
+    #[tokio::test]
+    async fn an_older_data_directory_keeps_its_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.sqlite3");
+        let (told, untold) = (event("rfd_1", Status::Created), event("rfd_2", Status::Created));
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(
+                "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, idempotency_key TEXT NOT NULL UNIQUE, \
+                 event_id TEXT NOT NULL, provider TEXT NOT NULL, kind TEXT NOT NULL, object_id TEXT NOT NULL, \
+                 event_type TEXT NOT NULL, status TEXT NOT NULL, received_at TEXT NOT NULL, \
+                 event_json TEXT NOT NULL, notified INTEGER NOT NULL DEFAULT 0); \
+                 CREATE INDEX events_by_object ON events (provider, kind, object_id); \
+                 CREATE INDEX events_pending ON events (notified, seq); \
+                 CREATE TABLE aggregates (provider TEXT NOT NULL, kind TEXT NOT NULL, object_id TEXT NOT NULL, \
+                 status TEXT NOT NULL, last_event_id TEXT NOT NULL, updated_at TEXT NOT NULL, \
+                 PRIMARY KEY (provider, kind, object_id)); \
+                 INSERT INTO aggregates VALUES ('rainforest', 'refund', 'rfd_1', 'created', 'evt_1', '2026-11-25T00:00:00Z');",
+            )
+            .unwrap();
+            for (e, notified) in [(&told, 1), (&untold, 0)] {
+                old.execute(
+                    "INSERT INTO events (idempotency_key, event_id, provider, kind, object_id, event_type, status, \
+                     received_at, event_json, notified) VALUES (?1, ?2, 'rainforest', 'refund', ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        e.idempotency_key,
+                        e.event_id,
+                        e.object_id,
+                        e.event_type,
+                        e.status.as_str(),
+                        e.received_at,
+                        serde_json::to_string(e).unwrap(),
+                        notified
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let pending: Vec<RefundEvent> = store.pending(10).await.unwrap().into_iter().map(|p| p.event).collect();
+        assert_eq!(pending, std::slice::from_ref(&untold));
+        assert_eq!(store.put_if_absent(&untold).await.unwrap(), Put::Duplicate);
+        assert_eq!(store.put_if_absent(&event("rfd_3", Status::Created)).await.unwrap(), Put::Stored);
+        assert_eq!(store.pending(10).await.unwrap().len(), 2);
+        assert_eq!(
+            store.object(Provider::Rainforest, EventKind::Refund, "rfd_1").await.unwrap().unwrap().events.len(),
+            1
+        );
     }
 
     #[test]

@@ -165,6 +165,14 @@ async fn run(
     let uri: http::Uri = url.parse()?;
     let addr = format!("{}:{}", uri.host().context("url has no host")?, uri.port_u16().unwrap_or(80));
     let signer = Arc::new(Signer::new()?);
+    if mode == Mode::Duplicate {
+        // Deliver the event once first, so every measured request is a duplicate of it.
+        let stream = TcpStream::connect(&addr).await.with_context(|| format!("connect to {addr}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let res = sender.send_request(signer.request(&uri, mode, usize::MAX, 0)).await?;
+        anyhow::ensure!(res.status().is_success(), "priming delivery answered {}", res.status());
+    }
     let start = Instant::now() + Duration::from_millis(100);
     let (measure_from, until) = (start + warmup, start + warmup + measured);
     let workers: Vec<_> = (0..concurrency)
