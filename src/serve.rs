@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -15,6 +15,7 @@ use axum::routing::{any, get};
 use common::config::Config;
 use common::event::{EventKind, Provider};
 use common::fanout::Fanout;
+use common::notify::Notifier;
 use common::receive::{ReceiveError, Receiver, WebhookRequest, refusal};
 use common::store::EventStore;
 use futures::stream::{self, StreamExt};
@@ -23,7 +24,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::notifier::FileNotifier;
-use crate::store::{Pending, SqliteStore};
+use crate::store::{Pending, SqliteStore, Taken};
 
 /// Events the outbox worker reads per pass, and how many objects it fans out at once.
 const OUTBOX_BATCH: usize = 512;
@@ -53,18 +54,32 @@ pub struct Runner {
     fanout: Fanout,
     /// Wakes the outbox worker when an event is stored.
     wake: Notify,
+    /// `Some(seq)` while the outbox worker is in step with the store: every event up to `seq`
+    /// has been fanned out from the table, and every later one is handed over in memory
+    /// ([`SqliteStore::take_fresh`]). `None` after a failure or an overflow, and at start: read
+    /// the table.
+    in_step: Mutex<Option<i64>>,
 }
 
 impl Runner {
     /// Opens (or creates) `data_dir` with its SQLite file and notifications log.
     pub fn open(config: &Config, data_dir: &Path) -> anyhow::Result<Arc<Self>> {
         std::fs::create_dir_all(data_dir)?;
-        let store = SqliteStore::open(&data_dir.join("events.sqlite3"))?;
         let notifier = FileNotifier::open(&data_dir.join("notifications.jsonl"))?;
-        let fanout =
-            Fanout::new(Arc::new(store.clone()), Arc::new(notifier), config.routing.clone(), config.platform.clone());
+        Self::with_notifier(config, data_dir, Arc::new(notifier))
+    }
+
+    /// [`open`](Self::open) with another notifier (tests use one that fails on demand).
+    pub fn with_notifier(config: &Config, data_dir: &Path, notifier: Arc<dyn Notifier>) -> anyhow::Result<Arc<Self>> {
+        std::fs::create_dir_all(data_dir)?;
+        let store = SqliteStore::open(&data_dir.join("events.sqlite3"))?;
+        let fanout = Fanout::new(Arc::new(store.clone()), notifier, config.routing.clone(), config.platform.clone());
         let receiver = Receiver::new(config, Arc::new(store.clone()));
-        Ok(Arc::new(Runner { receiver, store, fanout, wake: Notify::new() }))
+        Ok(Arc::new(Runner { receiver, store, fanout, wake: Notify::new(), in_step: Mutex::new(None) }))
+    }
+
+    pub fn receiver(&self) -> &Receiver {
+        &self.receiver
     }
 
     pub fn store(&self) -> &SqliteStore {
@@ -77,12 +92,8 @@ impl Runner {
     /// events of its object) and is tried again on the next pass: nothing stored goes unnotified.
     pub async fn drain_outbox(&self) -> Result<usize, String> {
         let mut done = 0;
-        loop {
-            let pending = self.store.pending(OUTBOX_BATCH).await.map_err(|e| e.to_string())?;
-            if pending.is_empty() {
-                return Ok(done);
-            }
-            let outcomes: Vec<(Vec<i64>, Option<String>)> = stream::iter(by_object(pending))
+        while let Some(batch) = self.next_batch().await? {
+            let outcomes: Vec<(Vec<i64>, Option<String>)> = stream::iter(by_object(batch))
                 .map(|group| async move {
                     let mut delivered = Vec::with_capacity(group.len());
                     for Pending { seq, event } in group {
@@ -98,18 +109,54 @@ impl Runner {
                 .await;
             let mut failure = None;
             let mut delivered = Vec::new();
-            for (ids, error) in outcomes {
-                delivered.extend(ids);
+            for (seqs, error) in outcomes {
+                delivered.extend(seqs);
                 failure = failure.or(error);
             }
             done += delivered.len();
-            if !delivered.is_empty() {
-                self.store.mark_notified(delivered).await.map_err(|e| e.to_string())?;
-            }
-            if let Some(e) = failure {
+            let marked = match delivered.is_empty() {
+                true => Ok(()),
+                false => self.store.mark_notified(delivered).await.map_err(|e| e.to_string()),
+            };
+            if let Some(e) = failure.or(marked.err()) {
+                // What failed is still in the table; read it from there next time.
+                *self.in_step.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 return Err(e);
             }
         }
+        Ok(done)
+    }
+
+    /// The next events to fan out, or `None` when there are none: handed over in memory while in
+    /// step, else read from the table until it is empty (which puts the worker back in step).
+    async fn next_batch(&self) -> Result<Option<Vec<Pending>>, String> {
+        let in_step = *self.in_step.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(newest_read) = in_step {
+            loop {
+                match self.store.take_fresh(OUTBOX_BATCH) {
+                    Taken::Events(events) if events.is_empty() => return Ok(None),
+                    Taken::Events(events) => {
+                        // Anything up to `newest_read` was read from the table (none expected).
+                        let events: Vec<Pending> = events.into_iter().filter(|p| p.seq > newest_read).collect();
+                        if !events.is_empty() {
+                            return Ok(Some(events));
+                        }
+                    }
+                    Taken::Overflowed => break,
+                }
+            }
+        }
+        // From the table. Events committed from here on are kept in memory as well; the table
+        // holds every one committed before, so dropping those is safe.
+        self.store.forget_fresh();
+        let (pending, newest) = self.store.pending(OUTBOX_BATCH).await.map_err(|e| e.to_string())?;
+        if pending.is_empty() {
+            // Everything up to `newest` is told; everything after it is in memory, unless some
+            // overflowed (then the next take says so, and the table is read again).
+            *self.in_step.lock().unwrap_or_else(|p| p.into_inner()) = Some(newest);
+            return Ok(None);
+        }
+        Ok(Some(pending))
     }
 
     async fn outbox_worker(self: Arc<Self>) {
@@ -213,4 +260,79 @@ pub async fn serve(config: Config, addr: SocketAddr, data_dir: PathBuf) -> anyho
         })
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use common::config::Secrets;
+    use common::event::{RefundEvent, Status};
+    use common::notify::{Audience, MemoryNotifier};
+    use common::store::EventStore;
+
+    use super::*;
+
+    fn event(n: usize) -> RefundEvent {
+        let id = format!("rfd_{n}");
+        let key = RefundEvent::idempotency_key(Provider::Rainforest, &id, "refund.succeeded", Status::Succeeded);
+        serde_json::from_value(json!({
+            "event_id": RefundEvent::event_id_for(&key),
+            "idempotency_key": key,
+            "provider": "rainforest",
+            "kind": "refund",
+            "event_type": "refund.succeeded",
+            "status": "succeeded",
+            "object_id": id,
+            "merchant_id": "mid_1",
+            "payor": { "email": "payor@example.com" },
+            "received_at": "2026-11-25T00:00:00Z",
+            "raw_payload": "{}",
+        }))
+        .unwrap()
+    }
+
+    fn runner(dir: &Path, notifier: Arc<MemoryNotifier>) -> Arc<Runner> {
+        let config = Config::load(&Provider::ALL, Secrets::DevFallback, &|_| None).unwrap();
+        Runner::with_notifier(&config, dir, notifier).unwrap()
+    }
+
+    /// Every stored event is told to each of its audiences exactly once, whether the outbox
+    /// reads it from the table (at start, and after a failure) or takes it in memory (in step).
+    #[tokio::test]
+    async fn the_outbox_tells_each_event_once_from_the_table_or_from_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let notifier = Arc::new(MemoryNotifier::new());
+        let runner = runner(dir.path(), notifier.clone());
+        let put = |range: std::ops::Range<usize>| {
+            let runner = runner.clone();
+            async move {
+                for n in range {
+                    assert_eq!(runner.store.put_if_absent(&event(n)).await.unwrap(), common::store::Put::Stored);
+                }
+            }
+        };
+        // Stored before the worker ran: read from the table, which puts the worker in step.
+        put(0..20).await;
+        assert_eq!(runner.drain_outbox().await.unwrap(), 20);
+        assert!(runner.in_step.lock().unwrap().is_some());
+        // In step: handed over in memory.
+        put(20..30).await;
+        assert_eq!(runner.drain_outbox().await.unwrap(), 10);
+        // A failure puts the worker out of step; the failed events are read from the table.
+        notifier.set_failing(true);
+        put(30..35).await;
+        assert!(runner.drain_outbox().await.is_err());
+        assert!(runner.in_step.lock().unwrap().is_none());
+        notifier.set_failing(false);
+        put(35..40).await;
+        assert_eq!(runner.drain_outbox().await.unwrap(), 10);
+        assert_eq!(runner.drain_outbox().await.unwrap(), 0, "nothing is told twice");
+
+        let sent = notifier.sent();
+        let pairs: HashSet<(String, Audience)> = sent.iter().map(|n| (n.event_id.clone(), n.audience)).collect();
+        assert_eq!(pairs.len(), sent.len(), "an (event, audience) pair was told twice");
+        assert_eq!(sent.len(), 40 * 3, "internal, merchant and payor for each of 40 events");
+        assert!(runner.store.pending(100).await.unwrap().0.is_empty());
+    }
 }

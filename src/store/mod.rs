@@ -2,4 +2,4 @@
 
 mod sqlite;
 
-pub use sqlite::{Pending, SqliteStore};
+pub use sqlite::{Pending, SqliteStore, Taken};

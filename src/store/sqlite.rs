@@ -100,6 +100,38 @@ pub struct SqliteStore {
     reader: Arc<Mutex<Connection>>,
     /// The checkpoint thread runs while any handle holds this.
     _alive: Arc<()>,
+    fresh: Arc<Mutex<Fresh>>,
+}
+
+/// Events as they are committed, for the outbox worker to take without reading them back (see
+/// [`SqliteStore::take_fresh`]). The `outbox` table stays the record of what is left to do.
+#[derive(Default)]
+struct Fresh {
+    events: std::collections::VecDeque<Pending>,
+    /// Set when events were dropped for want of room: only the table has them all now.
+    overflowed: bool,
+}
+
+/// Most events [`Fresh`] holds; past this the outbox reads the table instead.
+const FRESH_CAPACITY: usize = 16_384;
+
+impl Fresh {
+    fn push(&mut self, p: Pending) {
+        if self.events.len() < FRESH_CAPACITY {
+            self.events.push_back(p);
+        } else {
+            self.overflowed = true;
+        }
+    }
+}
+
+/// What [`SqliteStore::take_fresh`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Taken {
+    /// Committed events, in commit order (possibly none).
+    Events(Vec<Pending>),
+    /// Some were dropped: read the table.
+    Overflowed,
 }
 
 /// A stored event not yet fanned out, with its place in the outbox.
@@ -132,7 +164,7 @@ impl SqliteStore {
         let alive = Arc::new(());
         let watch = Arc::downgrade(&alive);
         spawn("sqlite-checkpoint", Box::new(move || checkpoint_loop(checkpointer, watch)))?;
-        Ok(SqliteStore { jobs, reader: Arc::new(Mutex::new(reader)), _alive: alive })
+        Ok(SqliteStore { jobs, reader: Arc::new(Mutex::new(reader)), _alive: alive, fresh: Arc::default() })
     }
 
     /// Runs `f` in the writer's next transaction and answers once that transaction is committed.
@@ -140,11 +172,25 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        self.write_then(f, |_| {}).await
+    }
+
+    /// [`write`](Self::write), and `on_commit` with `f`'s result once it is committed: on the
+    /// writer thread, so in commit order.
+    async fn write_then<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        on_commit: impl FnOnce(&mut T) + Send + 'static,
+    ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let outcome = conn.and_then(f);
             Box::new(move |committed| {
-                let _ = tx.send(committed.and(outcome));
+                let mut answer = committed.and(outcome);
+                if let Ok(value) = &mut answer {
+                    on_commit(value);
+                }
+                let _ = tx.send(answer);
             })
         });
         self.jobs.send(job).await.map_err(|_| unavailable("the store's writer has stopped"))?;
@@ -165,10 +211,16 @@ impl SqliteStore {
         .map_err(unavailable)?
     }
 
-    /// Stored events not yet fanned out, oldest first (the outbox).
-    pub async fn pending(&self, limit: usize) -> Result<Vec<Pending>, StoreError> {
+    /// Stored events not yet fanned out, oldest first (the outbox), and the highest `seq` stored
+    /// when they were read: everything up to it is in the answer, unless the `limit` cut it off
+    /// or it was already fanned out.
+    pub async fn pending(&self, limit: usize) -> Result<(Vec<Pending>, i64), StoreError> {
         self.read(move |c| {
-            let mut stmt = c
+            // One snapshot for both reads.
+            let tx = c.unchecked_transaction().map_err(unavailable)?;
+            let newest: i64 =
+                tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0)).map_err(unavailable)?;
+            let mut stmt = tx
                 .prepare_cached(
                     "SELECT events.seq, event_json FROM outbox JOIN events ON events.seq = outbox.seq \
                      ORDER BY outbox.seq LIMIT ?1",
@@ -179,14 +231,34 @@ impl SqliteStore {
                 .map_err(unavailable)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(unavailable)?;
-            rows.into_iter()
+            let pending = rows
+                .into_iter()
                 .map(|(seq, json)| {
                     let event = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
                     Ok(Pending { seq, event })
                 })
-                .collect()
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            Ok((pending, newest))
         })
         .await
+    }
+
+    /// Up to `limit` events committed since the last take, oldest first, without reading the
+    /// table; or `Overflowed` if some were dropped for want of room since [`forget_fresh`].
+    ///
+    /// [`forget_fresh`]: Self::forget_fresh
+    pub fn take_fresh(&self, limit: usize) -> Taken {
+        let mut fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
+        if fresh.overflowed {
+            return Taken::Overflowed;
+        }
+        let n = fresh.events.len().min(limit);
+        Taken::Events(fresh.events.drain(..n).collect())
+    }
+
+    /// Empties the fresh events (the table has them) and starts counting room again.
+    pub fn forget_fresh(&self) {
+        *self.fresh.lock().unwrap_or_else(|p| p.into_inner()) = Fresh::default();
     }
 
     /// Takes events (by `Pending::seq`) out of the outbox, all in one write.
@@ -275,30 +347,44 @@ impl EventStore for SqliteStore {
     async fn put_if_absent(&self, event: &RefundEvent) -> Result<Put, StoreError> {
         let e = event.clone();
         let json = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.write(move |c| {
-            let inserted = c
-                .prepare_cached(
-                    "INSERT INTO events (idempotency_key, event_id, provider, kind, object_id, event_type, status, \
-                     received_at, event_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-                     ON CONFLICT (idempotency_key) DO NOTHING",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        e.idempotency_key,
-                        e.event_id,
-                        e.provider.as_str(),
-                        e.kind.as_str(),
-                        e.object_id,
-                        e.event_type,
-                        e.status.as_str(),
-                        e.received_at,
-                        json
-                    ])
-                })
-                .map_err(unavailable)?;
-            Ok(if inserted == 1 { Put::Stored } else { Put::Duplicate })
-        })
-        .await
+        let fresh = self.fresh.clone();
+        let (put, _) = self
+            .write_then(
+                move |c| {
+                    let inserted = c
+                        .prepare_cached(
+                            "INSERT INTO events (idempotency_key, event_id, provider, kind, object_id, event_type, \
+                             status, received_at, event_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                             ON CONFLICT (idempotency_key) DO NOTHING",
+                        )
+                        .and_then(|mut s| {
+                            s.execute(params![
+                                e.idempotency_key,
+                                e.event_id,
+                                e.provider.as_str(),
+                                e.kind.as_str(),
+                                e.object_id,
+                                e.event_type,
+                                e.status.as_str(),
+                                e.received_at,
+                                json
+                            ])
+                        })
+                        .map_err(unavailable)?;
+                    Ok(match inserted {
+                        // The trigger's insert does not change the statement's rowid.
+                        1 => (Put::Stored, Some(Pending { seq: c.last_insert_rowid(), event: e })),
+                        _ => (Put::Duplicate, None),
+                    })
+                },
+                move |(_, stored)| {
+                    if let Some(p) = stored.take() {
+                        fresh.lock().unwrap_or_else(|p| p.into_inner()).push(p);
+                    }
+                },
+            )
+            .await?;
+        Ok(put)
     }
 
     async fn advance(&self, event: &RefundEvent) -> Result<Advance, StoreError> {
@@ -447,6 +533,35 @@ mod tests {
         assert_eq!(store.count().await.unwrap(), 300);
     }
 
+    /// Stored events are handed over in commit order, duplicates never; past its room the queue
+    /// says it overflowed until it is forgotten.
+    #[tokio::test]
+    async fn fresh_events_come_in_commit_order_and_overflow_is_told() {
+        let (_dir, store) = open();
+        let events: Vec<RefundEvent> = (0..50).map(|i| event(&format!("rfd_{i}"), Status::Created)).collect();
+        let puts = events.iter().chain(&events).map(|e| {
+            let (store, e) = (store.clone(), e.clone());
+            tokio::spawn(async move { store.put_if_absent(&e).await })
+        });
+        futures::future::join_all(puts).await;
+        let Taken::Events(fresh) = store.take_fresh(1000) else { panic!("no overflow expected") };
+        assert_eq!(fresh.len(), 50, "each event once");
+        assert!(fresh.windows(2).all(|w| w[0].seq < w[1].seq), "commit order");
+        let (table, _) = store.pending(1000).await.unwrap();
+        assert_eq!(fresh, table, "the same events the table holds");
+        assert_eq!(store.take_fresh(1000), Taken::Events(vec![]));
+
+        let mut full = Fresh::default();
+        for p in table.iter().cycle().take(FRESH_CAPACITY + 1) {
+            full.push(p.clone());
+        }
+        assert!(full.overflowed && full.events.len() == FRESH_CAPACITY);
+        *store.fresh.lock().unwrap() = full;
+        assert_eq!(store.take_fresh(10), Taken::Overflowed);
+        store.forget_fresh();
+        assert_eq!(store.take_fresh(10), Taken::Events(vec![]));
+    }
+
     #[tokio::test]
     async fn a_failing_write_does_not_take_its_batch_with_it() {
         let (dir, store) = open();
@@ -466,14 +581,14 @@ mod tests {
         for e in &events {
             store.put_if_absent(e).await.unwrap();
         }
-        let pending = store.pending(10).await.unwrap();
+        let (pending, _) = store.pending(10).await.unwrap();
         assert_eq!(
             pending.iter().map(|p| &p.event).collect::<Vec<_>>(),
             events.iter().collect::<Vec<_>>(),
             "oldest first"
         );
         store.mark_notified(pending[..3].iter().map(|p| p.seq).collect()).await.unwrap();
-        let left: Vec<RefundEvent> = store.pending(10).await.unwrap().into_iter().map(|p| p.event).collect();
+        let left: Vec<RefundEvent> = store.pending(10).await.unwrap().0.into_iter().map(|p| p.event).collect();
         assert_eq!(left, events[3..]);
     }
 
@@ -517,11 +632,11 @@ mod tests {
             }
         }
         let store = SqliteStore::open(&path).unwrap();
-        let pending: Vec<RefundEvent> = store.pending(10).await.unwrap().into_iter().map(|p| p.event).collect();
+        let pending: Vec<RefundEvent> = store.pending(10).await.unwrap().0.into_iter().map(|p| p.event).collect();
         assert_eq!(pending, std::slice::from_ref(&untold));
         assert_eq!(store.put_if_absent(&untold).await.unwrap(), Put::Duplicate);
         assert_eq!(store.put_if_absent(&event("rfd_3", Status::Created)).await.unwrap(), Put::Stored);
-        assert_eq!(store.pending(10).await.unwrap().len(), 2);
+        assert_eq!(store.pending(10).await.unwrap().0.len(), 2);
         assert_eq!(
             store.object(Provider::Rainforest, EventKind::Refund, "rfd_1").await.unwrap().unwrap().events.len(),
             1
