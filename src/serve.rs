@@ -142,7 +142,12 @@ impl Runner {
                             return Ok(Some(events));
                         }
                     }
-                    Taken::Overflowed => break,
+                    Taken::Overflowed => {
+                        // Some events exist only in the table now: out of step until it is read
+                        // empty again.
+                        *self.in_step.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                        break;
+                    }
                 }
             }
         }
@@ -334,5 +339,24 @@ mod tests {
         assert_eq!(pairs.len(), sent.len(), "an (event, audience) pair was told twice");
         assert_eq!(sent.len(), 40 * 3, "internal, merchant and payor for each of 40 events");
         assert!(runner.store.pending(100).await.unwrap().0.is_empty());
+    }
+
+    /// Events the in-memory queue had no room for are read from the table, however many passes
+    /// that takes, before the worker trusts the queue again.
+    #[tokio::test]
+    async fn after_an_overflow_the_outbox_reads_the_table_to_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let notifier = Arc::new(MemoryNotifier::new());
+        let runner = runner(dir.path(), notifier.clone());
+        assert_eq!(runner.drain_outbox().await.unwrap(), 0);
+        assert!(runner.in_step.lock().unwrap().is_some());
+        let n = OUTBOX_BATCH + 100;
+        for i in 0..n {
+            runner.store.put_if_absent(&event(i)).await.unwrap();
+        }
+        runner.store.overflow_fresh();
+        assert_eq!(runner.drain_outbox().await.unwrap(), n, "more than one table pass");
+        assert!(runner.store.pending(10).await.unwrap().0.is_empty());
+        assert_eq!(notifier.sent().len(), n * 3);
     }
 }

@@ -256,6 +256,12 @@ impl SqliteStore {
         Taken::Events(fresh.events.drain(..n).collect())
     }
 
+    /// As if the queue had run out of room: what it holds is dropped and it says it overflowed.
+    #[cfg(test)]
+    pub(crate) fn overflow_fresh(&self) {
+        *self.fresh.lock().unwrap() = Fresh { events: Default::default(), overflowed: true };
+    }
+
     /// Empties the fresh events (the table has them) and starts counting room again.
     pub fn forget_fresh(&self) {
         *self.fresh.lock().unwrap_or_else(|p| p.into_inner()) = Fresh::default();
