@@ -509,6 +509,8 @@ def measure(subject, services, secrets, runs, warm):
             r["bootstrap_exe"] = os.readlink(f"/proc/{em.bootstrap_pid()}/exe")
         finally:
             em.close()
+        if warm and subject.name == "rainforest" and run == runs - 1:
+            r["warm_direct_duration_ms"] = warm_direct(subject, services, secrets, run_id, warm)
         result["runs"].append(r)
         print(f"  {subject.label} run {run + 1}/{runs}: init {r['init_ms']:.1f} ms, "
               f"VmHWM {r['vmhwm_kib'] / 1024:.1f} MiB, DynamoDB new {dynamodb_total(r['requests_new'])} "
@@ -543,6 +545,25 @@ def warm_invocations(subject, em, services, secrets, n):
         check_answer(f"{subject.label} forged #{i + 1}", answer, "unauthorized")
         w["unauthorized_duration_ms"].append(duration)
     return w
+
+
+def warm_direct(subject, services, secrets, run_id, n):
+    """The warm durations again in a new environment that reaches moto directly: the counting
+    proxy (a Python hop per request) is out of the path, so this is the store's real latency here."""
+    env = env_for(subject, services, secrets, run_id + "-direct")
+    env["AWS_ENDPOINT_URL"] = services.moto
+    em = Emulator(subject.bootstrap, env)
+    try:
+        answer, _, _ = em.invoke(fresh_rainforest_event(secrets["RAINFOREST_WEBHOOK_SECRET"]))
+        check_answer(f"{subject.label} direct cold", answer, "accepted")
+        durations = []
+        for i in range(n):
+            answer, _, duration = em.invoke(fresh_rainforest_event(secrets["RAINFOREST_WEBHOOK_SECRET"]))
+            check_answer(f"{subject.label} direct warm #{i + 1}", answer, "accepted")
+            durations.append(duration)
+        return durations
+    finally:
+        em.close()
 
 
 # --- report -------------------------------------------------------------------------------
@@ -587,6 +608,9 @@ def summarize(result):
             warm_dynamodb_per_event=statistics.mean(w["dynamodb_requests"]),
             unauthorized_duration_ms_median=statistics.median(w["unauthorized_duration_ms"]),
         )
+    if last.get("warm_direct_duration_ms"):
+        s["warm_direct_ms_median"] = statistics.median(last["warm_direct_duration_ms"])
+        s["warm_direct_ms_p90"] = p90(last["warm_direct_duration_ms"])
     return s
 
 
@@ -674,6 +698,8 @@ def report(results, args, missing):
         row("init ms (median)", "init_ms_median", "≥ 10×", 10),
         row("warm ms, REPORT Duration (median)", "warm_duration_ms_median", "≥ 5×", 5),
         row("warm ms, REPORT Duration (p90)", "warm_duration_ms_p90"),
+        row("warm ms, REPORT Duration, straight to moto, no proxy (median)", "warm_direct_ms_median"),
+        row("warm ms, REPORT Duration, straight to moto, no proxy (p90)", "warm_direct_ms_p90"),
         row("warm ms, client round trip (median)", "warm_rtt_ms_median"),
         row("warm ms, client round trip (p90)", "warm_rtt_ms_p90"),
         row("warm ms, Duration less the wait on moto (median)", "warm_own_ms_median"),
