@@ -69,17 +69,13 @@ impl Runner {
         Self::with_notifier(config, data_dir, Arc::new(notifier))
     }
 
-    /// [`open`](Self::open) with another notifier (tests use one that fails on demand).
+    /// [`open`](Self::open) with another notifier (tests use one that fails on demand), in a
+    /// `data_dir` that exists.
     pub fn with_notifier(config: &Config, data_dir: &Path, notifier: Arc<dyn Notifier>) -> anyhow::Result<Arc<Self>> {
-        std::fs::create_dir_all(data_dir)?;
         let store = SqliteStore::open(&data_dir.join("events.sqlite3"))?;
         let fanout = Fanout::new(Arc::new(store.clone()), notifier, config.routing.clone(), config.platform.clone());
         let receiver = Receiver::new(config, Arc::new(store.clone()));
         Ok(Arc::new(Runner { receiver, store, fanout, wake: Notify::new(), in_step: Mutex::new(None) }))
-    }
-
-    pub fn receiver(&self) -> &Receiver {
-        &self.receiver
     }
 
     pub fn store(&self) -> &SqliteStore {

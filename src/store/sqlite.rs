@@ -1,5 +1,6 @@
 //! SQLite behind the `EventStore` port. The primary key on the idempotency key is the dedup;
-//! `notified` makes the table the local runner's outbox, as the DynamoDB stream is in AWS.
+//! the `outbox` table (filled by a trigger on insert) is the local runner's outbox, as the
+//! DynamoDB stream is in AWS.
 //!
 //! Writes are durable before they are answered (`synchronous = FULL`: the commit is fsynced), and
 //! they are group-committed: one writer thread owns the write connection and runs every write
@@ -51,7 +52,8 @@ CREATE TABLE IF NOT EXISTS aggregates (
 /// A data directory from before the outbox table kept the outbox in an `events.notified` column
 /// (and two more indexes, for `GET /refunds` and the outbox), and the aggregates in a rowid table
 /// beside its key's index. Each page a commit touches is a page it writes out: the unique key
-/// alone now finds an object's events too, as its range.
+/// alone now finds an object's events too, as its range. Runs after [`SCHEMA`], which made the new
+/// tables beside the old aggregates (renamed `aggregates_v1` first, see [`migrate`]).
 const MIGRATE_V1: &str = "
 DELETE FROM outbox;
 INSERT INTO outbox (seq) SELECT seq FROM events WHERE notified = 0;
@@ -59,18 +61,8 @@ DROP INDEX IF EXISTS events_by_object;
 DROP INDEX IF EXISTS events_pending;
 DROP INDEX IF EXISTS events_unnotified;
 ALTER TABLE events DROP COLUMN notified;
-CREATE TABLE aggregates_v2 (
-    provider      TEXT NOT NULL,
-    kind          TEXT NOT NULL,
-    object_id     TEXT NOT NULL,
-    status        TEXT NOT NULL,
-    last_event_id TEXT NOT NULL,
-    updated_at    TEXT NOT NULL,
-    PRIMARY KEY (provider, kind, object_id)
-) WITHOUT ROWID;
-INSERT INTO aggregates_v2 SELECT provider, kind, object_id, status, last_event_id, updated_at FROM aggregates;
-DROP TABLE aggregates;
-ALTER TABLE aggregates_v2 RENAME TO aggregates;
+INSERT INTO aggregates SELECT provider, kind, object_id, status, last_event_id, updated_at FROM aggregates_v1;
+DROP TABLE aggregates_v1;
 ";
 
 /// Per connection: a 200 means the event is on disk, so every commit is fsynced (in WAL mode
@@ -322,10 +314,14 @@ fn write_loop(mut conn: Connection, mut queue: mpsc::Receiver<Job>) {
 /// Creates the tables, or brings an older data directory up to date, in one transaction.
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    tx.execute_batch(SCHEMA)?;
-    let has_notified: bool =
+    let v1: bool =
         tx.query_row("SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'notified'", [], |r| r.get(0))?;
-    if has_notified {
+    if v1 {
+        // Out of the way, so SCHEMA makes the aggregates table as it is now.
+        tx.execute_batch("ALTER TABLE aggregates RENAME TO aggregates_v1")?;
+    }
+    tx.execute_batch(SCHEMA)?;
+    if v1 {
         tx.execute_batch(MIGRATE_V1)?;
     }
     tx.commit()
