@@ -76,25 +76,6 @@ pub trait Verifier: Send + Sync + fmt::Debug {
     }
 }
 
-/// Secret key material. Debug never prints it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Key(Vec<u8>);
-
-impl Key {
-    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
-        Key(bytes.into())
-    }
-    pub fn bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Key {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Key(<redacted>)")
-    }
-}
-
 /// An HMAC-SHA256 key made ready once: the state after the key's inner and outer blocks, which
 /// every message under that key starts from. Cloning it per request saves hashing the key twice.
 /// Debug never prints it (it is as secret as the key).
@@ -180,7 +161,6 @@ mod tests {
 
     #[test]
     fn keys_never_print() {
-        assert_eq!(format!("{:?}", Key::new("hunter2")), "Key(<redacted>)");
         assert_eq!(format!("{:?}", Keyed::new(b"hunter2")), "Key(<redacted>)");
     }
 }
