@@ -16,6 +16,7 @@ use common::event::Provider;
 use common::verify::Verifier;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
@@ -145,14 +146,20 @@ impl Signer {
     }
 }
 
-#[derive(Default)]
 struct Tally {
-    latency_us: Option<Histogram<u64>>,
+    latency_us: Histogram<u64>,
     /// Answers whose body says what the mode expects (`accepted` for new, `duplicate` for
     /// duplicates): the requests that count toward the result.
     expected: u64,
     other: u64,
     errors: u64,
+}
+
+impl Tally {
+    fn new() -> Self {
+        let latency_us = Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+        Tally { latency_us, expected: 0, other: 0, errors: 0 }
+    }
 }
 
 async fn run(
@@ -167,9 +174,7 @@ async fn run(
     let signer = Arc::new(Signer::new()?);
     if mode == Mode::Duplicate {
         // Deliver the event once first, so every measured request is a duplicate of it.
-        let stream = TcpStream::connect(&addr).await.with_context(|| format!("connect to {addr}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
+        let mut sender = connect(&addr).await?;
         let res = sender.send_request(signer.request(&uri, mode, usize::MAX, 0)).await?;
         anyhow::ensure!(res.status().is_success(), "priming delivery answered {}", res.status());
     }
@@ -181,17 +186,15 @@ async fn run(
             tokio::spawn(async move { connection(signer, uri, addr, mode, worker, start, measure_from, until).await })
         })
         .collect();
-    let mut total = Tally { latency_us: Some(histogram()), ..Tally::default() };
+    let mut total = Tally::new();
     for worker in workers {
         let t = worker.await??;
         total.expected += t.expected;
         total.other += t.other;
         total.errors += t.errors;
-        if let (Some(all), Some(h)) = (total.latency_us.as_mut(), t.latency_us.as_ref()) {
-            all.add(h)?;
-        }
+        total.latency_us.add(&t.latency_us)?;
     }
-    let h = total.latency_us.expect("histogram");
+    let h = total.latency_us;
     let secs = measured.as_secs_f64();
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     Ok(serde_json::json!({
@@ -210,10 +213,6 @@ async fn run(
     .to_string())
 }
 
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
-}
-
 /// One keep-alive connection: sends until `until`, records what was sent after `measure_from`.
 #[allow(clippy::too_many_arguments)]
 async fn connection(
@@ -226,16 +225,13 @@ async fn connection(
     measure_from: Instant,
     until: Instant,
 ) -> anyhow::Result<Tally> {
-    let stream = TcpStream::connect(&addr).await.with_context(|| format!("connect to {addr}"))?;
-    stream.set_nodelay(true)?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
+    let mut sender = connect(&addr).await?;
     tokio::time::sleep_until(start.into()).await;
     let expected: &[u8] = match mode {
         Mode::New => br#""accepted""#,
         Mode::Duplicate => br#""duplicate""#,
     };
-    let mut tally = Tally { latency_us: Some(histogram()), ..Tally::default() };
+    let mut tally = Tally::new();
     let mut n = 0u64;
     while Instant::now() < until {
         let req = signer.request(&uri, mode, worker, n);
@@ -252,8 +248,7 @@ async fn connection(
         if sent < measure_from {
             continue;
         }
-        let h = tally.latency_us.as_mut().expect("histogram");
-        h.saturating_record(sent.elapsed().as_micros() as u64);
+        tally.latency_us.saturating_record(sent.elapsed().as_micros() as u64);
         match answer {
             Ok((status, body)) if status == http::StatusCode::OK && contains(&body, expected) => tally.expected += 1,
             Ok(_) => tally.other += 1,
@@ -265,6 +260,15 @@ async fn connection(
         }
     }
     Ok(tally)
+}
+
+/// A keep-alive HTTP/1.1 connection to `addr`, its driver running on the runtime.
+async fn connect(addr: &str) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    let stream = TcpStream::connect(addr).await.with_context(|| format!("connect to {addr}"))?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
