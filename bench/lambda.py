@@ -211,7 +211,7 @@ class Services:
                         {"AttributeName": "merchant_pk", "KeyType": "HASH"},
                         {"AttributeName": "merchant_sk", "KeyType": "RANGE"},
                     ],
-                    "Projection": {"ProjectionType": "ALL"},
+                    "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["event"]},
                 }
             ],
             StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},

@@ -87,6 +87,43 @@ async fn one_webhook_is_one_conditional_put_and_duplicates_stay_one_item() {
     assert_eq!(DynamoStore::from_item(&item).unwrap().event_id, first.body["event_id"].as_str().unwrap());
 }
 
+#[tokio::test]
+async fn a_merchants_events_list_from_the_index_in_time_order_without_raw_payloads() {
+    let Some(endpoint) = moto::endpoint() else { return };
+    let s = stack(&endpoint).await;
+    let mut ids = Vec::new();
+    for rel in ["rainforest/refund.created.json", "rainforest/refund.succeeded.json"] {
+        let receipt = deliver(&s, rel).await;
+        assert_eq!(receipt.body["status"], "accepted", "{rel}");
+        ids.push(receipt.body["event_id"].as_str().unwrap().to_owned());
+    }
+    // A Memberful event names no merchant, so it stays out of the index.
+    assert_eq!(deliver(&s, "memberful/order.refunded.json").await.body["status"], "accepted");
+
+    let page = s
+        .ddb
+        .query()
+        .table_name(&s.table)
+        .index_name(common::store::layout::MERCHANT_INDEX)
+        .key_condition_expression("merchant_pk = :m")
+        .expression_attribute_values(
+            ":m",
+            aws_sdk_dynamodb::types::AttributeValue::S("MERCHANT#mid_2sPKnRjN5gT6Zs0cHUFbDoDt1nE".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let items = page.items.unwrap();
+    let listed: Vec<_> = items.iter().map(|i| DynamoStore::from_item(i).unwrap().event_id).collect();
+    assert_eq!(listed, ids, "both events, oldest first");
+    for item in &items {
+        // The canonical event is projected (amount, status, payor); the raw payload is not.
+        let event = DynamoStore::from_item(item).unwrap();
+        assert_eq!(event.amount.as_ref().map(|a| a.minor), Some(1250), "{item:?}");
+        assert!(!item.contains_key("raw_payload"), "the index copies no raw payload: {item:?}");
+    }
+}
+
 fn audience_counts(messages: &[(Value, std::collections::HashMap<String, String>)]) -> Vec<String> {
     let mut v: Vec<String> = messages
         .iter()

@@ -63,7 +63,9 @@ pub async fn create_table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
                 .index_name(MERCHANT_INDEX)
                 .key_schema(key("merchant_pk", KeyType::Hash))
                 .key_schema(key("merchant_sk", KeyType::Range))
-                .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                .projection(
+                    Projection::builder().projection_type(ProjectionType::Include).non_key_attributes("event").build(),
+                )
                 .build()
                 .unwrap(),
         )

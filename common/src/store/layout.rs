@@ -8,7 +8,8 @@
 //!   `expires_at` for TTL.
 //! - aggregate: same `pk`, `sk = AGG`, holding `status`, `status_rank` and `last_event_id`;
 //!   updated only when the rank rises.
-//! - GSI `by_merchant`: `merchant_pk = MERCHANT#<merchant id>`, `merchant_sk = <received at>#<event id>`.
+//! - GSI `by_merchant`: `merchant_pk = MERCHANT#<merchant id>`, `merchant_sk = <received at>#<event id>`,
+//!   projecting the keys and `event` only (not the raw payload: see template.yaml).
 
 use serde_json::{Value, json};
 
