@@ -4,7 +4,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use super::token::ct_eq_str;
+use super::token::SecretDigests;
 use super::{Presented, Verified, Verifier, VerifyError, header};
 
 const AUTHORIZATION: &str = "authorization";
@@ -13,6 +13,7 @@ const AUTHORIZATION: &str = "authorization";
 pub struct BasicAuth {
     /// `user:password` pairs.
     credentials: Vec<String>,
+    digests: SecretDigests,
 }
 
 impl std::fmt::Debug for BasicAuth {
@@ -24,7 +25,10 @@ impl std::fmt::Debug for BasicAuth {
 impl BasicAuth {
     /// Each entry is `user:password`.
     pub fn new(credentials: &[&str]) -> Self {
-        BasicAuth { credentials: credentials.iter().map(|c| (*c).to_owned()).collect() }
+        BasicAuth {
+            credentials: credentials.iter().map(|c| (*c).to_owned()).collect(),
+            digests: SecretDigests::new(credentials.iter().copied()),
+        }
     }
 }
 
@@ -37,9 +41,7 @@ impl Verifier for BasicAuth {
         }
         let decoded = B64.decode(b64.trim()).map_err(|_| VerifyError::MalformedHeader(AUTHORIZATION))?;
         let presented = std::str::from_utf8(&decoded).map_err(|_| VerifyError::MalformedHeader(AUTHORIZATION))?;
-        // Compare against every entry so timing does not tell which one (or whether any) matched.
-        let matched = self.credentials.iter().fold(false, |acc, c| acc | ct_eq_str(c, presented));
-        if matched { Ok(Verified::default()) } else { Err(VerifyError::WrongCredentials) }
+        if self.digests.matches(presented) { Ok(Verified::default()) } else { Err(VerifyError::WrongCredentials) }
     }
 
     fn presented(&self, req: &Presented<'_>) -> bool {

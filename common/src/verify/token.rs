@@ -11,8 +11,7 @@ pub struct SharedToken {
     header: &'static str,
     query_param: &'static str,
     tokens: Vec<String>,
-    /// SHA-256 of each token, hashed once: [`ct_eq_digest`] compares the presented token's hash.
-    digests: Vec<[u8; 32]>,
+    digests: SecretDigests,
 }
 
 impl std::fmt::Debug for SharedToken {
@@ -21,20 +20,28 @@ impl std::fmt::Debug for SharedToken {
     }
 }
 
-/// Constant-time equality of two strings of any lengths: both are hashed first, so neither the
-/// position of the first difference nor the length leaks.
-pub(crate) fn ct_eq_str(a: &str, b: &str) -> bool {
-    ct_eq_digest(&Sha256::digest(a.as_bytes()).into(), b)
-}
+/// The SHA-256 of each configured secret (several while one is rotated), hashed once at start.
+/// Comparing hashes in constant time tells neither the position of the first difference nor
+/// the length of a secret.
+#[derive(Clone)]
+pub(crate) struct SecretDigests(Vec<[u8; 32]>);
 
-/// [`ct_eq_str`] with the first string's SHA-256 already computed.
-pub(crate) fn ct_eq_digest(a: &[u8; 32], b: &str) -> bool {
-    a.ct_eq(Sha256::digest(b.as_bytes()).as_slice()).into()
+impl SecretDigests {
+    pub(crate) fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Self {
+        SecretDigests(secrets.into_iter().map(|s| Sha256::digest(s.as_bytes()).into()).collect())
+    }
+
+    /// Whether `presented` is one of the secrets. Every entry is compared, so timing does not
+    /// tell which one (or whether any) matched.
+    pub(crate) fn matches(&self, presented: &str) -> bool {
+        let presented = Sha256::digest(presented.as_bytes());
+        self.0.iter().fold(false, |acc, d| acc | bool::from(d.ct_eq(presented.as_slice())))
+    }
 }
 
 impl SharedToken {
     pub fn new(header: &'static str, query_param: &'static str, tokens: &[&str]) -> Self {
-        let digests = tokens.iter().map(|t| Sha256::digest(t.as_bytes()).into()).collect();
+        let digests = SecretDigests::new(tokens.iter().copied());
         SharedToken { header, query_param, tokens: tokens.iter().map(|t| (*t).to_owned()).collect(), digests }
     }
 
@@ -49,8 +56,7 @@ impl Verifier for SharedToken {
             Some(h) => std::borrow::Cow::Borrowed(h.trim()),
             None => self.token_in_query(req.query).ok_or(VerifyError::MissingHeader(self.header))?,
         };
-        let matched = self.digests.iter().fold(false, |acc, d| acc | ct_eq_digest(d, &presented));
-        if matched { Ok(Verified::default()) } else { Err(VerifyError::WrongCredentials) }
+        if self.digests.matches(&presented) { Ok(Verified::default()) } else { Err(VerifyError::WrongCredentials) }
     }
 
     fn presented(&self, req: &Presented<'_>) -> bool {
@@ -89,9 +95,14 @@ mod tests {
     }
 
     #[test]
-    fn ct_eq_compares_content() {
-        assert!(ct_eq_str("abc", "abc"));
-        assert!(!ct_eq_str("abc", "abd"));
-        assert!(!ct_eq_str("abc", "abcd"));
+    fn digests_match_only_a_whole_configured_secret() {
+        let d = SecretDigests::new(["abc", "rotated"]);
+        assert!(d.matches("abc"));
+        assert!(d.matches("rotated"));
+        assert!(!d.matches("abd"));
+        assert!(!d.matches("abcd"));
+        assert!(!d.matches("ab"));
+        assert!(!d.matches(""));
+        assert!(!SecretDigests::new([]).matches(""));
     }
 }
