@@ -2,7 +2,7 @@
 
 use common::lambda::{Error, run_fanout};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     run_fanout().await
 }

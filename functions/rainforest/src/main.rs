@@ -3,7 +3,7 @@
 use common::Provider;
 use common::lambda::{Error, run_webhook};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     run_webhook(Provider::Rainforest).await
 }
