@@ -1,7 +1,8 @@
 """A counting HTTP proxy for AWS API calls: forwards every request to one upstream (moto) and
 counts it by operation, so a benchmark can say how many DynamoDB requests one webhook costs.
 
-    python bench/count_proxy.py UPSTREAM_URL        # prints "listening <port>", then serves
+    python bench/count_proxy.py UPSTREAM_URL [--dynamodb URL] [--write-units]
+                                                    # prints "listening <port>", then serves
 
 The operation is the `X-Amz-Target` header (DynamoDB's JSON protocol:
 `DynamoDB_20120810.PutItem`), or the `Action` of a form-encoded query-protocol body (SNS:
@@ -9,6 +10,14 @@ The operation is the `X-Amz-Target` header (DynamoDB's JSON protocol:
 spent in this proxy and the upstream (callers diff two snapshots: that wait is what a local
 DynamoDB adds to an invocation, to set apart from the function's own time). Loopback only;
 stdlib only.
+
+--dynamodb sends DynamoDB's requests to their own upstream (DynamoDB Local) and the rest (SNS)
+to UPSTREAM_URL. --write-units asks DynamoDB for `ReturnConsumedCapacity: INDEXES` on every
+write that does not ask itself, and adds up the write units the answers report (`write_units`
+in /__counts), table and indexes: that is the bill. Only DynamoDB Local computes them (moto
+answers a constant). The answer goes back unchanged (its CRC32 header still matches): a
+`ConsumedCapacity` field the caller did not ask for is one both SDKs read and ignore. A write
+whose condition fails reports none, though DynamoDB bills it.
 """
 
 import http.client
@@ -43,8 +52,30 @@ def operation(headers, body):
     return "other"
 
 
-def make_handler(upstream_host, upstream_port, state, lock):
-    local = threading.local()  # one keep-alive connection to the upstream per serving thread
+WRITES = {"PutItem", "UpdateItem", "DeleteItem"}
+
+
+def with_capacity_request(headers, body):
+    """The body of a DynamoDB write with `ReturnConsumedCapacity: INDEXES` added (when it did
+    not ask for any), or None when it is not such a write."""
+    target = headers.get("X-Amz-Target") or ""
+    if not target.startswith("DynamoDB_") or target.split(".")[-1] not in WRITES:
+        return None
+    request = json.loads(body)
+    request.setdefault("ReturnConsumedCapacity", "INDEXES")
+    return json.dumps(request).encode()
+
+
+def write_units(payload):
+    try:
+        return float(json.loads(payload).get("ConsumedCapacity", {}).get("CapacityUnits", 0.0))
+    except (ValueError, AttributeError):
+        return 0.0
+
+
+def make_handler(upstreams, state, lock, count_write_units):
+    """upstreams: {"dynamodb": (host, port), "other": (host, port)}."""
+    local = threading.local()  # one keep-alive connection per upstream per serving thread
 
     class Handler(BaseHTTPRequestHandler):
         # HTTP/1.1 so the SDKs keep their connections open, as they would against AWS.
@@ -70,12 +101,14 @@ def make_handler(upstream_host, upstream_port, state, lock):
             return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
         def _forward(self, method, body):
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP | {"content-length"}}
+            which = "dynamodb" if (self.headers.get("X-Amz-Target") or "").startswith("DynamoDB_") else "other"
             headers["Content-Length"] = str(len(body))
+            conns = local.__dict__.setdefault("conns", {})
             for attempt in (1, 2):
-                conn = getattr(local, "conn", None)
+                conn = conns.get(which)
                 if conn is None:
-                    conn = local.conn = http.client.HTTPConnection(upstream_host, upstream_port, timeout=60)
+                    conn = conns[which] = http.client.HTTPConnection(*upstreams[which], timeout=60)
                 try:
                     conn.request(method, self.path, body=body, headers=headers)
                     res = conn.getresponse()
@@ -83,7 +116,7 @@ def make_handler(upstream_host, upstream_port, state, lock):
                 except (http.client.HTTPException, ConnectionError):
                     # The upstream closed an idle keep-alive connection: one fresh retry.
                     conn.close()
-                    local.conn = None
+                    conns[which] = None
                     if attempt == 2:
                         raise
 
@@ -98,9 +131,12 @@ def make_handler(upstream_host, upstream_port, state, lock):
                     payload = json.dumps(state).encode()
                 status, headers = 200, [("Content-Type", "application/json")]
             else:
-                status, headers, payload = self._forward(method, body)
+                sent = (count_write_units and with_capacity_request(self.headers, body)) or body
+                status, headers, payload = self._forward(method, sent)
                 with lock:
                     state["counts"][operation(self.headers, body)] += 1
+                    if sent is not body and status == 200:
+                        state["write_units"] += write_units(payload)
                     state["upstream_ms"] += (time.perf_counter() - start) * 1000
             self.send_response(status)
             for k, v in headers:
@@ -125,18 +161,29 @@ def make_handler(upstream_host, upstream_port, state, lock):
     return Handler
 
 
-def serve(upstream_url, port=0):
+def serve(upstream_url, port=0, dynamodb_url=None, count_write_units=False):
     """Starts the proxy on 127.0.0.1 in the calling process; returns the server (serve_forever it)."""
-    up = urllib.parse.urlsplit(upstream_url)
-    state = {"counts": Counter(), "upstream_ms": 0.0}
-    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(up.hostname, up.port, state, threading.Lock()))
+
+    def host_port(url):
+        u = urllib.parse.urlsplit(url)
+        return u.hostname, u.port
+
+    upstreams = {"other": host_port(upstream_url), "dynamodb": host_port(dynamodb_url or upstream_url)}
+    state = {"counts": Counter(), "upstream_ms": 0.0, "write_units": 0.0}
+    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(upstreams, state, threading.Lock(),
+                                                                  count_write_units))
     server.daemon_threads = True
     return server
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit(__doc__)
-    srv = serve(sys.argv[1])
+    import argparse
+
+    parser = argparse.ArgumentParser(usage=__doc__)
+    parser.add_argument("upstream")
+    parser.add_argument("--dynamodb", help="DynamoDB's own upstream (default: UPSTREAM)")
+    parser.add_argument("--write-units", action="store_true", help="add up DynamoDB's reported write units")
+    args = parser.parse_args()
+    srv = serve(args.upstream, dynamodb_url=args.dynamodb, count_write_units=args.write_units)
     print(f"listening {srv.server_address[1]}", flush=True)
     srv.serve_forever()
