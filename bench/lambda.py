@@ -213,7 +213,7 @@ class Services:
             jar_dir, port = ensure_dynamodb_local(), free_port()
             ddb = self._spawn(["java", f"-Djava.library.path={jar_dir / 'DynamoDBLocal_lib'}", "-jar",
                                str(jar_dir / "DynamoDBLocal.jar"), "-inMemory", "-port", str(port)],
-                              subprocess.DEVNULL)
+                              subprocess.DEVNULL, cwd=DYNAMODB_LOCAL)  # it writes a metadata file there
             wait_port(port, ddb, "DynamoDB Local", timeout=60)
             self.dynamodb = f"http://127.0.0.1:{port}"
             proxy_args += ["--dynamodb", self.dynamodb, "--write-units"]
@@ -234,12 +234,13 @@ class Services:
             self.warm_up_jvm()
         return self
 
-    def warm_up_jvm(self, n=1500):
-        """DynamoDB Local answers its first thousands of requests slower, while the JVM compiles
+    def warm_up_jvm(self, n=500):
+        """DynamoDB Local answers its first hundreds of requests slower, while the JVM compiles
         them: that would land on whichever function runs first. So first the kinds of request
         both sides make: our conditional PutItem of an event item (the GSI and the stream
         included) and the fan-out's conditional UpdateItem, Powertools' conditional PutItem and
-        its UpdateItem."""
+        its UpdateItem. Then the tables go: DynamoDB Local's writes to a table with a stream
+        slow down as its stream records pile up (a few thousand are enough to double them)."""
         events, ids = f"bench-warm-up-{uuid.uuid4().hex[:8]}", f"bench-warm-up-id-{uuid.uuid4().hex[:8]}"
         self.create_events_table(events)
         self.create_idempotency_table(ids)
@@ -263,9 +264,11 @@ class Services:
             self.ddb.update_item(
                 TableName=ids, Key={"id": {"S": f"warm-up#{i}"}}, UpdateExpression="SET #status = :s",
                 ExpressionAttributeNames={"#status": "status"}, ExpressionAttributeValues={":s": {"S": "COMPLETED"}})
+        for table in (events, ids):
+            self.ddb.delete_table(TableName=table)
 
-    def _spawn(self, argv, stdout):
-        proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.DEVNULL, start_new_session=True)
+    def _spawn(self, argv, stdout, cwd=None):
+        proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.DEVNULL, start_new_session=True, cwd=cwd)
         self.procs.append(proc)
         return proc
 
