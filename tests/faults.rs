@@ -165,3 +165,79 @@ async fn sns_failing_for_part_of_a_batch_reports_exactly_those_records_and_recov
         }
     }
 }
+
+fn sequence_numbers(res: &lambda::BatchResponse) -> Vec<String> {
+    res.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect()
+}
+
+/// The event ids `notifier` published, in publishing order, keeping only those in `of`.
+fn published_ids(notifier: &FlakyNotifier, of: &[&str]) -> Vec<String> {
+    notifier
+        .published
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|n| n.event_id.clone())
+        .filter(|id| of.contains(&id.as_str()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_failed_event_holds_back_the_later_events_of_its_object_and_no_other_object() {
+    let h = Harness::new();
+    for rel in ["rainforest/refund.created.json", "conscent/refunded.pass.json", "rainforest/refund.succeeded.json"] {
+        assert_eq!(h.send_fixture(rel).await.body["status"], "accepted", "{rel}");
+    }
+    let events = h.store.events();
+    let (created, other, succeeded) = (&events[0].event_id, &events[1].event_id, &events[2].event_id);
+    let batch = stream_of(&events);
+    let notifier = Arc::new(FlakyNotifier::default());
+    let fanout = Fanout::new(Arc::new(MemoryStore::new()), notifier.clone(), Routing::default(), "Test".into());
+
+    notifier.fail_for([created.clone()], Audience::Merchant);
+    let res = lambda::handle_stream(&fanout, batch.clone()).await;
+    let reported = sequence_numbers(&res);
+    assert_eq!(reported, ["100000000000", "100000000002"], "the failed record and the later one of its refund");
+    assert_eq!(published_ids(&notifier, &[other]).len(), 3, "the other object is told in full");
+    assert!(published_ids(&notifier, &[succeeded]).is_empty(), "`succeeded` waits for `created`");
+
+    notifier.recover();
+    let mut retry = batch.clone();
+    retry.records.retain(|r| reported.contains(r.change.sequence_number.as_ref().unwrap()));
+    assert!(lambda::handle_stream(&fanout, retry).await.batch_item_failures.is_empty());
+    // `created` (its internal message twice: once before the failure, once on the retry), then
+    // `succeeded`, never interleaved.
+    let order = published_ids(&notifier, &[created, succeeded]);
+    let (c, s) = (created.as_str(), succeeded.as_str());
+    assert_eq!(order, [c, c, c, s, s, s]);
+}
+
+#[tokio::test]
+async fn a_batch_delivers_different_objects_concurrently_and_one_objects_events_in_stream_order() {
+    let h = Harness::new();
+    for i in 0..8 {
+        let mut body: serde_json::Value = serde_json::from_slice(&fixture("conscent/refunded.pass.json")).unwrap();
+        body["payload"]["refund"]["_id"] = json!(format!("refund-{i}"));
+        let r = h.send_body(Provider::Conscent, "application/json", &serde_json::to_vec(&body).unwrap()).await;
+        assert_eq!(r.body["status"], "accepted");
+    }
+    for rel in
+        ["rainforest/refund.created.json", "rainforest/refund.processing.json", "rainforest/refund.succeeded.json"]
+    {
+        assert_eq!(h.send_fixture(rel).await.body["status"], "accepted", "{rel}");
+    }
+    let events = h.store.events();
+    let notifier = Arc::new(FlakyNotifier::default());
+    *notifier.delay.lock().unwrap() = Some(std::time::Duration::from_millis(5));
+    let fanout = Fanout::new(Arc::new(MemoryStore::new()), notifier.clone(), Routing::default(), "Test".into());
+
+    assert!(lambda::handle_stream(&fanout, stream_of(&events)).await.batch_item_failures.is_empty());
+    assert_eq!(notifier.published.lock().unwrap().len(), 8 * 3 + (2 + 1 + 3), "every audience of every event");
+    let most = notifier.max_in_flight.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(most > 1, "different objects were told one after another ({most} in flight at most)");
+    // One refund's statuses: each event's messages all go out before the next event's.
+    let statuses: Vec<&str> = events[8..].iter().map(|e| e.event_id.as_str()).collect();
+    let mut order = published_ids(&notifier, &statuses);
+    order.dedup();
+    assert_eq!(order, statuses, "created, processing, succeeded, in that order");
+}

@@ -77,12 +77,16 @@ impl<S: EventStore> EventStore for FlakyStore<S> {
 }
 
 /// Publishes into memory, failing for the chosen event ids at the chosen audience (the
-/// audiences before it in routing order have already been published: a partial set).
+/// audiences before it in routing order have already been published: a partial set). With a
+/// delay, each publish takes that long, and the most publishes ever in flight at once is kept.
 #[derive(Default)]
 pub struct FlakyNotifier {
     pub published: Mutex<Vec<Notification>>,
     failing: Mutex<HashSet<String>>,
     pub fail_at: Mutex<Option<Audience>>,
+    pub delay: Mutex<Option<std::time::Duration>>,
+    in_flight: std::sync::atomic::AtomicUsize,
+    pub max_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl FlakyNotifier {
@@ -101,6 +105,14 @@ impl Notifier for FlakyNotifier {
         let fail_at = *self.fail_at.lock().unwrap();
         if fail_at == Some(n.audience) && self.failing.lock().unwrap().contains(&n.event_id) {
             return Err(NotifyError { audience: n.audience.as_str(), message: "injected: SNS unavailable".into() });
+        }
+        let delay = *self.delay.lock().unwrap();
+        if let Some(delay) = delay {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+            self.max_in_flight.fetch_max(now, SeqCst);
+            tokio::time::sleep(delay).await;
+            self.in_flight.fetch_sub(1, SeqCst);
         }
         self.published.lock().unwrap().push(n.clone());
         Ok(())
