@@ -2,7 +2,7 @@
 DynamoDB Local) and counts it by operation, so a benchmark can say how many DynamoDB requests
 one webhook costs.
 
-    python bench/count_proxy.py UPSTREAM_URL [--dynamodb URL] [--write-units]
+    python bench/count_proxy.py UPSTREAM_URL [--dynamodb URL] [--write-units] [--latency-ms N]
                                                     # prints "listening <port>", then serves
 
 The operation is the `X-Amz-Target` header (DynamoDB's JSON protocol:
@@ -19,6 +19,10 @@ in /__counts), table and indexes: that is the bill. Only DynamoDB Local computes
 answers a constant). The answer goes back unchanged (its CRC32 header still matches): a
 `ConsumedCapacity` field the caller did not ask for is one both SDKs read and ignore. A write
 whose condition fails reports none, though DynamoDB bills it.
+
+--latency-ms holds each request that long before forwarding it: a stand-in for the network and
+service time of AWS in a region, which a local moto does not have (requests in flight at once
+wait at once, as they would there).
 """
 
 import argparse
@@ -74,7 +78,7 @@ def write_units(payload):
         return 0.0
 
 
-def make_handler(upstreams, state, lock, count_write_units):
+def make_handler(upstreams, state, lock, count_write_units, latency_s):
     """upstreams: {"dynamodb": (host, port), "other": (host, port)}."""
     local = threading.local()  # one keep-alive connection per upstream per serving thread
 
@@ -133,6 +137,8 @@ def make_handler(upstreams, state, lock, count_write_units):
                 status, headers = 200, [("Content-Type", "application/json")]
             else:
                 sent = (count_write_units and with_capacity_request(self.headers, body)) or body
+                if latency_s:
+                    time.sleep(latency_s)
                 status, headers, payload = self._forward(method, sent)
                 with lock:
                     state["counts"][operation(self.headers, body)] += 1
@@ -162,7 +168,7 @@ def make_handler(upstreams, state, lock, count_write_units):
     return Handler
 
 
-def serve(upstream_url, port=0, dynamodb_url=None, count_write_units=False):
+def serve(upstream_url, port=0, dynamodb_url=None, count_write_units=False, latency_ms=0.0):
     """Starts the proxy on 127.0.0.1 in the calling process; returns the server (serve_forever it)."""
 
     def host_port(url):
@@ -172,7 +178,7 @@ def serve(upstream_url, port=0, dynamodb_url=None, count_write_units=False):
     upstreams = {"other": host_port(upstream_url), "dynamodb": host_port(dynamodb_url or upstream_url)}
     state = {"counts": Counter(), "upstream_ms": 0.0, "write_units": 0.0}
     server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(upstreams, state, threading.Lock(),
-                                                                  count_write_units))
+                                                                  count_write_units, latency_ms / 1000))
     server.daemon_threads = True
     return server
 
@@ -182,7 +188,9 @@ if __name__ == "__main__":
     parser.add_argument("upstream")
     parser.add_argument("--dynamodb", help="DynamoDB's own upstream (default: UPSTREAM)")
     parser.add_argument("--write-units", action="store_true", help="add up DynamoDB's reported write units")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="hold each request this long first")
     args = parser.parse_args()
-    srv = serve(args.upstream, dynamodb_url=args.dynamodb, count_write_units=args.write_units)
+    srv = serve(args.upstream, dynamodb_url=args.dynamodb, count_write_units=args.write_units,
+                latency_ms=args.latency_ms)
     print(f"listening {srv.server_address[1]}", flush=True)
     srv.serve_forever()

@@ -70,6 +70,9 @@ FUNCTIONS = ["memberful", "conscent", "rainforest", "webforce", "foloosi", "fano
 # window as wide as the one the test that re-verifies events/ uses.
 REPLAY_TOLERANCE = "315360000"
 REGION = "us-east-1"
+# What the slow proxy adds to every AWS call: a round trip to DynamoDB or SNS within a region
+# takes milliseconds, while moto on loopback answers in whatever its own CPU time is.
+REGION_LATENCY_MS = 10
 
 
 class HarnessError(Exception):
@@ -219,12 +222,9 @@ class Services:
             wait_port(port, ddb, "DynamoDB Local", timeout=60)
             self.dynamodb = f"http://127.0.0.1:{port}"
             proxy_args += ["--dynamodb", self.dynamodb, "--write-units"]
-        proxy = self._spawn([sys.executable, str(ROOT / "bench" / "count_proxy.py"), *proxy_args], subprocess.PIPE)
-        line = proxy.stdout.readline().decode()
-        if not line.startswith("listening "):
-            raise HarnessError(f"count_proxy did not start: {line!r}")
-        self.proxy_port = int(line.split()[1])
+        self.proxy_port = self._proxy(proxy_args)
         self.proxy = f"http://127.0.0.1:{self.proxy_port}"
+        self.slow_proxy = f"http://127.0.0.1:{self._proxy(proxy_args + ['--latency-ms', str(REGION_LATENCY_MS)])}"
         import boto3  # from .venv (moto depends on it)
 
         session = boto3.session.Session(
@@ -268,6 +268,14 @@ class Services:
                 ExpressionAttributeNames={"#status": "status"}, ExpressionAttributeValues={":s": {"S": "COMPLETED"}})
         for table in (events, ids):
             self.ddb.delete_table(TableName=table)
+
+    def _proxy(self, args):
+        """Starts a count_proxy with `args`; returns its port."""
+        proxy = self._spawn([sys.executable, str(ROOT / "bench" / "count_proxy.py"), *args], subprocess.PIPE)
+        line = proxy.stdout.readline().decode()
+        if not line.startswith("listening "):
+            raise HarnessError(f"count_proxy did not start: {line!r}")
+        return int(line.split()[1])
 
     def _spawn(self, argv, stdout, cwd=None):
         proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.DEVNULL, start_new_session=True, cwd=cwd)
@@ -599,6 +607,11 @@ def measure(subject, services, secrets, runs, warm):
             em.close()
         if warm and subject.name == "rainforest" and run == runs - 1:
             r["warm_direct_duration_ms"] = warm_direct(subject, services, secrets, run_id, warm)
+        if warm and subject.name == "fanout" and run == runs - 1:
+            r["batch_ms"] = {
+                "local": fanout_batches(subject, services, secrets, run_id + "-batch", services.proxy),
+                "region": fanout_batches(subject, services, secrets, run_id + "-batch-region", services.slow_proxy),
+            }
         result["runs"].append(r)
         print(f"  {subject.label} run {run + 1}/{runs}: init {r['init_ms']:.1f} ms, "
               f"VmHWM {r['vmhwm_kib'] / 1024:.1f} MiB, DynamoDB new {dynamodb_total(r['requests_new'])} "
@@ -659,6 +672,42 @@ def warm_direct(subject, services, secrets, run_id, n):
         em.close()
 
 
+def wide_batch(objects=25):
+    """events/fanout-stream.json's five events copied into a batch of `objects` different
+    refunds (Lambda's batch size for the fan-out is 25)."""
+    base = load_event("fanout-stream")
+    inserts = [r for r in base["Records"] if r["eventName"] == "INSERT" and "event" in r["dynamodb"]["NewImage"]]
+    records = []
+    for n in range(objects):
+        record = json.loads(json.dumps(inserts[n % len(inserts)]))
+        image, copy = record["dynamodb"]["NewImage"], n // len(inserts)
+        event = json.loads(image["event"]["S"])
+        event["object_id"] += f"-{copy}"
+        image["event"]["S"] = json.dumps(event)
+        image["pk"]["S"] += f"-{copy}"
+        record["dynamodb"]["SequenceNumber"] = str(200_000_000_000 + n)
+        records.append(record)
+    return {"Records": records}
+
+
+def fanout_batches(subject, services, secrets, run_id, endpoint, n=8):
+    """REPORT Durations of the same 25-object batch delivered n times in one warm environment
+    (each time a full delivery: the aggregates re-advance for the events that last moved them),
+    the first left out."""
+    env = env_for(subject, services, secrets, run_id)
+    env["AWS_ENDPOINT_URL"] = endpoint
+    em = Emulator(subject.bootstrap, env)
+    try:
+        batch, durations = wide_batch(), []
+        for i in range(n):
+            answer, _, duration = em.invoke(batch)
+            check_answer(f"{subject.label} 25-object batch #{i + 1}", answer, "batch")
+            durations.append(duration)
+        return durations[1:]
+    finally:
+        em.close()
+
+
 # --- report -------------------------------------------------------------------------------
 
 
@@ -703,6 +752,8 @@ def summarize(result):
             warm_write_units_median=statistics.median(w["write_units"]),
             unauthorized_duration_ms_median=statistics.median(w["unauthorized_duration_ms"]),
         )
+    if last.get("batch_ms"):
+        s["batch_ms_median"] = {k: statistics.median(v) for k, v in last["batch_ms"].items()}
     if last.get("warm_direct_duration_ms"):
         s["warm_direct_ms_median"] = statistics.median(last["warm_direct_duration_ms"])
         s["warm_direct_ms_p90"] = p90(last["warm_direct_duration_ms"])
@@ -770,6 +821,15 @@ def report(results, args, missing):
             f"{ops(s['requests_duplicate'])}{'' if s['requests_stable'] else ' (varied between runs)'} |"
             + (f" {s['write_units_new']:g} |" if local else "")
         )
+
+    fanout = results["functions"].get("fanout (ours)", {}).get("summary", {}).get("batch_ms_median")
+    if fanout:
+        lines += [
+            "",
+            f"Fan-out, one batch of 25 events of 25 different refunds (25 UpdateItem, 75 Publish), warm, median "
+            f"of 7: {fanout['local']:.1f} ms against {'the stores' if local else 'moto'}; {fanout['region']:.1f} ms "
+            f"with {REGION_LATENCY_MS} ms added to every AWS call, as a region's round trip would.",
+        ]
 
     ours = results["functions"].get("rainforest (ours)", {}).get("summary")
     peer = results["functions"].get("rainforest (peer)", {}).get("summary")
