@@ -1,6 +1,5 @@
 //! `refund-relay serve`: every provider route on one local HTTP server.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -14,11 +13,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use common::config::Config;
 use common::event::{EventKind, Provider};
-use common::fanout::Fanout;
+use common::fanout::{Fanout, Outcome};
 use common::notify::Notifier;
 use common::receive::{ReceiveError, Receiver, WebhookRequest, refusal};
 use common::store::EventStore;
-use futures::stream::{self, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Notify;
@@ -29,23 +27,6 @@ use crate::store::{Pending, SqliteStore, Taken};
 /// Events the outbox worker reads per pass, and how many objects it fans out at once.
 const OUTBOX_BATCH: usize = 512;
 const OUTBOX_CONCURRENCY: usize = 64;
-
-/// Groups outbox entries by object, keeping the stored order within each object.
-fn by_object(pending: Vec<Pending>) -> Vec<Vec<Pending>> {
-    let mut index: HashMap<(Provider, EventKind, String), usize> = HashMap::new();
-    let mut groups: Vec<Vec<Pending>> = Vec::new();
-    for p in pending {
-        let key = (p.event.provider, p.event.kind, p.event.object_id.clone());
-        match index.get(&key) {
-            Some(&i) => groups[i].push(p),
-            None => {
-                index.insert(key, groups.len());
-                groups.push(vec![p]);
-            }
-        }
-    }
-    groups
-}
 
 /// Everything the server shares between requests.
 pub struct Runner {
@@ -89,25 +70,15 @@ impl Runner {
     pub async fn drain_outbox(&self) -> Result<usize, String> {
         let mut done = 0;
         while let Some(batch) = self.next_batch().await? {
-            let outcomes: Vec<(Vec<i64>, Option<String>)> = stream::iter(by_object(batch))
-                .map(|group| async move {
-                    let mut delivered = Vec::with_capacity(group.len());
-                    for Pending { seq, event } in group {
-                        if let Err(e) = self.fanout.deliver(&event).await {
-                            return (delivered, Some(e.to_string()));
-                        }
-                        delivered.push(seq);
-                    }
-                    (delivered, None)
-                })
-                .buffer_unordered(OUTBOX_CONCURRENCY)
-                .collect()
-                .await;
+            let events = batch.into_iter().map(|Pending { seq, event }| (seq, event)).collect();
             let mut failure = None;
             let mut delivered = Vec::new();
-            for (seqs, error) in outcomes {
-                delivered.extend(seqs);
-                failure = failure.or(error);
+            for (seq, outcome) in self.fanout.deliver_in_object_order(events, OUTBOX_CONCURRENCY).await {
+                match outcome {
+                    Outcome::Delivered(_) => delivered.push(seq),
+                    Outcome::Failed(e) => failure = failure.or(Some(e.to_string())),
+                    Outcome::HeldBack => {}
+                }
             }
             done += delivered.len();
             let marked = match delivered.is_empty() {

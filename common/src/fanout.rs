@@ -2,7 +2,10 @@
 //! object forward, tell each audience the routing table names. In AWS this runs in the fan-out
 //! function on the table's stream; the local runner calls it right after the store.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use futures_util::StreamExt;
 
 use crate::event::RefundEvent;
 use crate::notify::{self, Notification, Notifier, NotifyError, Routing};
@@ -15,6 +18,16 @@ pub enum Delivery {
     /// The object was already at this rank or beyond. Nobody wants "your refund is processing"
     /// after "your refund succeeded", so nobody is told.
     Stale,
+}
+
+/// What became of one event handed to [`Fanout::deliver_in_object_order`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Delivered(Delivery),
+    Failed(FanoutError),
+    /// Not tried: an earlier event of the same object failed, and a later status must not be
+    /// told before it.
+    HeldBack,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,5 +69,50 @@ impl Fanout {
                 Ok(Delivery::Notified(messages))
             }
         }
+    }
+
+    /// Delivers `events`: one object's in the order given, different objects up to
+    /// `concurrency` at a time, so one slow object does not hold up the rest. After one of an
+    /// object's events fails, its later ones are held back. The outcomes come back in the
+    /// order of `events`, each with its `K` (a record's id, an outbox sequence number).
+    pub async fn deliver_in_object_order<K>(
+        &self,
+        events: Vec<(K, RefundEvent)>,
+        concurrency: usize,
+    ) -> Vec<(K, Outcome)> {
+        let mut chains: Vec<Vec<(usize, K, RefundEvent)>> = Vec::new();
+        let mut chain_of_object: HashMap<String, usize> = HashMap::new();
+        for (position, (key, event)) in events.into_iter().enumerate() {
+            let chain = *chain_of_object.entry(event.object_key()).or_insert_with(|| {
+                chains.push(Vec::new());
+                chains.len() - 1
+            });
+            chains[chain].push((position, key, event));
+        }
+        let mut outcomes: Vec<(usize, K, Outcome)> = futures_util::stream::iter(chains)
+            .map(|chain| async move {
+                let mut outcomes = Vec::with_capacity(chain.len());
+                let mut failed = false;
+                for (position, key, event) in chain {
+                    let outcome = if failed {
+                        Outcome::HeldBack
+                    } else {
+                        match self.deliver(&event).await {
+                            Ok(delivery) => Outcome::Delivered(delivery),
+                            Err(e) => {
+                                failed = true;
+                                Outcome::Failed(e)
+                            }
+                        }
+                    };
+                    outcomes.push((position, key, outcome));
+                }
+                outcomes
+            })
+            .buffer_unordered(concurrency)
+            .concat()
+            .await;
+        outcomes.sort_unstable_by_key(|(position, ..)| *position);
+        outcomes.into_iter().map(|(_, key, outcome)| (key, outcome)).collect()
     }
 }

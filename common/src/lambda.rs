@@ -5,7 +5,6 @@
 //! invocation at a time, and a single thread saves the wake-ups between worker threads on every
 //! invocation (bench/README.md has the measured difference).
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,14 +13,13 @@ pub use lambda_http;
 pub use lambda_runtime;
 
 pub use aws_lambda_events::dynamodb::Event as StreamEvent;
-use futures_util::StreamExt;
 use lambda_http::{Body, Request, RequestExt, Response};
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 
 use crate::config::{Config, ConfigError, Env, Secrets, process_env};
-use crate::event::{Provider, RefundEvent};
-use crate::fanout::Fanout;
+use crate::event::Provider;
+use crate::fanout::{Fanout, Outcome};
 use crate::notify::sns::{SnsNotifier, TopicArns};
 use crate::receive::{Receiver, WebhookRequest};
 use crate::store::dynamodb::DynamoStore;
@@ -155,21 +153,16 @@ pub async fn run_fanout() -> Result<(), Error> {
     .await
 }
 
-/// How many objects one stream batch delivers at a time. One object's records stay in stream
-/// order; different objects do not wait for each other.
+/// How many objects one stream batch delivers at a time.
 const FANOUT_CONCURRENCY: usize = 16;
 
-/// A record to deliver: its place in the batch, its id for `batchItemFailures`, its event.
-type Pending = (usize, String, RefundEvent);
-
 /// Delivers every newly inserted event in a stream batch, one object's events in stream order
-/// and different objects concurrently. A record that fails is reported by its sequence number,
-/// with every later record of the same object (so a later status cannot overtake it); the
-/// others are done. Never panics, never fails the whole batch.
+/// and different objects concurrently ([`Fanout::deliver_in_object_order`]). A record that fails
+/// is reported by its sequence number, with every later record of the same object (so a later
+/// status cannot overtake it); the others are done. Never panics, never fails the whole batch.
 pub async fn handle_stream(fanout: &Fanout, batch: StreamEvent) -> BatchResponse {
-    let mut chains: Vec<Vec<Pending>> = Vec::new();
-    let mut chain_of_object: HashMap<String, usize> = HashMap::new();
-    for (position, record) in batch.records.into_iter().enumerate() {
+    let mut events = Vec::with_capacity(batch.records.len());
+    for record in batch.records {
         // Aggregate updates and TTL removals come down the same stream; only new events fan out.
         if record.event_name != "INSERT" {
             continue;
@@ -192,39 +185,21 @@ pub async fn handle_stream(fanout: &Fanout, batch: StreamEvent) -> BatchResponse
             }
         };
         let id = record.change.sequence_number.unwrap_or(record.event_id);
-        let object = crate::store::layout::object_pk(event.provider, event.kind, &event.object_id);
-        let chain = *chain_of_object.entry(object).or_insert_with(|| {
-            chains.push(Vec::new());
-            chains.len() - 1
-        });
-        chains[chain].push((position, id, event));
+        events.push(((id, event.event_id.clone()), event));
     }
 
-    let mut failed: Vec<(usize, String)> = futures_util::stream::iter(chains)
-        .map(|chain| deliver_in_order(fanout, chain))
-        .buffer_unordered(FANOUT_CONCURRENCY)
-        .concat()
-        .await;
-    failed.sort_unstable_by_key(|(position, _)| *position);
-    BatchResponse {
-        batch_item_failures: failed.into_iter().map(|(_, id)| ItemFailure { item_identifier: id }).collect(),
-    }
-}
-
-/// One object's records, in stream order. After a failure the rest are not tried but reported
-/// too: Lambda redelivers them after the failed one.
-async fn deliver_in_order(fanout: &Fanout, chain: Vec<Pending>) -> Vec<(usize, String)> {
-    let mut failed = Vec::new();
-    for (position, id, event) in chain {
-        if !failed.is_empty() {
-            tracing::warn!(event_id = %event.event_id, "an earlier event of this object failed; record will be retried");
-            failed.push((position, id));
-            continue;
+    let mut response = BatchResponse::default();
+    for ((id, event_id), outcome) in fanout.deliver_in_object_order(events, FANOUT_CONCURRENCY).await {
+        match outcome {
+            Outcome::Delivered(_) => continue,
+            Outcome::Failed(e) => {
+                tracing::error!(event_id = %event_id, error = %e, "fan-out failed; record will be retried")
+            }
+            Outcome::HeldBack => {
+                tracing::warn!(event_id = %event_id, "an earlier event of this object failed; record will be retried")
+            }
         }
-        if let Err(e) = fanout.deliver(&event).await {
-            tracing::error!(event_id = %event.event_id, error = %e, "fan-out failed; record will be retried");
-            failed.push((position, id));
-        }
+        response.batch_item_failures.push(ItemFailure { item_identifier: id });
     }
-    failed
+    response
 }
