@@ -117,16 +117,29 @@ fn stream_of(events: &[common::RefundEvent]) -> StreamEvent {
     serde_json::from_value(json!({ "Records": records })).unwrap()
 }
 
-#[tokio::test]
-async fn sns_failing_for_part_of_a_batch_reports_exactly_those_records_and_recovers() {
-    // 60 distinct refunds stored, then fanned out in one stream batch.
-    let h = Harness::new();
-    for i in 0..60 {
+/// `n` distinct Conscent.ai refunds (the fixture under new ids), each accepted by `h`.
+async fn store_refunds(h: &Harness, n: usize) {
+    for i in 0..n {
         let mut body: serde_json::Value = serde_json::from_slice(&fixture("conscent/refunded.pass.json")).unwrap();
         body["payload"]["refund"]["_id"] = json!(format!("refund-{i}"));
         let r = h.send_body(Provider::Conscent, "application/json", &serde_json::to_vec(&body).unwrap()).await;
         assert_eq!(r.body["status"], "accepted");
     }
+}
+
+/// The sequence numbers a stream batch reported as failed.
+/// What Lambda redelivers: the records of `batch` reported as failed.
+fn retry_of(batch: &StreamEvent, reported: &[String]) -> StreamEvent {
+    let mut retry = batch.clone();
+    retry.records.retain(|r| reported.contains(r.change.sequence_number.as_ref().unwrap()));
+    retry
+}
+
+#[tokio::test]
+async fn sns_failing_for_part_of_a_batch_reports_exactly_those_records_and_recovers() {
+    // 60 distinct refunds stored, then fanned out in one stream batch.
+    let h = Harness::new();
+    store_refunds(&h, 60).await;
     let events = h.store.events();
     let batch = stream_of(&events);
     let notifier = Arc::new(FlakyNotifier::default());
@@ -136,17 +149,13 @@ async fn sns_failing_for_part_of_a_batch_reports_exactly_those_records_and_recov
     let failing: Vec<String> = events.iter().step_by(3).map(|e| e.event_id.clone()).collect();
     notifier.fail_for(failing.clone(), Audience::Merchant);
     let res = lambda::handle_stream(&fanout, batch.clone()).await;
-    let reported: Vec<String> = res.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+    let reported = sequence_numbers(&res);
     let expected: Vec<String> = (0..60).step_by(3).map(|i| format!("{}", 100_000_000_000u64 + i as u64)).collect();
     assert_eq!(reported, expected, "exactly the failed records");
 
     // Recovery: Lambda retries the failed records.
     notifier.recover();
-    let retry: StreamEvent = {
-        let mut b = batch.clone();
-        b.records.retain(|r| reported.contains(r.change.sequence_number.as_ref().unwrap()));
-        b
-    };
+    let retry = retry_of(&batch, &reported);
     assert_eq!(retry.records.len(), 20);
     assert!(lambda::handle_stream(&fanout, retry).await.batch_item_failures.is_empty());
 
@@ -202,9 +211,7 @@ async fn a_failed_event_holds_back_the_later_events_of_its_object_and_no_other_o
     assert!(published_ids(&notifier, &[succeeded]).is_empty(), "`succeeded` waits for `created`");
 
     notifier.recover();
-    let mut retry = batch.clone();
-    retry.records.retain(|r| reported.contains(r.change.sequence_number.as_ref().unwrap()));
-    assert!(lambda::handle_stream(&fanout, retry).await.batch_item_failures.is_empty());
+    assert!(lambda::handle_stream(&fanout, retry_of(&batch, &reported)).await.batch_item_failures.is_empty());
     // `created` (its internal message twice: once before the failure, once on the retry), then
     // `succeeded`, never interleaved.
     let order = published_ids(&notifier, &[created, succeeded]);
@@ -215,12 +222,7 @@ async fn a_failed_event_holds_back_the_later_events_of_its_object_and_no_other_o
 #[tokio::test]
 async fn a_batch_delivers_different_objects_concurrently_and_one_objects_events_in_stream_order() {
     let h = Harness::new();
-    for i in 0..8 {
-        let mut body: serde_json::Value = serde_json::from_slice(&fixture("conscent/refunded.pass.json")).unwrap();
-        body["payload"]["refund"]["_id"] = json!(format!("refund-{i}"));
-        let r = h.send_body(Provider::Conscent, "application/json", &serde_json::to_vec(&body).unwrap()).await;
-        assert_eq!(r.body["status"], "accepted");
-    }
+    store_refunds(&h, 8).await;
     for rel in
         ["rainforest/refund.created.json", "rainforest/refund.processing.json", "rainforest/refund.succeeded.json"]
     {
