@@ -267,15 +267,8 @@ impl RefundEvent {
     /// status), never anything about the delivery. The parts are escaped ([`key_part`]) so ids
     /// that contain `#` cannot make two events share a key.
     pub fn idempotency_key(provider: Provider, object_id: &str, event_type: &str, status: Status) -> String {
-        let parts = [provider.as_str(), &key_part(object_id), &key_part(event_type), status.as_str()];
-        let mut key = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
-        for (i, part) in parts.iter().enumerate() {
-            if i > 0 {
-                key.push('#');
-            }
-            key.push_str(part);
-        }
-        key
+        // `join` sizes the string once (a `format!` grows it as it goes).
+        [provider.as_str(), &key_part(object_id), &key_part(event_type), status.as_str()].join("#")
     }
 
     /// `evt_` + 32 hex digits of SHA-256 over the idempotency key.

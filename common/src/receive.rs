@@ -270,9 +270,8 @@ fn media_type(provider: Provider, headers: &HeaderMap) -> Result<Media, ReceiveE
     let text = value.to_str().unwrap_or_default();
     // Compared without case, with no lower-cased copy.
     let essence = text.split(';').next().unwrap_or_default().trim();
-    let ends_with_json = essence.len() >= 5
-        && essence.is_char_boundary(essence.len() - 5)
-        && essence[essence.len() - 5..].eq_ignore_ascii_case("+json");
+    let ends_with_json =
+        essence.get(essence.len().saturating_sub(5)..).is_some_and(|tail| tail.eq_ignore_ascii_case("+json"));
     let media = if essence.eq_ignore_ascii_case("application/json") || ends_with_json {
         Some(Media::Json)
     } else if essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
