@@ -267,8 +267,17 @@ impl RefundEvent {
     /// status), never anything about the delivery. The parts are escaped ([`key_part`]) so ids
     /// that contain `#` cannot make two events share a key.
     pub fn idempotency_key(provider: Provider, object_id: &str, event_type: &str, status: Status) -> String {
-        // `join` sizes the string once (a `format!` grows it as it goes).
-        [provider.as_str(), &key_part(object_id), &key_part(event_type), status.as_str()].join("#")
+        let mut key = Self::idempotency_key_prefix(provider, object_id);
+        key.push_str(&key_part(event_type));
+        key.push('#');
+        key.push_str(status.as_str());
+        key
+    }
+
+    /// How every idempotency key of one object begins, `#` included: a store whose keys are
+    /// ordered finds an object's events as one range of them.
+    pub fn idempotency_key_prefix(provider: Provider, object_id: &str) -> String {
+        [provider.as_str(), &key_part(object_id), ""].join("#")
     }
 
     /// `evt_` + 32 hex digits of SHA-256 over the idempotency key.
@@ -320,6 +329,14 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(key_part("100%#1"), "100%25%231");
         assert_eq!(key_part("plain"), "plain");
+    }
+
+    #[test]
+    fn the_key_prefix_is_how_idempotency_keys_begin() {
+        for id in ["rfd_1", "a#b", "50%", ""] {
+            let key = RefundEvent::idempotency_key(Provider::Rainforest, id, "refund.created", Status::Created);
+            assert!(key.starts_with(&RefundEvent::idempotency_key_prefix(Provider::Rainforest, id)), "{key}");
+        }
     }
 
     #[test]
