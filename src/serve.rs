@@ -246,22 +246,7 @@ mod tests {
     use super::*;
 
     fn event(n: usize) -> RefundEvent {
-        let id = format!("rfd_{n}");
-        let key = RefundEvent::idempotency_key(Provider::Rainforest, &id, "refund.succeeded", Status::Succeeded);
-        serde_json::from_value(json!({
-            "event_id": RefundEvent::event_id_for(&key),
-            "idempotency_key": key,
-            "provider": "rainforest",
-            "kind": "refund",
-            "event_type": "refund.succeeded",
-            "status": "succeeded",
-            "object_id": id,
-            "merchant_id": "mid_1",
-            "payor": { "email": "payor@example.com" },
-            "received_at": "2026-11-25T00:00:00Z",
-            "raw_payload": "{}",
-        }))
-        .unwrap()
+        crate::store::test_event(&format!("rfd_{n}"), Status::Succeeded)
     }
 
     fn runner(dir: &Path, notifier: Arc<MemoryNotifier>) -> Arc<Runner> {

@@ -476,19 +476,24 @@ impl EventStore for SqliteStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn event(object_id: &str, status: Status) -> RefundEvent {
-        let key = RefundEvent::idempotency_key(Provider::Rainforest, object_id, "refund", status);
+    /// A Rainforest refund event with a merchant and a payor's email, so every audience has
+    /// something to be told.
+    pub(crate) fn event(object_id: &str, status: Status) -> RefundEvent {
+        let event_type = format!("refund.{status}");
+        let key = RefundEvent::idempotency_key(Provider::Rainforest, object_id, &event_type, status);
         serde_json::from_value(serde_json::json!({
             "event_id": RefundEvent::event_id_for(&key),
             "idempotency_key": key,
             "provider": "rainforest",
             "kind": "refund",
-            "event_type": format!("refund.{status}"),
+            "event_type": event_type,
             "status": status.as_str(),
             "object_id": object_id,
+            "merchant_id": "mid_1",
+            "payor": { "email": "payor@example.com" },
             "received_at": "2026-11-25T00:00:00Z",
             "raw_payload": "{}",
         }))
