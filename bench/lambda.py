@@ -653,26 +653,30 @@ def warm_invocations(subject, em, services, secrets, n):
     return w
 
 
+def warm_durations(subject, services, secrets, run_id, endpoints, event, outcome, n):
+    """REPORT Durations of n invocations in a new environment that reaches AWS at `endpoints`
+    (environment variables), after a first, cold one that is left out; `event()` makes each
+    invocation's event."""
+    em = Emulator(subject.bootstrap, {**env_for(subject, services, secrets, run_id), **endpoints})
+    try:
+        durations = []
+        for i in range(n + 1):
+            answer, _, duration = em.invoke(event())
+            check_answer(f"{subject.label} {run_id} #{i}", answer, outcome)
+            durations.append(duration)
+        return durations[1:]
+    finally:
+        em.close()
+
+
 def warm_direct(subject, services, secrets, run_id, n):
     """The warm durations again in a new environment that reaches the store directly: the
     counting proxy (a Python hop per request) is out of the path, so this is the store's real
     latency here."""
-    env = env_for(subject, services, secrets, run_id + "-direct")
-    env["AWS_ENDPOINT_URL"] = services.moto
     # Both SDKs read the service-specific endpoint variable before the general one.
-    env["AWS_ENDPOINT_URL_DYNAMODB"] = services.dynamodb
-    em = Emulator(subject.bootstrap, env)
-    try:
-        answer, _, _ = em.invoke(fresh_rainforest_event(secrets["RAINFOREST_WEBHOOK_SECRET"]))
-        check_answer(f"{subject.label} direct cold", answer, "accepted")
-        durations = []
-        for i in range(n):
-            answer, _, duration = em.invoke(fresh_rainforest_event(secrets["RAINFOREST_WEBHOOK_SECRET"]))
-            check_answer(f"{subject.label} direct warm #{i + 1}", answer, "accepted")
-            durations.append(duration)
-        return durations
-    finally:
-        em.close()
+    endpoints = {"AWS_ENDPOINT_URL": services.moto, "AWS_ENDPOINT_URL_DYNAMODB": services.dynamodb}
+    return warm_durations(subject, services, secrets, run_id + "-direct", endpoints,
+                          lambda: fresh_rainforest_event(secrets["RAINFOREST_WEBHOOK_SECRET"]), "accepted", n)
 
 
 def wide_batch(objects=25):
@@ -693,22 +697,12 @@ def wide_batch(objects=25):
     return {"Records": records}
 
 
-def fanout_batches(subject, services, secrets, run_id, endpoint, n=8):
+def fanout_batches(subject, services, secrets, run_id, endpoint, n=7):
     """REPORT Durations of the same 25-object batch delivered n times in one warm environment
-    (each time a full delivery: the aggregates re-advance for the events that last moved them),
-    the first left out."""
-    env = env_for(subject, services, secrets, run_id)
-    env["AWS_ENDPOINT_URL"] = endpoint
-    em = Emulator(subject.bootstrap, env)
-    try:
-        batch, durations = wide_batch(), []
-        for i in range(n):
-            answer, _, duration = em.invoke(batch)
-            check_answer(f"{subject.label} 25-object batch #{i + 1}", answer, "batch")
-            durations.append(duration)
-        return durations[1:]
-    finally:
-        em.close()
+    (each time a full delivery: the aggregates re-advance for the events that last moved them)."""
+    batch = wide_batch()
+    return warm_durations(subject, services, secrets, run_id, {"AWS_ENDPOINT_URL": endpoint}, lambda: batch,
+                          "batch", n)
 
 
 # --- report -------------------------------------------------------------------------------
