@@ -295,7 +295,7 @@ class Services:
 
     def create_events_table(self, name):
         """The events table as tests/support/aws.rs (and template.yaml) declare it."""
-        attrs = ["pk", "sk", "merchant_pk", "merchant_sk"]
+        attrs = ["pk", "sk", "merchant_pk", "merchant_sk", "held_pk", "held_sk"]
         self.ddb.create_table(
             TableName=name,
             BillingMode="PAY_PER_REQUEST",
@@ -309,7 +309,15 @@ class Services:
                         {"AttributeName": "merchant_sk", "KeyType": "RANGE"},
                     ],
                     "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["event"]},
-                }
+                },
+                {
+                    "IndexName": "by_held",
+                    "KeySchema": [
+                        {"AttributeName": "held_pk", "KeyType": "HASH"},
+                        {"AttributeName": "held_sk", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                },
             ],
             StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
         )
@@ -558,7 +566,8 @@ def env_for(subject, services, secrets, run_id):
         return env
     table = f"bench-{subject.name}-{run_id}"
     services.create_events_table(table)
-    env.update(EVENTS_TABLE=table, RUST_LOG="info", REPLAY_TOLERANCE_SECONDS=REPLAY_TOLERANCE)
+    env.update(EVENTS_TABLE=table, RUST_LOG="info", REPLAY_TOLERANCE_SECONDS=REPLAY_TOLERANCE,
+               ALLOW_DEVELOPMENT_SECRETS="true")
     if subject.name == "fanout":
         arns = services.topics()
         env.update(INTERNAL_TOPIC_ARN=arns["internal"], MERCHANT_TOPIC_ARN=arns["merchant"],

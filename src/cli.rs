@@ -3,11 +3,16 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use common::config::{Config, DEV_SECRETS, Secrets, process_env};
 use common::event::Provider;
+use common::held::HeldStatus;
+use common::receive::{Receiver, Reprocessed};
+use common::store::EventStore;
+use common::store::dynamodb::DynamoStore;
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +53,23 @@ pub enum Command {
         #[arg(long, default_value = "http://127.0.0.1:3000")]
         url: String,
     },
+    /// Held deliveries: authenticated, but not readable by the adapters that received them.
+    Held {
+        #[command(subcommand)]
+        command: HeldCommand,
+    },
+    /// Run today's adapters over every held delivery: what now reads is stored (once, through
+    /// the same conditional write) and its held item marked resolved.
+    Reprocess {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only this provider's held deliveries.
+        #[arg(long)]
+        provider: Option<Provider>,
+        /// Print what each would become; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Write API Gateway and DynamoDB stream events for local Lambda invocation, signed with the
     /// development secrets.
     Events {
@@ -59,6 +81,79 @@ pub enum Command {
         #[arg(long)]
         timestamp: Option<i64>,
     },
+}
+
+#[derive(Subcommand)]
+pub enum HeldCommand {
+    /// Every held delivery, newest first.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// Which store a command reads: the local runner's data directory, or a DynamoDB table (region,
+/// credentials and endpoint from the standard AWS settings, `AWS_ENDPOINT_URL` included).
+#[derive(clap::Args)]
+pub struct StoreArgs {
+    #[arg(long, default_value = ".relay", conflicts_with = "table")]
+    pub data_dir: PathBuf,
+    #[arg(long)]
+    pub table: Option<String>,
+}
+
+impl StoreArgs {
+    async fn open(&self) -> anyhow::Result<Arc<dyn EventStore>> {
+        Ok(match &self.table {
+            Some(table) => {
+                let client = aws_sdk_dynamodb::Client::new(&common::lambda::aws_config().await);
+                Arc::new(DynamoStore::new(client, table, common::lambda::retention(&process_env)?))
+            }
+            None => Arc::new(crate::store::SqliteStore::open(&self.data_dir.join("events.sqlite3"))?),
+        })
+    }
+}
+
+/// Reprocesses held deliveries and prints, per delivery, what it was held for and what it now is.
+async fn reprocess(args: &StoreArgs, provider: Option<Provider>, dry_run: bool) -> anyhow::Result<()> {
+    let config = local_config()?;
+    let (store, runner): (Arc<dyn EventStore>, _) = match &args.table {
+        Some(_) => (args.open().await?, None),
+        None => {
+            // The local runner's own outbox then tells what was stored, as `serve` would.
+            let runner = crate::serve::Runner::open(&config, &args.data_dir)?;
+            (Arc::new(runner.store().clone()), Some(runner))
+        }
+    };
+    let receiver = Receiver::new(&config, store.clone());
+    let (mut stored, mut still) = (0, 0);
+    for held in store.held(provider).await?.into_iter().filter(|h| h.status == HeldStatus::Held) {
+        let outcome = receiver.reprocess(&held, dry_run).await?;
+        let verdict = match &outcome {
+            Reprocessed::Accepted(e) => {
+                stored += 1;
+                let fields = serde_json::to_value(e.as_ref()).map(|mut v| {
+                    v.as_object_mut().map(|m| m.remove("raw_payload"));
+                    v
+                })?;
+                format!("{} as event {} {fields}", if dry_run { "would be accepted" } else { "accepted" }, e.event_id)
+            }
+            Reprocessed::Duplicate(e) => format!("duplicate of event {}", e.event_id),
+            Reprocessed::Ignored(reason) => {
+                format!("{}: {reason}", if dry_run { "would be ignored" } else { "ignored" })
+            }
+            Reprocessed::StillHeld(reason) => {
+                still += 1;
+                format!("still held: {reason}")
+            }
+        };
+        println!("{} {} (held: {}) -> {verdict}", held.held_id, held.provider, held.reason);
+    }
+    println!("{stored} {} stored, {still} still held", if dry_run { "would be" } else { "" }.trim());
+    if let (Some(runner), false) = (runner, dry_run) {
+        runner.drain_outbox().await.map_err(anyhow::Error::msg)?;
+    }
+    Ok(())
 }
 
 /// Secrets as the local runner reads them: the environment, or the development secrets.
@@ -126,6 +221,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Held { command: HeldCommand::List { store } } => {
+            let store = store.open().await?;
+            for held in store.held(None).await? {
+                println!("{}", serde_json::to_string(&held.summary())?);
+            }
+            Ok(())
+        }
+        Command::Reprocess { store, provider, dry_run } => reprocess(&store, provider, dry_run).await,
         Command::Events { out, fixtures, timestamp } => {
             for path in crate::events::write_all(&out, &fixtures, timestamp.unwrap_or_else(now)).await? {
                 println!("{}", path.display());

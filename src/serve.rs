@@ -131,10 +131,41 @@ impl Runner {
         Ok(Some(pending))
     }
 
+    /// Tells the internal audience of every held delivery not yet told. Each is told once: it is
+    /// marked told after its notification is written.
+    pub async fn tell_held(&self) -> Result<usize, String> {
+        let mut told = 0;
+        loop {
+            let held = self.store.untold_held(OUTBOX_BATCH).await.map_err(|e| e.to_string())?;
+            if held.is_empty() {
+                return Ok(told);
+            }
+            let mut done = Vec::with_capacity(held.len());
+            let mut failure = None;
+            for h in &held {
+                match self.fanout.tell_held(&h.notice()).await {
+                    Ok(()) => done.push((h.provider, h.held_id.clone())),
+                    Err(e) => {
+                        failure = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            told += done.len();
+            self.store.mark_held_told(done).await.map_err(|e| e.to_string())?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+        }
+    }
+
     async fn outbox_worker(self: Arc<Self>) {
         loop {
             if let Err(e) = self.drain_outbox().await {
                 tracing::error!(error = %e, "fan-out failed; will retry");
+            }
+            if let Err(e) = self.tell_held().await {
+                tracing::error!(error = %e, "telling held deliveries failed; will retry");
             }
             // Woken by each new event; the timeout retries failures and catches anything missed.
             let _ = tokio::time::timeout(Duration::from_secs(1), self.wake.notified()).await;
@@ -146,6 +177,8 @@ pub fn app(runner: Arc<Runner>) -> Router {
     Router::new()
         .route("/webhooks/{provider}", any(webhook))
         .route("/refunds/{provider}/{id}", get(object))
+        .route("/held", get(held_list))
+        .route("/held/{held_id}", get(held_one))
         .route("/healthz", get(|| async { axum::Json(json!({ "status": "ok" })) }))
         .with_state(runner)
 }
@@ -167,7 +200,7 @@ async fn webhook(State(runner): State<Arc<Runner>>, UrlPath(provider): UrlPath<S
             WebhookRequest { method: &parts.method, headers: &parts.headers, query: parts.uri.query(), body: &bytes },
         )
         .await;
-    if receipt.stored.is_some() {
+    if receipt.stored.is_some() || receipt.held.is_some() {
         runner.wake.notify_one();
     }
     http_response(receipt.into_response())
@@ -209,10 +242,32 @@ async fn object(
     match runner.store.object(provider, kind, &id).await {
         Ok(Some(record)) => axum::Json(record).into_response(),
         Ok(None) => not_found(format!("no {} {id} from {provider}", kind.as_str())).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "store read failed");
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "error": "store_unavailable" }))).into_response()
+        Err(e) => store_unavailable(e),
+    }
+}
+
+fn store_unavailable(e: common::store::StoreError) -> Response {
+    tracing::error!(error = %e, "store read failed");
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "error": "store_unavailable" }))).into_response()
+}
+
+/// `GET /held`: every held delivery, newest first, without bodies.
+async fn held_list(State(runner): State<Arc<Runner>>) -> Response {
+    match runner.store.held(None).await {
+        Ok(held) => axum::Json(held.iter().map(|h| h.summary()).collect::<Vec<_>>()).into_response(),
+        Err(e) => store_unavailable(e),
+    }
+}
+
+/// `GET /held/{held_id}`: one held delivery with its body.
+async fn held_one(State(runner): State<Arc<Runner>>, UrlPath(held_id): UrlPath<String>) -> Response {
+    match runner.store.held_one(&held_id).await {
+        Ok(Some(h)) => axum::Json(h.to_json()).into_response(),
+        Ok(None) => {
+            (StatusCode::NOT_FOUND, axum::Json(json!({ "error": "not_found", "message": "no such held delivery" })))
+                .into_response()
         }
+        Err(e) => store_unavailable(e),
     }
 }
 
@@ -226,6 +281,7 @@ pub async fn serve(config: Config, addr: SocketAddr, data_dir: PathBuf) -> anyho
     for p in Provider::ALL {
         println!("  POST http://{local}/webhooks/{p}");
     }
+    println!("  GET  http://{local}/held   (authenticated deliveries no adapter could read)");
     axum::serve(listener, app(runner))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
@@ -246,7 +302,8 @@ mod tests {
     use super::*;
 
     fn event(n: usize) -> RefundEvent {
-        crate::store::test_event(&format!("rfd_{n}"), Status::Succeeded)
+        // Rainforest tells every audience of a processing refund.
+        crate::store::test_event(&format!("rfd_{n}"), Status::Processing)
     }
 
     fn runner(dir: &Path, notifier: Arc<MemoryNotifier>) -> Arc<Runner> {

@@ -9,7 +9,6 @@ use std::time::Duration;
 use common::event::{EventKind, Provider, Status};
 use common::fanout::Fanout;
 use common::lambda;
-use common::notify::Routing;
 use common::notify::sns::SnsNotifier;
 use common::receive::Receiver;
 use common::store::EventStore;
@@ -34,7 +33,7 @@ impl Stack {
     /// The fan-out as the Lambda builds it: this stack's store, the real SNS client.
     fn sns_fanout(&self, topics: &common::notify::sns::TopicArns) -> Fanout {
         let sns = SnsNotifier::new(aws_sdk_sns::Client::new(&self.sdk), topics.clone());
-        Fanout::new(self.store.clone(), Arc::new(sns), Routing::default(), "PlatformPay".into())
+        Fanout::new(self.store.clone(), Arc::new(sns), support::general_routing(), "PlatformPay".into())
     }
 }
 
@@ -178,7 +177,7 @@ async fn the_stream_fans_out_to_the_audiences_the_routing_table_names() {
     assert!(filtered[0].0["text"].as_str().unwrap().contains("PlatformPay has flagged"));
 
     for (body, attrs) in internal.iter().chain(&merchant).chain(&payor) {
-        for key in ["provider", "kind", "event_type", "status", "audience", "merchant_id"] {
+        for key in ["provider", "kind", "event_type", "status", "audience", "merchant_id", "proof"] {
             assert!(attrs.contains_key(key), "attribute {key} missing: {attrs:?}");
         }
         assert_eq!(attrs["audience"], body["audience"].as_str().unwrap());
@@ -258,4 +257,126 @@ async fn a_stopped_moto_is_503_on_receive_and_failed_records_in_the_fanout() {
     let res = lambda::handle_stream(&fanout, batch).await;
     let failed: Vec<String> = res.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
     assert_eq!(failed, sequence, "exactly the records that could not be delivered");
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+async fn deliver_body(s: &Stack, provider: Provider, content_type: &str, body: &[u8]) -> common::Receipt {
+    let headers = signed(&config(&[]), provider, content_type, body, now(), &moto::unique("msg"));
+    s.receiver
+        .receive(provider, common::WebhookRequest { method: &http::Method::POST, headers: &headers, query: None, body })
+        .await
+}
+
+/// `refund-relay` against moto's DynamoDB, as an operator runs it.
+fn cli(endpoint: &str, args: &[&str], env: &[(&'static str, String)]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_refund-relay"))
+        .args(args)
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{args:?}: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// A held delivery on DynamoDB: one item (one PutItem, held once however often it is resent),
+/// the internal audience told once through the stream, and `reprocess --table` storing it once
+/// the configuration can read it.
+#[tokio::test]
+async fn held_deliveries_on_dynamodb_are_told_once_and_reprocessed() {
+    let Some(endpoint) = moto::endpoint() else { return };
+    let s = stack(&endpoint).await;
+    let body = b"transaction_no=FLN8&order_id=order-8";
+    let r = deliver_body(&s, Provider::Foloosi, FORM, body).await;
+    assert_eq!((r.status, &r.body["reason"]), (StatusCode::ACCEPTED, &Value::from("needs_confirmation: status")));
+    assert_eq!(*s.ops.0.lock().unwrap(), ["PutItem"], "holding is one write too");
+    let again = deliver_body(&s, Provider::Foloosi, FORM, body).await;
+    assert_eq!(again.body["held_id"], r.body["held_id"]);
+    assert_eq!(moto::item_count(&s.ddb, &s.table, "HELD").await, 1);
+    assert_eq!(moto::item_count(&s.ddb, &s.table, "EVT#").await, 0);
+
+    let topics = moto::topics_with_queues(&s.sdk).await;
+    let fanout = s.sns_fanout(&topics.arns);
+    let res = lambda::handle_stream(&fanout, moto::stream_batch(&s.sdk, &s.ddb, &s.table).await).await;
+    assert!(res.batch_item_failures.is_empty(), "{res:?}");
+    let internal = moto::drain(&s.sdk, &topics.queues["internal"]).await;
+    assert_eq!(internal.len(), 1, "told once: {internal:?}");
+    assert_eq!(internal[0].1["kind"], "held");
+    assert!(internal[0].0["text"].as_str().unwrap().contains("foloosi delivery could not be read"));
+    assert!(moto::drain(&s.sdk, &topics.queues["merchant"]).await.is_empty());
+
+    let listed = cli(&endpoint, &["held", "list", "--table", &s.table], &[]);
+    assert!(listed.contains(r.body["held_id"].as_str().unwrap()) && listed.contains("\"held\""), "{listed}");
+
+    let api = support::foloosi_api::FakeFoloosi::start();
+    api.answer("FLN8", support::foloosi_api::Answer::Detail(support::foloosi_api::detail("success", "order-8", "8")));
+    let env = api.env();
+    let dry = cli(&endpoint, &["reprocess", "--table", &s.table, "--dry-run"], &env);
+    assert!(dry.contains("would be accepted") && dry.contains("succeeded"), "{dry}");
+    assert_eq!(moto::item_count(&s.ddb, &s.table, "EVT#").await, 0, "a dry run writes nothing");
+    let run = cli(&endpoint, &["reprocess", "--table", &s.table], &env);
+    assert!(run.contains("-> accepted as event evt_"), "{run}");
+    assert_eq!(moto::item_count(&s.ddb, &s.table, "EVT#").await, 1);
+    let listed = cli(&endpoint, &["held", "list", "--table", &s.table], &[]);
+    assert!(listed.contains("\"resolved\""), "{listed}");
+    let twice = cli(&endpoint, &["reprocess", "--table", &s.table], &env);
+    assert!(twice.contains("0 stored"), "{twice}");
+    assert_eq!(moto::item_count(&s.ddb, &s.table, "EVT#").await, 1, "reprocessing twice stores once");
+}
+
+/// Same identity, other content: the stored item comes back with the failed condition, so a
+/// conflict costs the one request a duplicate costs.
+#[tokio::test]
+async fn a_conflict_is_told_from_a_duplicate_in_one_request() {
+    let Some(endpoint) = moto::endpoint() else { return };
+    let s = stack(&endpoint).await;
+    assert_eq!(deliver(&s, "conscent/refunded.pass.json").await.body["status"], "accepted");
+    s.ops.0.lock().unwrap().clear();
+    assert_eq!(deliver(&s, "conscent/refunded.pass.json").await.body["status"], "duplicate");
+    assert_eq!(*s.ops.0.lock().unwrap(), ["PutItem"], "a duplicate is one request");
+    s.ops.0.lock().unwrap().clear();
+    let mut other: Value = serde_json::from_slice(&fixture("conscent/refunded.pass.json")).unwrap();
+    other["payload"]["refund"]["amount"] = Value::from(7);
+    let r = deliver_body(&s, Provider::Conscent, "application/json", &serde_json::to_vec(&other).unwrap()).await;
+    assert_eq!((r.status, &r.body["reason"]), (StatusCode::ACCEPTED, &Value::from("conflict")));
+    assert_eq!(*s.ops.0.lock().unwrap(), ["PutItem", "PutItem"], "the event's write, then the held item's");
+    assert_eq!(moto::item_count(&s.ddb, &s.table, "EVT#").await, 1, "the stored event is untouched");
+    assert_eq!(moto::item_count(&s.ddb, &s.table, "HELD").await, 1);
+}
+
+/// DynamoDB's limits, checked before the write, on the real protocol: an id beyond the
+/// partition key's 2,048 bytes is held (the write could never succeed), and a notification
+/// beyond SNS's 256 KiB is shortened, keeping its event id.
+#[tokio::test]
+async fn store_and_message_limits_hold_or_shorten_instead_of_failing_forever() {
+    let Some(endpoint) = moto::endpoint() else { return };
+    let s = stack(&endpoint).await;
+    let mut long_id: Value = serde_json::from_slice(&fixture("rainforest/refund.failed.json")).unwrap();
+    long_id["data"]["refund_id"] = Value::from("r".repeat(3000));
+    let r = deliver_body(&s, Provider::Rainforest, "application/json", &serde_json::to_vec(&long_id).unwrap()).await;
+    assert_eq!((r.status, &r.body["reason"]), (StatusCode::ACCEPTED, &Value::from("too_large_for_store: object_id")));
+    assert_eq!(moto::item_count(&s.ddb, &s.table, "HELD").await, 1);
+
+    // 200 KB of refusal text reaches the notification twice (the field and the text).
+    let mut wordy: Value = serde_json::from_slice(&fixture("rainforest/refund.failed.json")).unwrap();
+    wordy["data"]["refusal_desc"] = Value::from("d".repeat(200_000));
+    let r = deliver_body(&s, Provider::Rainforest, "application/json", &serde_json::to_vec(&wordy).unwrap()).await;
+    assert_eq!(r.body["status"], "accepted", "{}", r.body);
+    let event = r.stored.unwrap();
+    let n = &common::notify::notifications(&event, &support::general_routing(), "PlatformPay")[0];
+    let size = n.body.to_string().len() + n.attributes.iter().map(|(k, v)| k.len() + 6 + v.len()).sum::<usize>();
+    assert!(size <= common::notify::MAX_MESSAGE_BYTES, "{size}");
+    assert_eq!(n.body["event_id"], event.event_id.as_str());
+    assert_eq!(n.body["truncated"], true);
+    let topics = moto::topics_with_queues(&s.sdk).await;
+    let fanout = s.sns_fanout(&topics.arns);
+    let res = lambda::handle_stream(&fanout, moto::stream_batch(&s.sdk, &s.ddb, &s.table).await).await;
+    assert!(res.batch_item_failures.is_empty(), "{res:?}");
+    let internal = moto::drain(&s.sdk, &topics.queues["internal"]).await;
+    assert!(internal.iter().any(|(b, _)| b["event_id"] == event.event_id.as_str()), "published within SNS's limit");
 }

@@ -112,6 +112,8 @@ fn base_env(endpoint: &str, table: &str) -> Vec<(String, String)> {
         ("AWS_ACCESS_KEY_ID", "testing"),
         ("AWS_SECRET_ACCESS_KEY", "testing"),
         ("EVENTS_TABLE", table),
+        // The published development secrets sign events/; a deployed function refuses them.
+        ("ALLOW_DEVELOPMENT_SECRETS", "true"),
         ("RUST_LOG", "info"),
     ]
     .iter()

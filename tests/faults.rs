@@ -10,7 +10,7 @@ use common::config::{Config, Secrets};
 use common::event::Provider;
 use common::fanout::Fanout;
 use common::lambda::{self, StreamEvent};
-use common::notify::{Audience, Routing};
+use common::notify::Audience;
 use common::receive::Receiver;
 use common::store::{MemoryStore, layout};
 use http::StatusCode;
@@ -143,7 +143,7 @@ async fn sns_failing_for_part_of_a_batch_reports_exactly_those_records_and_recov
     let events = h.store.events();
     let batch = stream_of(&events);
     let notifier = Arc::new(FlakyNotifier::default());
-    let fanout = Fanout::new(Arc::new(MemoryStore::new()), notifier.clone(), Routing::default(), "Test".into());
+    let fanout = Fanout::new(Arc::new(MemoryStore::new()), notifier.clone(), support::general_routing(), "Test".into());
 
     // SNS refuses the merchant message of every third event: internal was already published.
     let failing: Vec<String> = events.iter().step_by(3).map(|e| e.event_id.clone()).collect();
@@ -201,7 +201,7 @@ async fn a_failed_event_holds_back_the_later_events_of_its_object_and_no_other_o
     let (created, other, succeeded) = (&events[0].event_id, &events[1].event_id, &events[2].event_id);
     let batch = stream_of(&events);
     let notifier = Arc::new(FlakyNotifier::default());
-    let fanout = Fanout::new(Arc::new(MemoryStore::new()), notifier.clone(), Routing::default(), "Test".into());
+    let fanout = Fanout::new(Arc::new(MemoryStore::new()), notifier.clone(), support::general_routing(), "Test".into());
 
     notifier.fail_for([created.clone()], Audience::Merchant);
     let res = lambda::handle_stream(&fanout, batch.clone()).await;
@@ -231,7 +231,7 @@ async fn a_batch_delivers_different_objects_concurrently_and_one_objects_events_
     let events = h.store.events();
     let notifier = Arc::new(FlakyNotifier::default());
     *notifier.delay.lock().unwrap() = Some(std::time::Duration::from_millis(5));
-    let fanout = Fanout::new(Arc::new(MemoryStore::new()), notifier.clone(), Routing::default(), "Test".into());
+    let fanout = Fanout::new(Arc::new(MemoryStore::new()), notifier.clone(), support::general_routing(), "Test".into());
 
     assert!(lambda::handle_stream(&fanout, stream_of(&events)).await.batch_item_failures.is_empty());
     assert_eq!(notifier.published.lock().unwrap().len(), 8 * 3 + (2 + 1 + 3), "every audience of every event");

@@ -9,7 +9,7 @@ use common::config::{Config, Secrets};
 use common::event::Provider;
 use common::fanout::Fanout;
 use common::lambda::{self, lambda_http};
-use common::notify::{MemoryNotifier, Routing};
+use common::notify::MemoryNotifier;
 use common::receive::Receiver;
 use common::store::MemoryStore;
 use serde_json::Value;
@@ -85,7 +85,7 @@ async fn the_stream_event_fans_out_and_reports_failures_by_sequence_number() {
 
     let store = Arc::new(MemoryStore::new());
     let notifier = Arc::new(MemoryNotifier::new());
-    let fanout = Fanout::new(store.clone(), notifier.clone(), Routing::default(), "Test".into());
+    let fanout = Fanout::new(store.clone(), notifier.clone(), support::general_routing(), "Test".into());
     let res = lambda::handle_stream(&fanout, batch.clone()).await;
     assert!(res.batch_item_failures.is_empty());
     // Five terminal `succeeded` events, each to internal, merchant and payor.
@@ -99,7 +99,7 @@ async fn the_stream_event_fans_out_and_reports_failures_by_sequence_number() {
     // SNS down: every insert is reported, by its sequence number, and the MODIFY is not.
     let failing = Arc::new(MemoryNotifier::new());
     failing.set_failing(true);
-    let fanout = Fanout::new(Arc::new(MemoryStore::new()), failing, Routing::default(), "Test".into());
+    let fanout = Fanout::new(Arc::new(MemoryStore::new()), failing, support::general_routing(), "Test".into());
     let res = lambda::handle_stream(&fanout, batch).await;
     let ids: Vec<&str> = res.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     assert_eq!(ids, ["100000000000", "100000000001", "100000000002", "100000000003", "100000000004"]);
@@ -115,7 +115,7 @@ async fn functions_refuse_to_start_without_their_configuration() {
         assert!(e.to_string().contains(p.as_str()), "{e}");
     }
     // With its secret but no table, still no.
-    let only_secret = env_with(&[]);
+    let only_secret = env_with(&[("ALLOW_DEVELOPMENT_SECRETS", "true")]);
     let Err(e) = lambda::webhook_receiver(Provider::Memberful, &only_secret).await else {
         panic!("started without a table")
     };

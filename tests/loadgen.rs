@@ -39,7 +39,7 @@ fn stored(data_dir: &std::path::Path) -> u64 {
 fn every_request_counted_accepted_is_one_stored_event_and_duplicates_store_nothing() {
     let Some(bin) = loadgen() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let server = runner::start(dir.path());
+    let server = runner::start_with(dir.path(), &[("ROUTING_RAINFOREST", support::GENERAL_ROUTING)]);
     let url = format!("{}/webhooks/rainforest", server.url);
 
     let new = run(&bin, &url, "new");
@@ -48,7 +48,7 @@ fn every_request_counted_accepted_is_one_stored_event_and_duplicates_store_nothi
     assert_eq!((new["unexpected"].as_u64(), new["errors"].as_u64()), (Some(0), Some(0)), "{new}");
     assert_eq!(new["requests"].as_u64(), Some(accepted), "{new}");
     assert_eq!(stored(dir.path()), accepted);
-    // A succeeded Rainforest refund tells three audiences.
+    // A succeeded Rainforest refund tells three audiences under the general table.
     assert_eq!(runner::wait_for(dir.path(), 3 * accepted as usize, 60).len(), 3 * accepted as usize);
 
     let dup = run(&bin, &url, "duplicate");

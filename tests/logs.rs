@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use common::config::DEV_SECRETS;
 use common::event::Provider;
 use common::fanout::Fanout;
-use common::notify::{MemoryNotifier, Routing};
+use common::notify::MemoryNotifier;
 use support::{Harness, fixture, now, signed};
 
 #[derive(Clone, Default)]
@@ -40,7 +40,7 @@ async fn no_secret_signature_email_or_phone_in_logs() {
 
     let h = Harness::new();
     let notifier = Arc::new(MemoryNotifier::new());
-    let fanout = Fanout::new(h.store.clone(), notifier.clone(), Routing::default(), "Test".into());
+    let fanout = Fanout::new(h.store.clone(), notifier.clone(), support::general_routing(), "Test".into());
     let mut signatures = Vec::new();
     for (provider, rel) in support::all_fixtures() {
         let body = fixture(&rel);

@@ -5,7 +5,7 @@ mod support;
 
 use common::event::{EventKind, Provider, Status};
 use http::{HeaderMap, Method, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::{Harness, config, fixture, now, signed};
 
 /// Per provider: its main refund fixture, an event it sends that we ignore, and a required field
@@ -145,24 +145,25 @@ async fn a_rotated_secret_list_accepts_the_old_secret() {
 }
 
 #[tokio::test]
-async fn malformed_json_is_400_naming_the_body() {
+async fn malformed_json_is_held_naming_the_body() {
     for c in CASES {
         let h = Harness::new();
-        let r = h.send_body(c.provider, "application/json", b"{\"event\": oops").await;
-        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", c.refund);
-        assert_eq!(r.body["error"], "invalid_payload");
-        assert!(r.body["field"].is_string());
+        let r = h.send_body(c.provider, "application/json", b"not json at all").await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", c.refund);
+        assert_eq!(r.body["status"], "held");
+        assert_eq!(r.body["reason"], "malformed: body", "{}", r.body);
         assert!(h.store.events().is_empty());
+        assert_eq!(h.store.held_items().len(), 1);
     }
 }
 
 #[tokio::test]
-async fn a_missing_required_field_is_400_naming_it() {
+async fn a_missing_required_field_is_held_naming_it() {
     for c in CASES {
         let h = Harness::new();
         let r = h.send_body(c.provider, "application/json", &without(&fixture(c.refund), c.remove)).await;
-        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}: {}", c.refund, r.body);
-        assert_eq!(r.body["field"], c.field, "{}", r.body);
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}: {}", c.refund, r.body);
+        assert_eq!(r.body["reason"], format!("missing_field: {}", c.field), "{}", r.body);
         assert!(h.store.events().is_empty());
     }
 }
@@ -181,7 +182,7 @@ async fn events_we_do_not_handle_are_acknowledged_and_not_stored() {
 }
 
 #[tokio::test]
-async fn an_unknown_refund_event_is_400_not_ignored() {
+async fn an_unknown_refund_event_is_held_not_ignored() {
     let h = Harness::new();
     let r = h
         .send_body(
@@ -190,12 +191,16 @@ async fn an_unknown_refund_event_is_400_not_ignored() {
             br#"{"event_type":"refund.reversed","data":{"refund_id":"r1","status":"REVERSED"}}"#,
         )
         .await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
-    assert_eq!(r.body["field"], "event_type");
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(r.body["reason"], "unknown_refund_event: event_type");
+    // A refused Memberful endpoint is deleted after days of failures: this must be held.
     let r = h
         .send_body(Provider::Memberful, "application/json", br#"{"event":"order.partially_refunded","order":{}}"#)
         .await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(r.body["reason"], "unknown_refund_event: event");
+    assert_eq!(h.store.held_items().len(), 2);
+    assert!(h.store.events().is_empty());
 }
 
 #[tokio::test]
@@ -362,8 +367,10 @@ async fn every_fixture_normalizes_as_documented() {
         assert_eq!(status_of(&r), "accepted", "{rel}: {}", r.body);
         let e = &h.store.events()[0];
         assert_eq!((e.kind, e.status, e.object_id.as_str()), (*kind, *status, *id), "{rel}");
-        assert_eq!(e.amount.as_ref().map(|m| m.minor), *minor, "{rel}");
-        assert_eq!(e.amount.as_ref().unwrap().currency, *currency, "{rel}");
+        // Memberful sends only the order's total, never a refunded amount.
+        let money = e.amount.as_ref().or(e.order_total.as_ref());
+        assert_eq!(money.map(|m| m.minor), *minor, "{rel}");
+        assert_eq!(money.unwrap().currency, *currency, "{rel}");
         assert_eq!(e.raw_payload.as_bytes(), fixture(rel).as_slice(), "{rel}: raw payload kept byte for byte");
         assert!(e.idempotency_key.contains(*id));
     }
@@ -377,7 +384,10 @@ async fn details_each_adapter_carries() {
     h.send_fixture("rainforest/refund.failed.json").await;
     let events = h.store.events();
     let memberful = &events[0];
-    assert!(memberful.revoke_access);
+    // The documented example keeps its subscription active: access stays.
+    assert!(!memberful.revoke_access);
+    assert_eq!(memberful.amount, None, "Memberful sends no refunded amount");
+    assert_eq!(memberful.order_total.as_ref().map(|m| m.minor), Some(9900));
     assert_eq!(memberful.payor.email.as_deref(), Some("john.doe@example.com"));
     assert_eq!(memberful.order_ref.as_deref(), Some("4DACB7B0"));
     let conscent = &events[1];
@@ -426,8 +436,8 @@ async fn major_units_convert_by_currency_exponent() {
     body["data"]["transfer"]["transaction_currency"] = Value::from("JPY");
     body["data"]["transfer"]["transaction_amount"] = Value::from("10.5");
     let r = h.send_body(Provider::Foloosi, "application/json", &serde_json::to_vec(&body).unwrap()).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert_eq!(r.body["field"], "data.transfer.transaction_amount");
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    assert_eq!(r.body["reason"], "inexact_amount: data.transfer.transaction_amount");
 }
 
 #[tokio::test]
@@ -474,15 +484,19 @@ async fn http_level_refusals() {
     let r = h.send_body(Provider::Memberful, "application/json", &big).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
 
+    // After authentication the media type only picks a parser: what none reads is held.
     let r = h.send_body(Provider::Memberful, "text/plain", &body).await;
-    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    // Only WebforceHQ posts forms.
+    assert_eq!((r.status, &r.body["reason"]), (StatusCode::ACCEPTED, &"unsupported_media_type".into()));
+    // Only WebforceHQ and Foloosi post forms.
     let r = h.send_body(Provider::Memberful, "application/x-www-form-urlencoded", &body).await;
-    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!((r.status, &r.body["reason"]), (StatusCode::ACCEPTED, &"unsupported_media_type".into()));
+    // Unauthenticated, a wrong media type is refused before anything is read.
+    let mut unsigned = HeaderMap::new();
+    unsigned.insert(http::header::CONTENT_TYPE, "text/plain".parse().unwrap());
+    assert_eq!(h.send(Provider::Memberful, &unsigned, None, &body).await.status, StatusCode::UNAUTHORIZED);
 
     let r = h.send_body(Provider::Memberful, "application/json", b"\xff\xfe{}").await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert_eq!(r.body["field"], "body");
+    assert_eq!((r.status, &r.body["reason"]), (StatusCode::ACCEPTED, &"malformed: body".into()));
 
     let r = h
         .receiver
@@ -519,5 +533,284 @@ async fn every_fixture_gets_a_2xx() {
         let h = Harness::new();
         let r = h.send_fixture(&rel).await;
         assert_eq!(r.status, StatusCode::OK, "{rel}: {}", r.body);
+    }
+}
+
+/// One unreadable delivery: a label, its content type, its body and the held reason expected.
+type Unreadable = (&'static str, &'static str, Vec<u8>, &'static str);
+
+fn edited(rel: &str, pointer: &str, value: Value) -> Vec<u8> {
+    let mut v: Value = serde_json::from_slice(&fixture(rel)).unwrap();
+    *v.pointer_mut(pointer).unwrap_or_else(|| panic!("{rel} has {pointer}")) = value;
+    serde_json::to_vec(&v).unwrap()
+}
+
+/// Per provider, every kind of authenticated delivery its adapter cannot read. Memberful,
+/// Conscent.ai and WebforceHQ send no status field, and Foloosi no event name, so those rows
+/// have no such case.
+fn unreadable(c: &Case) -> Vec<Unreadable> {
+    const JSON: &str = "application/json";
+    let mut rows: Vec<Unreadable> = vec![
+        ("malformed", JSON, b"not json at all".to_vec(), "malformed: body"),
+        ("another content type", "text/csv", fixture(c.refund), "unsupported_media_type"),
+    ];
+    let missing: &'static str = Box::leak(format!("missing_field: {}", c.field).into_boxed_str());
+    rows.push(("missing its id", JSON, without(&fixture(c.refund), c.remove), missing));
+    match c.provider {
+        Provider::Memberful => {
+            rows.push((
+                "unknown refund event",
+                JSON,
+                edited(c.refund, "/event", json!("order.partially_refunded")),
+                "unknown_refund_event: event",
+            ));
+            rows.push((
+                "inexact amount",
+                JSON,
+                edited(c.refund, "/order/total", json!(99.5)),
+                "invalid_field: order.total",
+            ));
+        }
+        Provider::Conscent => {
+            rows.push((
+                "unknown refund event",
+                JSON,
+                edited(c.refund, "/event", json!("refunded.gift_card")),
+                "unknown_refund_event: event",
+            ));
+            rows.push((
+                "inexact amount",
+                JSON,
+                edited(c.refund, "/payload/refund/amount", json!(0.001)),
+                "inexact_amount: payload.refund.amount",
+            ));
+        }
+        Provider::Rainforest => {
+            rows.push((
+                "unknown refund event",
+                JSON,
+                edited(c.refund, "/event_type", json!("refund.reversed")),
+                "unknown_refund_event: event_type",
+            ));
+            rows.push((
+                "unknown status",
+                JSON,
+                edited(c.refund, "/data/status", json!("DISPUTED")),
+                "unknown_status: data.status",
+            ));
+            rows.push((
+                "inexact amount",
+                JSON,
+                edited(c.refund, "/data/amount", json!(12.5)),
+                "invalid_field: data.amount",
+            ));
+        }
+        Provider::Webforce => {
+            rows.push((
+                "unknown refund event",
+                JSON,
+                edited(c.refund, "/event", json!("Refund reversed")),
+                "unknown_refund_event: event",
+            ));
+            rows.push(("inexact amount", JSON, edited(c.refund, "/amount", json!("49.999")), "inexact_amount: amount"));
+        }
+        Provider::Foloosi => {
+            rows.push((
+                "unknown status",
+                JSON,
+                edited(c.refund, "/data/transfer/transaction_status", json!("on_hold")),
+                "unknown_status: data.transfer.transaction_status",
+            ));
+            rows.push((
+                "inexact amount",
+                JSON,
+                edited(c.refund, "/data/transfer/transaction_amount", json!("10.005")),
+                "inexact_amount: data.transfer.transaction_amount",
+            ));
+        }
+    }
+    rows
+}
+
+/// After authentication nothing is refused: each unreadable delivery is 202 held, exactly one
+/// held item, nothing in the events; its resend is the same held item; the same body without
+/// credentials is 401 and holds nothing.
+#[tokio::test]
+async fn every_provider_holds_what_it_cannot_read() {
+    let mut cases = 0;
+    for c in CASES {
+        for (label, content_type, body, reason) in unreadable(c) {
+            let h = Harness::new();
+            let r = h.send_body(c.provider, content_type, &body).await;
+            assert_eq!(r.status, StatusCode::ACCEPTED, "{} {label}: {}", c.provider, r.body);
+            assert_eq!(r.body["status"], "held", "{} {label}", c.provider);
+            assert_eq!(r.body["reason"], reason, "{} {label}", c.provider);
+            let held_id = r.body["held_id"].as_str().unwrap().to_owned();
+            assert_eq!(r.held.as_ref().map(|h| h.held_id.as_str()), Some(held_id.as_str()), "newly held");
+            let held = h.store.held_items();
+            assert_eq!(held.len(), 1, "{} {label}", c.provider);
+            assert_eq!(held[0].body, body, "kept byte for byte");
+            assert_eq!(held[0].content_type.as_deref(), Some(content_type));
+            assert!(held[0].headers.iter().all(|(k, _)| !k.contains("signature") && !k.contains("token")));
+            assert!(h.store.events().is_empty());
+
+            let again = h.send_body(c.provider, content_type, &body).await;
+            assert_eq!((again.status, &again.body["held_id"]), (StatusCode::ACCEPTED, &Value::from(held_id)));
+            assert!(again.held.is_none(), "a resend is not newly held, so not told again");
+            assert_eq!(h.store.held_items().len(), 1, "{} {label}: held once", c.provider);
+
+            let mut unsigned = HeaderMap::new();
+            unsigned.insert(http::header::CONTENT_TYPE, content_type.parse().unwrap());
+            let forged = h.send(c.provider, &unsigned, None, &body).await;
+            assert_eq!(forged.status, StatusCode::UNAUTHORIZED, "{} {label}", c.provider);
+            assert_eq!(h.store.held_items().len(), 1);
+            cases += 1;
+        }
+    }
+    assert_eq!(cases, 5 * 3 + 11, "every provider's cases ran");
+}
+
+/// The same identity with other content is a conflict: held, and the first event untouched.
+#[tokio::test]
+async fn the_same_refund_with_another_amount_is_held_as_a_conflict() {
+    let h = Harness::new();
+    let rel = "conscent/refunded.subscription.json";
+    assert_eq!(status_of(&h.send_fixture(rel).await), "accepted");
+    let first = h.store.events()[0].clone();
+    let other = edited(rel, "/payload/refund/amount", serde_json::json!(2));
+    let r = h.send_body(Provider::Conscent, "application/json", &other).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(r.body["reason"], "conflict");
+    assert_eq!(h.store.events(), vec![first], "the stored event is unchanged");
+    assert_eq!(h.store.held_items().len(), 1);
+    // The same content again is still a plain duplicate.
+    assert_eq!(status_of(&h.send_fixture(rel).await), "duplicate");
+}
+
+/// Holding writes to the store too: if that write fails, the provider hears 503, never a 2xx.
+#[tokio::test]
+async fn a_failing_store_while_holding_is_503() {
+    let h = Harness::new();
+    h.store.set_failing(true);
+    let r = h.send_body(Provider::Memberful, "application/json", b"not json").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    h.store.set_failing(false);
+    assert!(h.store.held_items().is_empty());
+    assert_eq!(h.send_body(Provider::Memberful, "application/json", b"not json").await.status, StatusCode::ACCEPTED);
+}
+
+/// A Foloosi delivery confirmed by the (fake) transaction-detail API, as a harness configured
+/// with `FOLOOSI_SECRET_KEY` runs it.
+mod foloosi_confirmation {
+    use std::time::Duration;
+
+    use super::*;
+    use support::foloosi_api::{Answer, FakeFoloosi, detail};
+
+    const FORM: &str = "application/x-www-form-urlencoded";
+
+    fn harness(api: &FakeFoloosi) -> Harness {
+        let env = api.env();
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Harness::with(&pairs)
+    }
+
+    #[tokio::test]
+    async fn a_confirmed_success_takes_the_apis_status_and_amount() {
+        let api = FakeFoloosi::start();
+        api.answer("FLN1", Answer::Detail(detail("success", "order-9", "25.50")));
+        let h = harness(&api);
+        // The callback's own (untrusted) secret_key field and claimed status are not what counts.
+        let r = h.send_body(Provider::Foloosi, FORM, b"transaction_no=FLN1&order_id=order-9&secret_key=x").await;
+        assert_eq!(status_of(&r), "accepted", "{}", r.body);
+        let e = &h.store.events()[0];
+        assert_eq!((e.kind, e.status), (EventKind::Payment, Status::Succeeded));
+        assert_eq!(e.amount.as_ref().map(|m| m.minor), Some(2550));
+        assert_eq!(e.order_ref.as_deref(), Some("order-9"));
+        assert_eq!(e.proof, common::event::Proof::Confirmed);
+        assert_eq!(*api.asked.lock().unwrap(), ["FLN1"]);
+    }
+
+    #[tokio::test]
+    async fn the_api_saying_failed_is_never_stored_as_a_success() {
+        let api = FakeFoloosi::start();
+        api.answer("FLNIAREC61a859e4a8977", Answer::Detail(detail("failure", "order-771", "100")));
+        let h = harness(&api);
+        let r = h.send_fixture("foloosi/transaction.success.json").await;
+        assert_eq!(status_of(&r), "accepted", "{}", r.body);
+        assert_eq!(h.store.events()[0].status, Status::Failed, "the webhook said success; the API says failure");
+    }
+
+    #[tokio::test]
+    async fn unknown_or_mismatched_transactions_are_held_unconfirmed() {
+        let api = FakeFoloosi::start();
+        api.answer("FLNIAREC61a859e4a8977", Answer::Detail(detail("success", "another-order", "100")));
+        let h = harness(&api);
+        let r = h.send_fixture("foloosi/transaction.success.json").await;
+        assert_eq!((r.status, &r.body["reason"]), (StatusCode::ACCEPTED, &Value::from("unconfirmed: optional1")));
+        let r = h.send_body(Provider::Foloosi, FORM, b"transaction_no=FLN-unknown&order_id=o").await;
+        assert_eq!((r.status, &r.body["reason"]), (StatusCode::ACCEPTED, &Value::from("unconfirmed: transaction_no")));
+        assert!(h.store.events().is_empty());
+        assert_eq!(h.store.held_items().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_api_that_is_down_or_slow_is_503_within_the_bound() {
+        let api = FakeFoloosi::start();
+        api.answer("FLN-down", Answer::Status(500));
+        api.answer("FLN-slow", Answer::Slow(Duration::from_secs(5), detail("success", "o", "1")));
+        let h = harness(&api);
+        let r = h.send_body(Provider::Foloosi, FORM, b"transaction_no=FLN-down&order_id=o").await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+        let started = std::time::Instant::now();
+        let r = h.send_body(Provider::Foloosi, FORM, b"transaction_no=FLN-slow&order_id=o").await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+        // A bound, not a speed goal: the 2 s timeout, well under the fake's 5 s.
+        assert!(started.elapsed() < Duration::from_millis(4500), "{:?}", started.elapsed());
+        assert!(h.store.events().is_empty() && h.store.held_items().is_empty(), "a 503 stores nothing");
+    }
+
+    #[tokio::test]
+    async fn without_the_secret_key_a_callback_without_status_needs_confirmation() {
+        let h = Harness::new();
+        let r = h.send_body(Provider::Foloosi, FORM, b"transaction_no=FLN1&order_id=order-9&secret_key=x").await;
+        assert_eq!((r.status, &r.body["reason"]), (StatusCode::ACCEPTED, &Value::from("needs_confirmation: status")));
+        // A form callback that carries its status is read through the same table.
+        let r = h.send_body(Provider::Foloosi, FORM, b"transaction_no=FLN2&order_id=o&status=closed").await;
+        assert_eq!(status_of(&r), "accepted", "{}", r.body);
+        assert_eq!(h.store.events()[0].status, Status::Canceled, "the payer closed the widget: no failure");
+    }
+
+    /// Held as unconfirmed by today's configuration, then reprocessed once `FOLOOSI_SECRET_KEY`
+    /// points at the API: a dry run stores nothing, the run stores one event and resolves the
+    /// held item, a second run stores nothing more.
+    #[tokio::test]
+    async fn a_held_callback_is_reprocessed_once_confirmation_is_configured() {
+        let h = Harness::new();
+        let body = b"transaction_no=FLN7&order_id=order-7";
+        assert_eq!(h.send_body(Provider::Foloosi, FORM, body).await.body["reason"], "needs_confirmation: status");
+        let held = h.store.held_items().remove(0);
+
+        let api = FakeFoloosi::start();
+        api.answer("FLN7", Answer::Detail(detail("success", "order-7", "10")));
+        let env = api.env();
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let today = common::receive::Receiver::new(&config(&pairs), h.store.clone());
+
+        let dry = today.reprocess(&held, true).await.unwrap();
+        let common::receive::Reprocessed::Accepted(e) = dry else { panic!("{dry:?}") };
+        assert_eq!((e.status, e.amount.as_ref().map(|m| m.minor)), (Status::Succeeded, Some(1000)));
+        assert!(h.store.events().is_empty(), "a dry run writes nothing");
+        assert_eq!(h.store.held_items()[0].status, common::held::HeldStatus::Held);
+
+        assert!(matches!(today.reprocess(&held, false).await.unwrap(), common::receive::Reprocessed::Accepted(_)));
+        assert_eq!(h.store.events().len(), 1);
+        let resolved = h.store.held_items().remove(0);
+        assert_eq!(resolved.status, common::held::HeldStatus::Resolved);
+        assert_eq!(resolved.resolution.as_deref(), Some(format!("accepted {}", h.store.events()[0].event_id).as_str()));
+
+        // Reprocessing again goes through the same conditional write: a duplicate, nothing new.
+        assert!(matches!(today.reprocess(&held, false).await.unwrap(), common::receive::Reprocessed::Duplicate(_)));
+        assert_eq!(h.store.events().len(), 1);
     }
 }

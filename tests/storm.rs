@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::event::{EventKind, Provider, Status};
-use common::notify::Routing;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -158,7 +157,7 @@ fn headers(cfg: &common::config::Config, e: &Event, n: usize) -> http::HeaderMap
 
 /// The notification checks both runs share. `sent` is (event_id, audience) per notification.
 fn assert_notified_once(events: &[Event], ids: &HashMap<usize, String>, sent: &[(String, String)]) {
-    let routing = Routing::default();
+    let routing = support::general_routing();
     let mut copies: HashMap<&(String, String), usize> = HashMap::new();
     for n in sent {
         *copies.entry(n).or_insert(0) += 1;
@@ -170,7 +169,7 @@ fn assert_notified_once(events: &[Event], ids: &HashMap<usize, String>, sent: &[
         m
     });
     for (i, e) in events.iter().enumerate() {
-        let want: HashSet<&str> = routing.audiences(e.status).iter().map(|a| a.as_str()).collect();
+        let want: HashSet<&str> = routing.audiences(e.provider, e.status).iter().map(|a| a.as_str()).collect();
         let got = by_event.get(ids[&i].as_str()).cloned().unwrap_or_default();
         // The terminal (or only) event of an object always advances it: told exactly once. An
         // earlier status may arrive after a later one and rightly tell nobody.
@@ -219,7 +218,7 @@ fn storm_through_the_local_runner() {
     let ids = event_ids(&events);
     let order = arrival_order();
     let dir = tempfile::tempdir().unwrap();
-    let server = support::runner::start(dir.path());
+    let server = support::runner::start_with(dir.path(), &[("ROUTING_RAINFOREST", support::GENERAL_ROUTING)]);
     let cfg = config(&[]);
     let tally = Tally::default();
     let next = AtomicUsize::new(0);
@@ -258,7 +257,7 @@ fn storm_through_the_local_runner() {
     let minimum: usize = events
         .iter()
         .filter(|e| e.status.is_terminal() || e.provider != Provider::Rainforest)
-        .map(|e| Routing::default().audiences(e.status).len())
+        .map(|e| support::general_routing().audiences(e.provider, e.status).len())
         .sum();
     let sent = support::runner::wait_for(dir.path(), minimum, 300);
     let pairs: Vec<(String, String)> = sent
@@ -324,7 +323,7 @@ async fn storm_through_dynamodb_and_the_stream_fanout() {
     // policies, SQS) is proven in tests/aws.rs, and 5,000 publishes through moto would cost this
     // test minutes without proving more about "once".
     let notifier = Arc::new(common::notify::MemoryNotifier::new());
-    let fanout = Fanout::new(store.clone(), notifier.clone(), Routing::default(), "Storm".into());
+    let fanout = Fanout::new(store.clone(), notifier.clone(), support::general_routing(), "Storm".into());
     let mut batch = moto::stream_batch(&sdk, &ddb, &table).await;
     let inserts = batch.records.iter().filter(|r| r.event_name == "INSERT").count();
     assert!(inserts >= DISTINCT, "{inserts} inserts on the stream");

@@ -7,6 +7,7 @@ use crate::event::Provider;
 use crate::money;
 use crate::notify::Routing;
 use crate::providers::ProviderSettings;
+use crate::providers::foloosi_api::{self, FoloosiApi};
 use crate::providers::{conscent, memberful, webforce};
 use crate::verify::{self, BasicAuth, FirstPresented, HmacSha256Hex, SharedToken, StandardWebhooks, Verifier};
 
@@ -15,6 +16,15 @@ pub const DEFAULT_BODY_LIMIT: usize = 256 * 1024;
 
 /// Tokens for providers that sign nothing must be hard to guess.
 pub const MIN_TOKEN_LEN: usize = 16;
+
+/// HMAC and Standard Webhooks keys shorter than this are refused: a short key is guessable, and
+/// an empty one (`whsec_` alone) lets anyone sign.
+pub const MIN_KEY_BYTES: usize = 16;
+
+/// The largest `BODY_LIMIT_BYTES`: a held delivery keeps the whole body, its headers (at most
+/// [`crate::held::MAX_HEADER_BYTES`]) and a few small attributes in one DynamoDB item of at most
+/// 400 KB.
+pub const MAX_BODY_LIMIT: usize = 384 * 1024;
 
 /// Reads one variable; tests pass a map, the binaries `std::env::var`.
 pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -62,10 +72,21 @@ fn refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
+/// Refuses HMAC keys that cannot be real.
+fn hmac_keys(var: &'static str, keys: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    if keys.iter().any(|k| k.len() < MIN_KEY_BYTES) {
+        return Err(invalid(var, format!("each secret must be at least {MIN_KEY_BYTES} bytes")));
+    }
+    Ok(keys)
+}
+
 /// Builds the provider's verifier from its secrets, or `None` when none is configured.
 fn verifier(provider: Provider, env: Env, tolerance: u64) -> Result<Option<Arc<dyn Verifier>>, ConfigError> {
-    let list =
-        |var: &str| env(var).map(|v| verify::split_secrets(&v).into_iter().map(str::to_owned).collect::<Vec<_>>());
+    let list = |var: &str| {
+        env(var)
+            .map(|v| verify::split_secrets(&v).into_iter().map(str::to_owned).collect::<Vec<_>>())
+            .filter(|s| !s.is_empty())
+    };
     let tokens = |var: &'static str| -> Result<Option<Vec<String>>, ConfigError> {
         match list(var) {
             Some(t) if t.iter().any(|t| t.len() < MIN_TOKEN_LEN) => {
@@ -75,17 +96,24 @@ fn verifier(provider: Provider, env: Env, tolerance: u64) -> Result<Option<Arc<d
         }
     };
     let scheme: Option<Arc<dyn Verifier>> = match provider {
-        Provider::Memberful => list("MEMBERFUL_WEBHOOK_SECRET")
-            .filter(|s| !s.is_empty())
-            .map(|s| Arc::new(HmacSha256Hex::new(memberful::SIGNATURE_HEADER, &refs(&s))) as Arc<dyn Verifier>),
+        Provider::Memberful => match list("MEMBERFUL_WEBHOOK_SECRET") {
+            Some(s) => {
+                let s = hmac_keys("MEMBERFUL_WEBHOOK_SECRET", s)?;
+                Some(Arc::new(HmacSha256Hex::new(memberful::SIGNATURE_HEADER, &refs(&s))) as Arc<dyn Verifier>)
+            }
+            None => None,
+        },
         Provider::Conscent => {
             let mut schemes: Vec<Box<dyn Verifier>> = Vec::new();
-            if let Some(s) = list("CONSCENT_WEBHOOK_SECRET").filter(|s| !s.is_empty()) {
+            if let Some(s) = list("CONSCENT_WEBHOOK_SECRET") {
+                let s = hmac_keys("CONSCENT_WEBHOOK_SECRET", s)?;
                 schemes.push(Box::new(HmacSha256Hex::new(conscent::SIGNATURE_HEADER, &refs(&s))));
             }
-            if let Some(c) = list("CONSCENT_BASIC_AUTH").filter(|s| !s.is_empty()) {
-                if c.iter().any(|p| !p.contains(':')) {
-                    return Err(invalid("CONSCENT_BASIC_AUTH", "each entry must be key:secret"));
+            if let Some(c) = list("CONSCENT_BASIC_AUTH") {
+                let whole =
+                    |p: &String| p.split_once(':').is_some_and(|(user, pass)| !user.is_empty() && !pass.is_empty());
+                if !c.iter().all(whole) {
+                    return Err(invalid("CONSCENT_BASIC_AUTH", "each entry must be key:secret, neither empty"));
                 }
                 schemes.push(Box::new(BasicAuth::new(&refs(&c))));
             }
@@ -93,9 +121,9 @@ fn verifier(provider: Provider, env: Env, tolerance: u64) -> Result<Option<Arc<d
                 Arc::new(FirstPresented::new(schemes, "`x-conscent-signature` or `authorization`")) as Arc<dyn Verifier>
             })
         }
-        Provider::Rainforest => match list("RAINFOREST_WEBHOOK_SECRET").filter(|s| !s.is_empty()) {
+        Provider::Rainforest => match list("RAINFOREST_WEBHOOK_SECRET") {
             Some(s) => Some(Arc::new(
-                StandardWebhooks::new(&refs(&s), tolerance)
+                StandardWebhooks::new(&refs(&s), tolerance, MIN_KEY_BYTES)
                     .map_err(|e| invalid("RAINFOREST_WEBHOOK_SECRET", e.to_string()))?,
             )),
             None => None,
@@ -117,15 +145,35 @@ fn verifier(provider: Provider, env: Env, tolerance: u64) -> Result<Option<Arc<d
 /// Whether a missing secret stops start-up or falls back to [`DEV_SECRETS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Secrets {
+    /// The Lambda functions: a secret is required and none may be a development secret, which
+    /// anyone can read in this repository (unless `ALLOW_DEVELOPMENT_SECRETS=true`, for local
+    /// Lambda emulation only).
+    Production,
+    /// Required, development secrets allowed (tests, tools that sign).
     Required,
     /// The local runner: fall back to the development secrets, and say so.
     DevFallback,
+}
+
+/// `ALLOW_DEVELOPMENT_SECRETS`: lets a Lambda function start on the published development
+/// secrets, for `cargo lambda watch` and the emulator. Never set in `template.yaml`.
+pub const ALLOW_DEV_SECRETS: &str = "ALLOW_DEVELOPMENT_SECRETS";
+
+/// The first of `provider`'s variables that holds a development secret.
+fn dev_secret_in_use(provider: Provider, env: Env) -> Option<&'static str> {
+    secret_vars(provider).iter().copied().find(|var| {
+        let Some(value) = env(var) else { return false };
+        let dev = DEV_SECRETS.iter().filter(|(k, _)| k == var).map(|(_, v)| *v).collect::<Vec<_>>();
+        verify::split_secrets(&value).iter().any(|s| dev.contains(s))
+    })
 }
 
 #[derive(Clone)]
 pub struct Config {
     pub verifiers: Vec<(Provider, Arc<dyn Verifier>)>,
     pub settings: ProviderSettings,
+    /// Confirms each Foloosi delivery when `FOLOOSI_SECRET_KEY` is set.
+    pub foloosi_api: Option<FoloosiApi>,
     pub body_limit: usize,
     pub tolerance_secs: u64,
     pub routing: Routing,
@@ -158,7 +206,14 @@ impl Config {
         };
         let tolerance_secs = number("REPLAY_TOLERANCE_SECONDS", verify::DEFAULT_TOLERANCE_SECS)?;
         let body_limit = usize::try_from(number("BODY_LIMIT_BYTES", DEFAULT_BODY_LIMIT as u64)?)
-            .map_err(|_| invalid("BODY_LIMIT_BYTES", "too large"))?;
+            .ok()
+            .filter(|l| *l <= MAX_BODY_LIMIT)
+            .ok_or_else(|| {
+                invalid("BODY_LIMIT_BYTES", format!("at most {MAX_BODY_LIMIT}, so that a held delivery fits one item"))
+            })?;
+        let foloosi_api = env("FOLOOSI_SECRET_KEY").map(|key| {
+            FoloosiApi::new(&env("FOLOOSI_API_URL").unwrap_or_else(|| foloosi_api::DEFAULT_BASE_URL.into()), &key)
+        });
         let currency = |var: &'static str| -> Result<String, ConfigError> {
             let code = env(var).unwrap_or_else(|| "USD".into());
             money::currency(&code).map(|(c, _)| c).map_err(|e| invalid(var, e.to_string()))
@@ -169,17 +224,34 @@ impl Config {
             webforce_currency: currency("WEBFORCE_CURRENCY")?,
             foloosi_merchant: env("FOLOOSI_MERCHANT_ID"),
         };
-        let routing = match env("ROUTING") {
-            Some(spec) => Routing::with_overrides(&spec).map_err(|e| invalid("ROUTING", e.to_string()))?,
-            None => Routing::default(),
-        };
+        let mut routing = Routing::default();
+        if let Some(spec) = env("ROUTING") {
+            routing = routing.with_overrides(None, &spec).map_err(|e| invalid("ROUTING", e.to_string()))?;
+        }
+        for provider in Provider::ALL {
+            let var = routing_var(provider);
+            if let Some(spec) = env(var) {
+                routing = routing.with_overrides(Some(provider), &spec).map_err(|e| invalid(var, e.to_string()))?;
+            }
+        }
 
         let mut verifiers = Vec::new();
         let mut dev_secrets = Vec::new();
+        let allow_dev = env(ALLOW_DEV_SECRETS).is_some_and(|v| v.eq_ignore_ascii_case("true"));
         for &provider in providers {
+            if secrets == Secrets::Production && !allow_dev {
+                if let Some(var) = dev_secret_in_use(provider, env) {
+                    return Err(invalid(
+                        var,
+                        format!(
+                            "is a development secret, published in this repository (set {ALLOW_DEV_SECRETS}=true only to emulate Lambda locally)"
+                        ),
+                    ));
+                }
+            }
             let scheme = match (verifier(provider, env, tolerance_secs)?, secrets) {
                 (Some(v), _) => v,
-                (None, Secrets::Required) => {
+                (None, Secrets::Required | Secrets::Production) => {
                     return Err(ConfigError::MissingSecret { provider, vars: join_vars(provider) });
                 }
                 (None, Secrets::DevFallback) => {
@@ -194,6 +266,7 @@ impl Config {
         Ok(Config {
             verifiers,
             settings,
+            foloosi_api,
             body_limit,
             tolerance_secs,
             routing,
@@ -205,6 +278,17 @@ impl Config {
     /// The verifier of `provider`, for signing with the same secrets (CLI, events, tests).
     pub fn verifier(&self, provider: Provider) -> Option<&Arc<dyn Verifier>> {
         self.verifiers.iter().find(|(p, _)| *p == provider).map(|(_, v)| v)
+    }
+}
+
+/// `ROUTING_<PROVIDER>`: one provider's routing overrides, applied after `ROUTING`.
+pub fn routing_var(provider: Provider) -> &'static str {
+    match provider {
+        Provider::Memberful => "ROUTING_MEMBERFUL",
+        Provider::Conscent => "ROUTING_CONSCENT",
+        Provider::Rainforest => "ROUTING_RAINFOREST",
+        Provider::Webforce => "ROUTING_WEBFORCE",
+        Provider::Foloosi => "ROUTING_FOLOOSI",
     }
 }
 
@@ -221,7 +305,7 @@ mod tests {
 
     use super::*;
 
-    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
         let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
         move |k| map.get(k).cloned()
     }
@@ -237,7 +321,7 @@ mod tests {
 
     #[test]
     fn dev_fallback_covers_every_provider_and_says_so() {
-        let env = env_of(&[("MEMBERFUL_WEBHOOK_SECRET", "real")]);
+        let env = env_of(&[("MEMBERFUL_WEBHOOK_SECRET", "a-real-memberful-secret")]);
         let c = Config::load(&Provider::ALL, Secrets::DevFallback, &env).unwrap();
         assert_eq!(c.verifiers.len(), 5);
         assert!(!c.dev_secrets.contains(&Provider::Memberful));
@@ -253,10 +337,35 @@ mod tests {
             (&[("REPLAY_TOLERANCE_SECONDS", "five")], "REPLAY_TOLERANCE_SECONDS"),
             (&[("MEMBERFUL_CURRENCY", "DOLLARS")], "MEMBERFUL_CURRENCY"),
             (&[("ROUTING", "created=all")], "ROUTING"),
+            (&[("ROUTING_RAINFOREST", "created=all")], "ROUTING_RAINFOREST"),
+            (&[("MEMBERFUL_WEBHOOK_SECRET", "short")], "MEMBERFUL_WEBHOOK_SECRET"),
+            (&[("CONSCENT_WEBHOOK_SECRET", "fifteen-bytes!!")], "CONSCENT_WEBHOOK_SECRET"),
+            (&[("RAINFOREST_WEBHOOK_SECRET", "whsec_")], "RAINFOREST_WEBHOOK_SECRET"),
+            (&[("RAINFOREST_WEBHOOK_SECRET", "whsec_c2hvcnQ=")], "RAINFOREST_WEBHOOK_SECRET"),
+            (&[("CONSCENT_BASIC_AUTH", ":secret")], "CONSCENT_BASIC_AUTH"),
+            (&[("CONSCENT_BASIC_AUTH", "key:")], "CONSCENT_BASIC_AUTH"),
+            (&[("BODY_LIMIT_BYTES", "10000000")], "BODY_LIMIT_BYTES"),
         ];
         for (pairs, var) in cases {
             let e = Config::load(&Provider::ALL, Secrets::DevFallback, &env_of(pairs)).unwrap_err();
             assert!(matches!(&e, ConfigError::Invalid { var: v, .. } if v == var), "{e}");
+        }
+    }
+
+    /// A Lambda function never starts on a secret published in this repository.
+    #[test]
+    fn functions_refuse_the_development_secrets() {
+        for (var, value) in DEV_SECRETS {
+            let provider = Provider::ALL.into_iter().find(|p| secret_vars(*p).contains(var)).unwrap();
+            let env = env_of(&[(var, value)]);
+            let e = Config::load(&[provider], Secrets::Production, &env).unwrap_err();
+            assert!(matches!(&e, ConfigError::Invalid { var: v, .. } if v == var), "{e}");
+            // Rotation lists are checked entry by entry.
+            let listed = format!("a-real-secret-of-enough-length,{value}");
+            let env = env_of(&[(var, &listed)]);
+            assert!(Config::load(&[provider], Secrets::Production, &env).is_err(), "{var} in a list");
+            let env = env_of(&[(var, value), (ALLOW_DEV_SECRETS, "true")]);
+            assert!(Config::load(&[provider], Secrets::Production, &env).is_ok(), "{var} allowed for emulation");
         }
     }
 

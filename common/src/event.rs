@@ -22,6 +22,14 @@ impl Provider {
     pub const ALL: [Provider; 5] =
         [Provider::Memberful, Provider::Conscent, Provider::Rainforest, Provider::Webforce, Provider::Foloosi];
 
+    /// The proof its verifier gives: a held delivery reprocessed keeps what it was received with.
+    pub fn proof(self) -> Proof {
+        match self {
+            Provider::Memberful | Provider::Conscent | Provider::Rainforest => Proof::Signature,
+            Provider::Webforce | Provider::Foloosi => Proof::Token,
+        }
+    }
+
     /// The route segment and the name used in keys, logs and message attributes.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -130,6 +138,30 @@ impl FromStr for Status {
     }
 }
 
+/// How a delivery proved its origin, carried on every notification so a subscriber can refuse to
+/// fulfil an order on a token alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proof {
+    /// A signature over the body (Memberful, Conscent.ai, Rainforest).
+    Signature,
+    /// A shared token or credential: proves who sent it, not what was sent.
+    #[default]
+    Token,
+    /// Confirmed by the provider's own API (Foloosi's transaction detail).
+    Confirmed,
+}
+
+impl Proof {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proof::Signature => "signature",
+            Proof::Token => "token",
+            Proof::Confirmed => "confirmed",
+        }
+    }
+}
+
 /// An amount in minor units of an ISO 4217 currency (cents for USD, paise for INR, fils for AED).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Money {
@@ -176,7 +208,10 @@ pub struct Normalized {
     pub order_ref: Option<String>,
     pub merchant_id: Option<String>,
     pub payor: Payor,
+    /// The amount refunded (or paid), where the provider says it.
     pub amount: Option<Money>,
+    /// The order's total, where that is all the provider says (Memberful): never a refund amount.
+    pub order_total: Option<Money>,
     pub reason: Option<String>,
     pub refusal: Option<Refusal>,
     pub revoke_access: bool,
@@ -198,6 +233,7 @@ impl Normalized {
             merchant_id: None,
             payor: Payor::default(),
             amount: None,
+            order_total: None,
             reason: None,
             refusal: None,
             revoke_access: false,
@@ -241,6 +277,8 @@ pub struct RefundEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amount: Option<Money>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_total: Option<Money>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<Refusal>,
@@ -258,6 +296,8 @@ pub struct RefundEvent {
     /// a manual resend gets a new one and must still be a duplicate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery_id: Option<String>,
+    #[serde(default)]
+    pub proof: Proof,
     /// The verified body exactly as received, for audit and replay.
     pub raw_payload: String,
 }
@@ -286,6 +326,20 @@ impl RefundEvent {
         let mut id = *b"evt_00000000000000000000000000000000";
         hex::encode_to_slice(&digest[..16], &mut id[4..]).expect("32 hex digits fit");
         String::from_utf8(id.to_vec()).expect("ASCII")
+    }
+
+    /// Whether `other`, stored under the same idempotency key, says the same thing: the same
+    /// money, status and references. Delivery facts (when, which delivery id) and personal data
+    /// may differ between a retry and the first delivery; these may not.
+    pub fn same_content(&self, other: &RefundEvent) -> bool {
+        self.kind == other.kind
+            && self.status == other.status
+            && self.object_id == other.object_id
+            && self.order_ref == other.order_ref
+            && self.gateway_refund_id == other.gateway_refund_id
+            && self.amount == other.amount
+            && self.order_total == other.order_total
+            && self.revoke_access == other.revoke_access
     }
 
     /// The stream key of the object this event moves: one refund (or payment) of one provider.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 
 use crate::event::RefundEvent;
+use crate::held::HeldNotice;
 use crate::notify::{self, Notification, Notifier, NotifyError, Routing};
 use crate::store::{Advance, EventStore, StoreError};
 
@@ -69,6 +70,14 @@ impl Fanout {
                 Ok(Delivery::Notified(messages))
             }
         }
+    }
+
+    /// Tells the internal audience that a delivery was held. Once per held item: the item is
+    /// written once, and the outbox (stream or table) hands it over once per write.
+    pub async fn tell_held(&self, notice: &HeldNotice) -> Result<(), NotifyError> {
+        self.notifier.publish(&notify::held_notification(notice)).await?;
+        tracing::warn!(held_id = %notice.held_id, provider = %notice.provider, "held delivery told to internal");
+        Ok(())
     }
 
     /// Delivers `events`: one object's in the order given, different objects up to

@@ -48,7 +48,7 @@ fn required(env: Env, var: &'static str) -> Result<String, ConfigError> {
     env(var).ok_or(ConfigError::Invalid { var, message: "must be set".into() })
 }
 
-fn retention(env: Env) -> Result<Duration, ConfigError> {
+pub fn retention(env: Env) -> Result<Duration, ConfigError> {
     let days = match env("RETENTION_DAYS") {
         Some(v) => v.trim().parse::<u64>().ok().filter(|d| *d > 0).ok_or(ConfigError::Invalid {
             var: "RETENTION_DAYS",
@@ -67,7 +67,7 @@ pub async fn aws_config() -> aws_config::SdkConfig {
 
 /// A webhook function's handler state, built once per cold start.
 pub async fn webhook_receiver(provider: Provider, env: Env<'_>) -> Result<Receiver, ConfigError> {
-    let config = Config::load(&[provider], Secrets::Required, env)?;
+    let config = Config::load(&[provider], Secrets::Production, env)?;
     let table = required(env, "EVENTS_TABLE")?;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws_config().await), table, retention(env)?);
     Ok(Receiver::new(&config, Arc::new(store)))
@@ -162,6 +162,7 @@ const FANOUT_CONCURRENCY: usize = 16;
 /// status cannot overtake it); the others are done. Never panics, never fails the whole batch.
 pub async fn handle_stream(fanout: &Fanout, batch: StreamEvent) -> BatchResponse {
     let mut events = Vec::with_capacity(batch.records.len());
+    let mut held = Vec::new();
     for record in batch.records {
         // Aggregate updates and TTL removals come down the same stream; only new events fan out.
         if record.event_name != "INSERT" {
@@ -174,6 +175,13 @@ pub async fn handle_stream(fanout: &Fanout, batch: StreamEvent) -> BatchResponse
                 continue;
             }
         };
+        if let Some(notice) = crate::store::layout::held_notice_from_image(&image) {
+            match notice {
+                Ok(n) => held.push((record.change.sequence_number.unwrap_or(record.event_id), n)),
+                Err(e) => tracing::error!(error = %e, "unreadable held item in stream; skipped"),
+            }
+            continue;
+        }
         let event = match crate::store::layout::event_from_image(&image) {
             None => continue,
             Some(Ok(e)) => e,
@@ -189,6 +197,13 @@ pub async fn handle_stream(fanout: &Fanout, batch: StreamEvent) -> BatchResponse
     }
 
     let mut response = BatchResponse::default();
+    // Held items are independent of every object: each is told on its own.
+    for (id, notice) in held {
+        if let Err(e) = fanout.tell_held(&notice).await {
+            tracing::error!(held_id = %notice.held_id, error = %e, "telling a held delivery failed; record will be retried");
+            response.batch_item_failures.push(ItemFailure { item_identifier: id });
+        }
+    }
     for ((id, event_id), outcome) in fanout.deliver_in_object_order(events, FANOUT_CONCURRENCY).await {
         match outcome {
             Outcome::Delivered(_) => continue,

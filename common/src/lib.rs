@@ -7,6 +7,7 @@
 pub mod config;
 pub mod event;
 pub mod fanout;
+pub mod held;
 #[cfg(feature = "aws")]
 pub mod lambda;
 pub mod money;

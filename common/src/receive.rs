@@ -1,7 +1,8 @@
-//! The receiving pipeline as one call: size, media type, signature, parse, normalize, one
-//! conditional write. Every entry point (the Lambda functions, the local runner, the tests)
-//! goes through [`Receiver::receive`], and every outcome maps to its HTTP status in
-//! [`ReceiveError::status`] alone.
+//! The receiving pipeline as one call: route, method, size, signature; then media type, parse,
+//! normalize and one conditional write, or a held delivery. Every entry point (the Lambda
+//! functions, the local runner, the tests) goes through [`Receiver::receive`]; every refusal maps
+//! to its HTTP status in [`ReceiveError::status`] alone, and nothing after authentication is a
+//! refusal.
 
 use std::sync::Arc;
 
@@ -11,10 +12,13 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::config::Config;
-use crate::event::{Provider, RefundEvent};
+use crate::event::{Proof, Provider, RefundEvent};
+use crate::held::{HeldDelivery, HoldCode, HoldReason};
+use crate::providers::foloosi;
+use crate::providers::foloosi_api::{ApiUnavailable, FoloosiApi};
 use crate::providers::{Media, Parsed, PayloadError, ProviderSettings};
-use crate::store::{EventStore, Put, StoreError};
-use crate::verify::{Presented, Verifier, VerifyError};
+use crate::store::{EventStore, Hold, Put, StoreError, layout};
+use crate::verify::{Presented, Verified, Verifier, VerifyError};
 
 /// One webhook delivery as any HTTP front sees it.
 #[derive(Debug, Clone, Copy)]
@@ -27,7 +31,9 @@ pub struct WebhookRequest<'a> {
     pub body: &'a [u8],
 }
 
-/// Why a delivery was not accepted.
+/// Why a delivery was refused. Every variant happens before or at authentication: once a
+/// delivery is authenticated it is stored, ignored or held, never refused. Only a store failure
+/// comes after, and its 503 tells the provider to retry.
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiveError {
     #[error("no webhook route for provider `{0}`")]
@@ -36,16 +42,13 @@ pub enum ReceiveError {
     MethodNotAllowed(Method),
     #[error("body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
-    #[error("content type `{0}` is not accepted")]
-    UnsupportedMediaType(String),
     #[error("{0}")]
     Unauthorized(#[from] VerifyError),
-    #[error("body is not UTF-8")]
-    NotUtf8,
-    #[error("{0}")]
-    BadPayload(#[from] PayloadError),
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// The provider's API that confirms a delivery could not answer; the provider retries.
+    #[error("{0}")]
+    Confirmation(#[from] ApiUnavailable),
 }
 
 impl ReceiveError {
@@ -56,10 +59,8 @@ impl ReceiveError {
             ReceiveError::UnknownProvider(_) => StatusCode::NOT_FOUND,
             ReceiveError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ReceiveError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ReceiveError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ReceiveError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ReceiveError::NotUtf8 | ReceiveError::BadPayload(_) => StatusCode::BAD_REQUEST,
-            ReceiveError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ReceiveError::Store(_) | ReceiveError::Confirmation(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -68,20 +69,18 @@ impl ReceiveError {
             ReceiveError::UnknownProvider(_) => "unknown_provider",
             ReceiveError::MethodNotAllowed(_) => "method_not_allowed",
             ReceiveError::PayloadTooLarge { .. } => "payload_too_large",
-            ReceiveError::UnsupportedMediaType(_) => "unsupported_media_type",
             ReceiveError::Unauthorized(_) => "unauthorized",
-            ReceiveError::NotUtf8 | ReceiveError::BadPayload(_) => "invalid_payload",
             ReceiveError::Store(_) => "store_unavailable",
+            ReceiveError::Confirmation(_) => "confirmation_unavailable",
         }
     }
 
     fn body(&self) -> Value {
         let mut body = json!({ "error": self.code(), "message": bounded(&self.to_string()) });
+        // The store's own words may name tables and endpoints; the provider needs only "retry".
         match self {
-            ReceiveError::BadPayload(e) => body["field"] = json!(bounded(e.field())),
-            ReceiveError::NotUtf8 => body["field"] = json!("body"),
-            // The store's own words may name tables and endpoints; the provider needs only "retry".
-            ReceiveError::Store(_) => body["message"] = json!("could not store the event; retry later"),
+            ReceiveError::Store(_) => body["message"] = json!("could not store the delivery; retry later"),
+            ReceiveError::Confirmation(_) => body["message"] = json!("could not confirm the delivery; retry later"),
             _ => {}
         }
         body
@@ -95,11 +94,13 @@ pub struct Receipt {
     pub body: Value,
     /// The event, when this delivery stored it for the first time.
     pub stored: Option<RefundEvent>,
+    /// The held delivery, when this delivery was held for the first time.
+    pub held: Option<HeldDelivery>,
 }
 
 impl Receipt {
     fn ok(body: Value, stored: Option<RefundEvent>) -> Self {
-        Receipt { status: StatusCode::OK, body, stored }
+        Receipt { status: StatusCode::OK, body, stored, held: None }
     }
 
     pub fn into_response(self) -> http::Response<String> {
@@ -113,11 +114,32 @@ impl Receipt {
     }
 }
 
+/// What today's adapter makes of an authenticated delivery, before anything is written.
+#[derive(Debug)]
+pub enum Reading {
+    Event(Box<RefundEvent>),
+    Ignored(String),
+    Unreadable(HoldReason),
+}
+
+/// What reprocessing made of one held delivery.
+#[derive(Debug)]
+pub enum Reprocessed {
+    /// Stored as a new event (or, with `dry_run`, would be).
+    Accepted(Box<RefundEvent>),
+    /// The event was already stored with the same content.
+    Duplicate(Box<RefundEvent>),
+    Ignored(String),
+    /// Still unreadable, or in conflict with what is stored.
+    StillHeld(HoldReason),
+}
+
 /// The receiving half of refund-relay, built once at start-up.
 #[derive(Clone)]
 pub struct Receiver {
     verifiers: Vec<(Provider, Arc<dyn Verifier>)>,
     settings: ProviderSettings,
+    foloosi_api: Option<FoloosiApi>,
     body_limit: usize,
     store: Arc<dyn EventStore>,
     clock: fn() -> OffsetDateTime,
@@ -128,6 +150,7 @@ impl Receiver {
         Receiver {
             verifiers: config.verifiers.clone(),
             settings: config.settings.clone(),
+            foloosi_api: config.foloosi_api.clone(),
             body_limit: config.body_limit,
             store,
             clock: OffsetDateTime::now_utc,
@@ -176,20 +199,75 @@ impl Receiver {
         if req.body.len() > self.body_limit {
             return Err(ReceiveError::PayloadTooLarge { limit: self.body_limit });
         }
-        let media = media_type(provider, req.headers)?;
-
         let now = (self.clock)();
         // Verify the raw bytes before anything parses them.
         let verified = verifier
             .verify(&Presented { headers: req.headers, query: req.query, body: req.body }, now.unix_timestamp())?;
-        let raw = std::str::from_utf8(req.body).map_err(|_| ReceiveError::NotUtf8)?;
 
-        let normalized = match provider.normalize(req.body, media, &self.settings)? {
-            Parsed::Event(n) => *n,
-            Parsed::Ignored(reason) => {
+        // Authenticated: from here on the delivery is stored, ignored or held, never refused.
+        let received_at = now.format(&Rfc3339).unwrap_or_default();
+        let reading = self.read(provider, req.headers, req.query, req.body, &received_at, verified).await?;
+        let event = match reading {
+            Reading::Event(event) => event,
+            Reading::Ignored(reason) => {
                 tracing::info!(%provider, %reason, "ignored");
                 return Ok(Receipt::ok(json!({ "status": "ignored", "reason": reason }), None));
             }
+            Reading::Unreadable(reason) => return self.hold(provider, req, &received_at, &reason).await,
+        };
+
+        let put = self.store.put_if_absent(&event).await?;
+        let span = tracing::info_span!("stored", %provider, event_id = %event.event_id, kind = event.kind.as_str(), status = %event.status);
+        let _enter = span.enter();
+        match put {
+            Put::Stored => {
+                tracing::info!("accepted");
+                Ok(Receipt::ok(json!({ "status": "accepted", "event_id": event.event_id }), Some(*event)))
+            }
+            Put::Duplicate(stored) if stored.same_content(&event) => {
+                tracing::info!("duplicate");
+                Ok(Receipt::ok(json!({ "status": "duplicate", "event_id": event.event_id }), None))
+            }
+            Put::Duplicate(_) => {
+                drop(_enter);
+                self.hold(provider, req, &received_at, &HoldReason::bare(HoldCode::Conflict)).await
+            }
+        }
+    }
+
+    /// Media type, UTF-8, parse, normalize (and, for Foloosi with its secret key, confirm) and
+    /// the store's limits, for a delivery that is already authenticated (or was, when it was
+    /// held). Writes nothing; fails only when a confirming API cannot answer.
+    pub async fn read(
+        &self,
+        provider: Provider,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        body: &[u8],
+        received_at: &str,
+        verified: Verified,
+    ) -> Result<Reading, ReceiveError> {
+        let Some(media) = media_type(provider, headers) else {
+            return Ok(Reading::Unreadable(HoldReason::bare(HoldCode::UnsupportedMediaType)));
+        };
+        let Ok(raw) = std::str::from_utf8(body) else {
+            return Ok(Reading::Unreadable(HoldReason::new(HoldCode::Malformed, "body")));
+        };
+        let mut proof = verified.proof;
+        let parsed = match (provider, &self.foloosi_api) {
+            (Provider::Foloosi, Some(api)) => match self.confirm_foloosi(api, body, media).await? {
+                Ok(parsed) => {
+                    proof = Proof::Confirmed;
+                    parsed
+                }
+                Err(reason) => return Ok(Reading::Unreadable(reason)),
+            },
+            _ => provider.normalize(body, media, query, &self.settings),
+        };
+        let normalized = match parsed {
+            Ok(Parsed::Event(n)) => *n,
+            Ok(Parsed::Ignored(reason)) => return Ok(Reading::Ignored(reason)),
+            Err(e) => return Ok(Reading::Unreadable(HoldReason::from(&e))),
         };
         let key =
             RefundEvent::idempotency_key(provider, &normalized.object_id, &normalized.event_type, normalized.status);
@@ -206,30 +284,99 @@ impl Receiver {
             merchant_id: normalized.merchant_id,
             payor: normalized.payor,
             amount: normalized.amount,
+            order_total: normalized.order_total,
             reason: normalized.reason,
             refusal: normalized.refusal,
             revoke_access: normalized.revoke_access,
             product: normalized.product,
             source: normalized.source,
             occurred_at: normalized.occurred_at,
-            received_at: now.format(&Rfc3339).unwrap_or_default(),
+            received_at: received_at.to_owned(),
             delivery_id: verified.delivery_id,
+            proof,
             raw_payload: raw.to_owned(),
         };
+        // A write that can never succeed must not become a 503 the provider retries forever.
+        if let Err(field) = layout::check_limits(&event) {
+            return Ok(Reading::Unreadable(HoldReason::new(HoldCode::TooLargeForStore, field)));
+        }
+        Ok(Reading::Event(Box::new(event)))
+    }
 
-        let put = self.store.put_if_absent(&event).await?;
-        let span = tracing::info_span!("stored", %provider, event_id = %event.event_id, kind = event.kind.as_str(), status = %event.status);
-        let _enter = span.enter();
-        Ok(match put {
-            Put::Stored => {
-                tracing::info!("accepted");
-                Receipt::ok(json!({ "status": "accepted", "event_id": event.event_id }), Some(event))
-            }
-            Put::Duplicate => {
-                tracing::info!("duplicate");
-                Receipt::ok(json!({ "status": "duplicate", "event_id": event.event_id }), None)
-            }
+    /// A Foloosi delivery as its transaction-detail API tells it: unknown to the API, or for
+    /// another order than the delivery says, it is held as unconfirmed.
+    async fn confirm_foloosi(
+        &self,
+        api: &FoloosiApi,
+        body: &[u8],
+        media: Media,
+    ) -> Result<Result<Result<Parsed, PayloadError>, HoldReason>, ReceiveError> {
+        let delivery = match foloosi::read(body, media) {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(HoldReason::from(&e))),
+        };
+        let Some(detail) = api.transaction_detail(&delivery.transaction_no).await? else {
+            return Ok(Err(HoldReason::new(HoldCode::Unconfirmed, "transaction_no")));
+        };
+        if delivery.order_id.is_some() && detail.optional1 != delivery.order_id {
+            return Ok(Err(HoldReason::new(HoldCode::Unconfirmed, "optional1")));
+        }
+        Ok(Ok(foloosi::normalize_confirmed(body, media, &detail, &self.settings)))
+    }
+
+    /// Keeps an authenticated delivery that cannot be stored as an event: 202 once it is
+    /// durably held, 503 if the store fails (never a 2xx for something not stored).
+    async fn hold(
+        &self,
+        provider: Provider,
+        req: WebhookRequest<'_>,
+        received_at: &str,
+        reason: &HoldReason,
+    ) -> Result<Receipt, ReceiveError> {
+        let held = HeldDelivery::new(provider, received_at.to_owned(), req.headers, req.query, req.body, reason);
+        let hold = self.store.hold(&held).await?;
+        tracing::warn!(%provider, held_id = %held.held_id, %reason, "held: authenticated but not readable");
+        let body = json!({ "status": "held", "held_id": held.held_id, "reason": held.reason });
+        Ok(Receipt {
+            status: StatusCode::ACCEPTED,
+            body,
+            stored: None,
+            held: matches!(hold, Hold::Held).then_some(held),
         })
+    }
+
+    /// Runs today's adapters over a held delivery. With `dry_run` nothing is written; without it,
+    /// what now reads goes through the same conditional write as a delivery (so reprocessing
+    /// twice stores once), and the held item is marked resolved.
+    pub async fn reprocess(&self, held: &HeldDelivery, dry_run: bool) -> Result<Reprocessed, ReceiveError> {
+        let headers = held.header_map();
+        let verified = Verified { delivery_id: None, proof: held.provider.proof() };
+        let reading =
+            self.read(held.provider, &headers, held.query.as_deref(), &held.body, &held.received_at, verified).await?;
+        let event = match reading {
+            Reading::Event(event) => event,
+            Reading::Ignored(reason) => {
+                if !dry_run {
+                    self.store.resolve_held(held, "ignored").await?;
+                }
+                return Ok(Reprocessed::Ignored(reason));
+            }
+            Reading::Unreadable(reason) => return Ok(Reprocessed::StillHeld(reason)),
+        };
+        if dry_run {
+            return Ok(Reprocessed::Accepted(event));
+        }
+        match self.store.put_if_absent(&event).await? {
+            Put::Stored => {
+                self.store.resolve_held(held, &format!("accepted {}", event.event_id)).await?;
+                Ok(Reprocessed::Accepted(event))
+            }
+            Put::Duplicate(stored) if stored.same_content(&event) => {
+                self.store.resolve_held(held, &format!("duplicate {}", event.event_id)).await?;
+                Ok(Reprocessed::Duplicate(event))
+            }
+            Put::Duplicate(_) => Ok(Reprocessed::StillHeld(HoldReason::bare(HoldCode::Conflict))),
+        }
     }
 }
 
@@ -246,7 +393,7 @@ pub fn refusal(route: &str, e: ReceiveError) -> Receipt {
     } else {
         tracing::warn!(%provider, status = status.as_u16(), %error, "refused");
     }
-    Receipt { status, body: e.body(), stored: None }
+    Receipt { status, body: e.body(), stored: None, held: None }
 }
 
 /// Provider-supplied text quoted in an answer or a log line (an unknown event name, a repeated
@@ -262,10 +409,10 @@ pub fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// JSON for everyone; form-encoded where the provider posts forms; no content type is read as
-/// JSON, since some senders omit it.
-fn media_type(provider: Provider, headers: &HeaderMap) -> Result<Media, ReceiveError> {
+/// JSON, since some senders omit it. `None`: a type this provider's parsers do not read.
+fn media_type(provider: Provider, headers: &HeaderMap) -> Option<Media> {
     let Some(value) = headers.get(http::header::CONTENT_TYPE) else {
-        return Ok(Media::Json);
+        return Some(Media::Json);
     };
     let text = value.to_str().unwrap_or_default();
     // Compared without case, with no lower-cased copy.
@@ -273,14 +420,11 @@ fn media_type(provider: Provider, headers: &HeaderMap) -> Result<Media, ReceiveE
     let ends_with_json =
         essence.get(essence.len().saturating_sub(5)..).is_some_and(|tail| tail.eq_ignore_ascii_case("+json"));
     let media = if essence.eq_ignore_ascii_case("application/json") || ends_with_json {
-        Some(Media::Json)
+        Media::Json
     } else if essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-        Some(Media::Form)
+        Media::Form
     } else {
-        None
+        return None;
     };
-    match media {
-        Some(m) if provider.accepts(m) => Ok(m),
-        _ => Err(ReceiveError::UnsupportedMediaType(text.chars().take(100).collect())),
-    }
+    provider.accepts(media).then_some(media)
 }

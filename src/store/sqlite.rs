@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use common::event::{EventKind, Provider, RefundEvent, Status};
-use common::store::{Advance, EventStore, HistoryEntry, ObjectRecord, Put, StoreError, advances};
+use common::held::{HeldDelivery, HeldStatus};
+use common::store::{Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Put, StoreError, advances, newest_first};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
@@ -47,6 +48,22 @@ CREATE TABLE IF NOT EXISTS aggregates (
     updated_at    TEXT NOT NULL,
     PRIMARY KEY (provider, kind, object_id)
 ) WITHOUT ROWID; -- one b-tree, so moving an object writes one page, not a row and an index
+-- Authenticated deliveries no adapter could read, keyed by provider and body hash. `told` is
+-- their outbox: the internal audience hears of each once.
+CREATE TABLE IF NOT EXISTS held (
+    provider     TEXT NOT NULL,
+    held_id      TEXT NOT NULL,
+    received_at  TEXT NOT NULL,
+    content_type TEXT,
+    body         BLOB NOT NULL,
+    reason       TEXT NOT NULL,
+    query        TEXT,
+    headers      TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    resolution   TEXT,
+    told         INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (provider, held_id)
+) WITHOUT ROWID;
 ";
 
 /// A data directory from before the outbox table kept the outbox in an `events.notified` column
@@ -271,6 +288,34 @@ impl SqliteStore {
         .await
     }
 
+    /// Held deliveries the internal audience has not been told of yet, oldest first.
+    pub async fn untold_held(&self, limit: usize) -> Result<Vec<HeldDelivery>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {HELD_COLUMNS} FROM held WHERE told = 0 ORDER BY received_at LIMIT ?1"
+                ))
+                .map_err(unavailable)?;
+            let rows = stmt.query_map(params![limit as i64], held_row).map_err(unavailable)?;
+            rows.map(|r| r.map_err(unavailable)?).collect()
+        })
+        .await
+    }
+
+    /// Records that the internal audience was told of these held deliveries.
+    pub async fn mark_held_told(&self, held: Vec<(Provider, String)>) -> Result<(), StoreError> {
+        self.write(move |c| {
+            let mut stmt = c
+                .prepare_cached("UPDATE held SET told = 1 WHERE provider = ?1 AND held_id = ?2")
+                .map_err(unavailable)?;
+            for (provider, id) in &held {
+                stmt.execute(params![provider.as_str(), id]).map_err(unavailable)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Number of stored events, for tests and the start-up line.
     pub async fn count(&self) -> Result<u64, StoreError> {
         self.read(|c| {
@@ -280,6 +325,32 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+const HELD_COLUMNS: &str =
+    "provider, held_id, received_at, content_type, body, reason, query, headers, status, resolution";
+
+/// A `held` row, selected as [`HELD_COLUMNS`].
+fn held_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<HeldDelivery, StoreError>> {
+    let provider: String = r.get(0)?;
+    let headers: String = r.get(7)?;
+    let status: String = r.get(8)?;
+    let corrupt = |what: &str| StoreError::Corrupt(format!("held row: {what}"));
+    Ok((|| {
+        let headers: Vec<(String, String)> = serde_json::from_str(&headers).map_err(|_| corrupt("headers"))?;
+        Ok(HeldDelivery {
+            provider: provider.parse().map_err(|_| corrupt("provider"))?,
+            held_id: r.get(1).map_err(unavailable)?,
+            received_at: r.get(2).map_err(unavailable)?,
+            content_type: r.get(3).map_err(unavailable)?,
+            body: r.get(4).map_err(unavailable)?,
+            reason: r.get(5).map_err(unavailable)?,
+            query: r.get(6).map_err(unavailable)?,
+            headers,
+            status: HeldStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+            resolution: r.get(9).map_err(unavailable)?,
+        })
+    })())
 }
 
 /// The writer thread: takes whatever is queued (up to `MAX_BATCH`), runs it in one transaction,
@@ -370,7 +441,14 @@ impl EventStore for SqliteStore {
                     Ok(match inserted {
                         // The trigger's insert does not change the statement's rowid.
                         1 => (Put::Stored, Some(Pending { seq: c.last_insert_rowid(), event: e })),
-                        _ => (Put::Duplicate, None),
+                        _ => {
+                            let json: String = c
+                                .prepare_cached("SELECT event_json FROM events WHERE idempotency_key = ?1")
+                                .and_then(|mut s| s.query_row(params![e.idempotency_key], |r| r.get(0)))
+                                .map_err(unavailable)?;
+                            let stored = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                            (Put::Duplicate(Box::new(stored)), None)
+                        }
                     })
                 },
                 move |(_, stored)| {
@@ -432,7 +510,7 @@ impl EventStore for SqliteStore {
         self.read(move |c| {
             let mut stmt = c
                 .prepare_cached(
-                    "SELECT event_id, event_type, status, received_at FROM events \
+                    "SELECT event_json FROM events \
                      WHERE idempotency_key >= ?1 AND idempotency_key < ?2 AND kind = ?3 AND object_id = ?4 \
                      ORDER BY seq",
                 )
@@ -442,18 +520,13 @@ impl EventStore for SqliteStore {
             // The prefix ends in `#`; `$` is the next character, so [from, until) is the prefix.
             let until = format!("{}$", &from[..from.len() - 1]);
             let events = stmt
-                .query_map(params![from, until, kind.as_str(), id], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
-                })
+                .query_map(params![from, until, kind.as_str(), id], |r| r.get::<_, String>(0))
                 .map_err(unavailable)?
                 .map(|row| {
-                    let (event_id, event_type, status, received_at) = row.map_err(unavailable)?;
-                    Ok(HistoryEntry {
-                        event_id,
-                        event_type,
-                        status: status.parse().map_err(StoreError::Corrupt)?,
-                        received_at,
-                    })
+                    let json = row.map_err(unavailable)?;
+                    let event: RefundEvent =
+                        serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    Ok(HistoryEntry::of(&event))
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;
             if events.is_empty() {
@@ -470,6 +543,82 @@ impl EventStore for SqliteStore {
                 .map(|s| s.parse::<Status>().map_err(StoreError::Corrupt))
                 .transpose()?;
             Ok(Some(ObjectRecord { provider, kind, id, status, events }))
+        })
+        .await
+    }
+
+    async fn hold(&self, held: &HeldDelivery) -> Result<Hold, StoreError> {
+        let h = held.clone();
+        let headers = serde_json::to_string(&h.headers).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.write(move |c| {
+            let inserted = c
+                .prepare_cached(
+                    "INSERT INTO held (provider, held_id, received_at, content_type, body, reason, query, headers, \
+                     status, resolution) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL) \
+                     ON CONFLICT (provider, held_id) DO NOTHING",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        h.provider.as_str(),
+                        h.held_id,
+                        h.received_at,
+                        h.content_type,
+                        h.body,
+                        h.reason,
+                        h.query,
+                        headers,
+                        h.status.as_str()
+                    ])
+                })
+                .map_err(unavailable)?;
+            if inserted == 1 {
+                return Ok(Hold::Held);
+            }
+            let status: String = c
+                .query_row(
+                    "SELECT status FROM held WHERE provider = ?1 AND held_id = ?2",
+                    params![h.provider.as_str(), h.held_id],
+                    |r| r.get(0),
+                )
+                .map_err(unavailable)?;
+            Ok(Hold::AlreadyHeld(HeldStatus::parse(&status).unwrap_or(HeldStatus::Held)))
+        })
+        .await
+    }
+
+    async fn held(&self, provider: Option<Provider>) -> Result<Vec<HeldDelivery>, StoreError> {
+        let mut held = self
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(&format!("SELECT {HELD_COLUMNS} FROM held")).map_err(unavailable)?;
+                let rows = stmt.query_map([], held_row).map_err(unavailable)?;
+                rows.map(|r| r.map_err(unavailable)?).collect::<Result<Vec<_>, StoreError>>()
+            })
+            .await?;
+        held.retain(|h| provider.is_none_or(|p| h.provider == p));
+        newest_first(&mut held);
+        Ok(held)
+    }
+
+    async fn held_one(&self, held_id: &str) -> Result<Option<HeldDelivery>, StoreError> {
+        let id = held_id.to_owned();
+        self.read(move |c| {
+            c.query_row(&format!("SELECT {HELD_COLUMNS} FROM held WHERE held_id = ?1"), params![id], held_row)
+                .optional()
+                .map_err(unavailable)?
+                .transpose()
+        })
+        .await
+    }
+
+    async fn resolve_held(&self, held: &HeldDelivery, resolution: &str) -> Result<(), StoreError> {
+        let (provider, id, resolution) = (held.provider, held.held_id.clone(), resolution.to_owned());
+        self.write(move |c| {
+            c.execute(
+                "UPDATE held SET status = 'resolved', resolution = ?3 WHERE provider = ?1 AND held_id = ?2",
+                params![provider.as_str(), id, resolution],
+            )
+            .map(drop)
+            .map_err(unavailable)
         })
         .await
     }
@@ -526,7 +675,7 @@ pub(crate) mod tests {
         for put in futures::future::join_all(puts).await {
             match put.unwrap().unwrap() {
                 Put::Stored => stored += 1,
-                Put::Duplicate => duplicate += 1,
+                Put::Duplicate(_) => duplicate += 1,
             }
         }
         assert_eq!((stored, duplicate), (300, 900));
@@ -636,7 +785,7 @@ pub(crate) mod tests {
         let store = SqliteStore::open(&path).unwrap();
         let pending: Vec<RefundEvent> = store.pending(10).await.unwrap().0.into_iter().map(|p| p.event).collect();
         assert_eq!(pending, std::slice::from_ref(&untold));
-        assert_eq!(store.put_if_absent(&untold).await.unwrap(), Put::Duplicate);
+        assert!(matches!(store.put_if_absent(&untold).await.unwrap(), Put::Duplicate(_)));
         assert_eq!(store.put_if_absent(&event("rfd_3", Status::Created)).await.unwrap(), Put::Stored);
         assert_eq!(store.pending(10).await.unwrap().0.len(), 2);
         assert_eq!(

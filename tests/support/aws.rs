@@ -56,6 +56,8 @@ pub async fn create_table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
         .attribute_definitions(attr("sk"))
         .attribute_definitions(attr("merchant_pk"))
         .attribute_definitions(attr("merchant_sk"))
+        .attribute_definitions(attr("held_pk"))
+        .attribute_definitions(attr("held_sk"))
         .key_schema(key("pk", KeyType::Hash))
         .key_schema(key("sk", KeyType::Range))
         .global_secondary_indexes(
@@ -66,6 +68,15 @@ pub async fn create_table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
                 .projection(
                     Projection::builder().projection_type(ProjectionType::Include).non_key_attributes("event").build(),
                 )
+                .build()
+                .unwrap(),
+        )
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(common::store::layout::HELD_INDEX)
+                .key_schema(key("held_pk", KeyType::Hash))
+                .key_schema(key("held_sk", KeyType::Range))
+                .projection(Projection::builder().projection_type(ProjectionType::All).build())
                 .build()
                 .unwrap(),
         )
@@ -110,6 +121,10 @@ fn to_json(v: &StreamValue) -> Value {
         }
         StreamValue::L(l) => json!({ "L": l.iter().map(to_json).collect::<Vec<_>>() }),
         StreamValue::Ss(s) => json!({ "SS": s }),
+        StreamValue::B(b) => {
+            use base64::Engine;
+            json!({ "B": base64::engine::general_purpose::STANDARD.encode(b.as_ref()) })
+        }
         StreamValue::Ns(n) => json!({ "NS": n }),
         other => panic!("attribute type not used by refund-relay: {other:?}"),
     }

@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use common::event::{EventKind, Provider, RefundEvent};
+use common::held::HeldDelivery;
 use common::notify::{Audience, Notification, Notifier, NotifyError};
-use common::store::{Advance, EventStore, ObjectRecord, Put, StoreError};
+use common::store::{Advance, EventStore, Hold, ObjectRecord, Put, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreFault {
@@ -72,6 +73,39 @@ impl<S: EventStore> EventStore for FlakyStore<S> {
         match injected(self.fault()) {
             Some(e) => Err(e),
             None => self.inner.object(provider, kind, id).await,
+        }
+    }
+
+    async fn hold(&self, held: &HeldDelivery) -> Result<Hold, StoreError> {
+        let fault = self.fault();
+        if let Some(e) = injected(fault) {
+            return Err(e);
+        }
+        let hold = self.inner.hold(held).await?;
+        if fault == StoreFault::LoseAnswer {
+            return Err(StoreError::Unavailable("injected: timed out after the write".into()));
+        }
+        Ok(hold)
+    }
+
+    async fn held(&self, provider: Option<Provider>) -> Result<Vec<HeldDelivery>, StoreError> {
+        match injected(self.fault()) {
+            Some(e) => Err(e),
+            None => self.inner.held(provider).await,
+        }
+    }
+
+    async fn held_one(&self, held_id: &str) -> Result<Option<HeldDelivery>, StoreError> {
+        match injected(self.fault()) {
+            Some(e) => Err(e),
+            None => self.inner.held_one(held_id).await,
+        }
+    }
+
+    async fn resolve_held(&self, held: &HeldDelivery, resolution: &str) -> Result<(), StoreError> {
+        match injected(self.fault()) {
+            Some(e) => Err(e),
+            None => self.inner.resolve_held(held, resolution).await,
         }
     }
 }

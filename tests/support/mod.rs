@@ -3,6 +3,7 @@
 
 pub mod aws;
 pub mod faults;
+pub mod foloosi_api;
 pub mod runner;
 
 use std::collections::HashMap;
@@ -103,3 +104,16 @@ impl Harness {
         self.send(provider, &h, None, body).await
     }
 }
+
+/// The general routing table for every provider, Rainforest included (whose own default tells
+/// fewer audiences): tests of the fan-out's mechanics count on every audience of a terminal
+/// status being told. It goes through `ROUTING_RAINFOREST`'s own parser.
+pub fn general_routing() -> common::notify::Routing {
+    common::notify::Routing::default()
+        .with_overrides(Some(Provider::Rainforest), GENERAL_ROUTING)
+        .expect("a valid routing spec")
+}
+
+/// The general table as a `ROUTING_RAINFOREST` value, for a `serve` a test starts.
+pub const GENERAL_ROUTING: &str = "created=internal+merchant;processing=merchant;in_review=internal+merchant;\
+     succeeded=internal+merchant+payor;failed=internal+merchant+payor;canceled=internal+merchant";

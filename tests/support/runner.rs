@@ -23,10 +23,16 @@ impl Drop for Server {
 }
 
 pub fn start(data_dir: &Path) -> Server {
+    start_with(data_dir, &[])
+}
+
+/// [`start`] with these environment variables set too.
+pub fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Server {
     let mut child = Command::new(BIN)
         .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::event::{RefundEvent, Status};
+use crate::held::HeldNotice;
 use crate::money;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -63,9 +64,85 @@ pub trait Notifier: Send + Sync {
     async fn publish(&self, notification: &Notification) -> Result<(), NotifyError>;
 }
 
+/// SNS's limit for one message, body and attributes together. A message over it could never be
+/// published, so it is shortened instead of retried forever.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
 /// The notifications `event` produces under `routing`, in audience order.
 pub fn notifications(event: &RefundEvent, routing: &Routing, platform: &str) -> Vec<Notification> {
-    routing.audiences(event.status).into_iter().map(|a| message(event, a, platform)).collect()
+    routing.audiences(event.provider, event.status).into_iter().map(|a| message(event, a, platform)).collect()
+}
+
+/// What the internal audience is told of a newly held delivery: which provider, why, and the id
+/// to look it up by. Never its body.
+pub fn held_notification(notice: &HeldNotice) -> Notification {
+    let attributes = vec![
+        ("provider", notice.provider.as_str().to_owned()),
+        ("kind", "held".to_owned()),
+        ("event_type", "held".to_owned()),
+        ("status", "held".to_owned()),
+        ("audience", Audience::Internal.as_str().to_owned()),
+        ("merchant_id", "unknown".to_owned()),
+        ("proof", notice.provider.proof().as_str().to_owned()),
+    ];
+    let mut body = json!({
+        "held_id": notice.held_id,
+        "audience": Audience::Internal,
+        "provider": notice.provider,
+        "kind": "held",
+        "status": "held",
+        "reason": notice.reason,
+        "received_at": notice.received_at,
+        "text": format!("A {} delivery could not be read: {}. It is held as {}; `refund-relay reprocess` stores it once the adapter reads it.", notice.provider, notice.reason, notice.held_id),
+    });
+    fit(&mut body, &attributes);
+    Notification { audience: Audience::Internal, event_id: notice.held_id.clone(), attributes, body }
+}
+
+fn attributes_size(attributes: &[(&'static str, String)]) -> usize {
+    // Each attribute is its name, its data type ("String") and its value.
+    attributes.iter().map(|(k, v)| k.len() + "String".len() + v.len()).sum()
+}
+
+/// Shortens the longest texts in `body` until body and attributes fit [`MAX_MESSAGE_BYTES`].
+/// `event_id` and every field stay; only their text is cut, and `truncated` says so.
+fn fit(body: &mut serde_json::Value, attributes: &[(&'static str, String)]) {
+    let budget = MAX_MESSAGE_BYTES.saturating_sub(attributes_size(attributes));
+    for _ in 0..32 {
+        let size = body.to_string().len();
+        if size <= budget {
+            return;
+        }
+        let excess = size - budget;
+        let Some(longest) = longest_text(body) else { return };
+        let keep = longest.len().saturating_sub(excess + 64);
+        let mut cut = keep;
+        while !longest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        longest.truncate(cut);
+        longest.push('…');
+        body["truncated"] = json!(true);
+    }
+}
+
+/// The longest string anywhere in `value` except the ids subscribers dedupe by.
+fn longest_text(value: &mut serde_json::Value) -> Option<&mut String> {
+    fn walk<'a>(v: &'a mut serde_json::Value, key: &str, best: &mut Option<&'a mut String>) {
+        match v {
+            serde_json::Value::String(s) if key != "event_id" && key != "held_id" => {
+                if best.as_ref().is_none_or(|b| b.len() < s.len()) {
+                    *best = Some(s);
+                }
+            }
+            serde_json::Value::Object(m) => m.iter_mut().for_each(|(k, v)| walk(v, k, best)),
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|v| walk(v, key, best)),
+            _ => {}
+        }
+    }
+    let mut best = None;
+    walk(value, "", &mut best);
+    best
 }
 
 fn message(event: &RefundEvent, audience: Audience, platform: &str) -> Notification {
@@ -76,6 +153,7 @@ fn message(event: &RefundEvent, audience: Audience, platform: &str) -> Notificat
         ("status", event.status.as_str().to_owned()),
         ("audience", audience.as_str().to_owned()),
         ("merchant_id", event.merchant_id.clone().unwrap_or_else(|| "unknown".into())),
+        ("proof", event.proof.as_str().to_owned()),
     ];
     let mut body = json!({
         "event_id": event.event_id,
@@ -89,6 +167,8 @@ fn message(event: &RefundEvent, audience: Audience, platform: &str) -> Notificat
         "order_ref": event.order_ref,
         "merchant_id": event.merchant_id,
         "amount": event.amount,
+        "order_total": event.order_total,
+        "proof": event.proof,
         "reason": event.reason,
         "refusal": event.refusal,
         "product": event.product,
@@ -110,6 +190,7 @@ fn message(event: &RefundEvent, audience: Audience, platform: &str) -> Notificat
         }
     }
     fields.retain(|_, v| !v.is_null());
+    fit(&mut body, &attributes);
     Notification { audience, event_id: event.event_id.clone(), attributes, body }
 }
 
@@ -124,7 +205,12 @@ fn noun(event: &RefundEvent) -> &'static str {
 fn text(event: &RefundEvent, audience: Audience, platform: &str) -> String {
     let id = &event.object_id;
     let what = noun(event);
-    let amount = event.amount.as_ref().map(|m| format!(" of {}", money::display(m))).unwrap_or_default();
+    // Where a provider sends only the order's total (Memberful), nobody is told a refund amount.
+    let amount = match (&event.amount, &event.order_total) {
+        (Some(m), _) => format!(" of {}", money::display(m)),
+        (None, Some(total)) => format!(" (on an order of {})", money::display(total)),
+        (None, None) => String::new(),
+    };
     let merchant = event.merchant_id.as_deref().unwrap_or("unknown");
     match (event.status, audience) {
         (Status::InReview, Audience::Internal) => format!(
@@ -133,6 +219,10 @@ fn text(event: &RefundEvent, audience: Audience, platform: &str) -> String {
              additional information required to complete the review.\n\nMerchant ID: {merchant}\n\n{What} ID: {id}",
             provider = event.provider,
             What = capitalized(what),
+        ),
+        (Status::InReview, Audience::Payor) => format!(
+            "Your {what} {id}{amount} is being reviewed. Reviews usually take a couple of days; you will hear \
+             from us when it is complete."
         ),
         (Status::InReview, _) => format!(
             "[System Alert] {platform} has flagged the below {what} for further review. Do not worry, this is common \

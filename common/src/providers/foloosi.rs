@@ -1,20 +1,46 @@
-//! Foloosi payment webhooks. Foloosi documents no signature and no refund webhook: it sends
-//! payment outcomes (`transaction_status`), authenticated here by a shared token. `success` is a
-//! payment `succeeded`; a refund or reversal status is a refund `succeeded`; anything else is a
-//! payment `failed`, which matters because the customer may already have been debited.
-//! Amounts are strings in major units.
+//! Foloosi payment webhooks and server callbacks. Foloosi documents no signature and no refund
+//! webhook: it sends payment outcomes, authenticated here by a shared token and, with
+//! `FOLOOSI_SECRET_KEY` set, confirmed by Foloosi's transaction-detail API (what Foloosi's own
+//! plugins do, and the only real proof of origin for an unsigned provider).
+//!
+//! Two shapes arrive: the JSON webhook (`data.transfer.{transaction_status, transaction_no, ...}`)
+//! and the form-encoded callback of Foloosi's plugins (`transaction_no`, `order_id`, perhaps
+//! `status`; a `secret_key` field in it is never trusted). The merchant's order id is
+//! `api.optional1` (`order_id` in a callback); amounts are major units, as strings or numbers.
 
 use serde::Deserialize;
 
-use super::{Parsed, PayloadError, ProviderSettings, Text, parse_json, present, required, text};
+use super::{Media, Parsed, PayloadError, ProviderSettings, Text, form_to_json, parse_json, present, required, text};
 use crate::event::{EventKind, Normalized, Refusal, Status};
 use crate::money;
 
 pub const TOKEN_HEADER: &str = "x-webhook-token";
 pub const TOKEN_QUERY: &str = "token";
 
-/// Status words that mean money went back to the customer.
-const REFUND_WORDS: &[&str] = &["refund", "revers", "chargeback"];
+/// Every status word Foloosi is known to send, and what it means. Anything else is held: a word
+/// we do not know is never guessed into a success or a failure.
+const STATUSES: &[(&str, EventKind, Status)] = &[
+    ("success", EventKind::Payment, Status::Succeeded),
+    ("failure", EventKind::Payment, Status::Failed),
+    ("failed", EventKind::Payment, Status::Failed),
+    ("declined", EventKind::Payment, Status::Failed),
+    // The payer closed the widget: no charge happened, so nobody is told of a failure.
+    ("closed", EventKind::Payment, Status::Canceled),
+    ("cancelled", EventKind::Payment, Status::Canceled),
+    ("canceled", EventKind::Payment, Status::Canceled),
+    ("pending", EventKind::Payment, Status::Processing),
+    ("delayed", EventKind::Payment, Status::Processing),
+    ("processing", EventKind::Payment, Status::Processing),
+    ("refunded", EventKind::Refund, Status::Succeeded),
+    ("refund_success", EventKind::Refund, Status::Succeeded),
+    ("refund_failed", EventKind::Refund, Status::Failed),
+];
+
+/// What the table makes of a status word (case ignored), or `None` for a word we do not know.
+pub fn classify(status: &str) -> Option<(EventKind, Status)> {
+    let word = status.trim();
+    STATUSES.iter().find(|(w, ..)| w.eq_ignore_ascii_case(word)).map(|&(_, kind, status)| (kind, status))
+}
 
 #[derive(Deserialize)]
 struct Envelope {
@@ -26,7 +52,7 @@ struct Data {
     transfer: Transfer,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct Transfer {
     transaction_status: Option<String>,
     transaction_no: Option<String>,
@@ -37,48 +63,153 @@ struct Transfer {
     api: Option<Api>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct Api {
+    optional1: Option<Text>,
     customer_email: Option<String>,
     customer_mobile: Option<String>,
 }
 
-fn classify(status: &str) -> (EventKind, Status) {
-    let s = status.to_ascii_lowercase();
-    if s == "success" {
-        (EventKind::Payment, Status::Succeeded)
-    } else if REFUND_WORDS.iter().any(|w| s.contains(w)) {
-        (EventKind::Refund, Status::Succeeded)
-    } else {
-        (EventKind::Payment, Status::Failed)
+/// The form callback of Foloosi's plugins. `secret_key` is not a field of ours: a body cannot
+/// authenticate itself.
+#[derive(Deserialize)]
+struct Callback {
+    transaction_no: Option<String>,
+    order_id: Option<Text>,
+    #[serde(alias = "transaction_status")]
+    status: Option<String>,
+    #[serde(alias = "transaction_amount")]
+    amount: Option<Text>,
+    #[serde(alias = "transaction_currency")]
+    currency: Option<String>,
+}
+
+/// A delivery read but not yet judged: what it says, before the status table or the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub transaction_no: String,
+    /// The merchant's order id (`api.optional1`, or a callback's `order_id`).
+    pub order_id: Option<String>,
+    pub status: Option<String>,
+    pub payment_reference: Option<String>,
+    pub amount: Option<String>,
+    pub currency: Option<String>,
+    pub message: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+}
+
+/// Field names as a JSON webhook or a callback calls them, for reasons that name the field.
+struct Fields {
+    status: &'static str,
+    amount: &'static str,
+}
+
+const WEBHOOK_FIELDS: Fields =
+    Fields { status: "data.transfer.transaction_status", amount: "data.transfer.transaction_amount" };
+const CALLBACK_FIELDS: Fields = Fields { status: "status", amount: "amount" };
+
+pub fn read(body: &[u8], media: Media) -> Result<Delivery, PayloadError> {
+    match media {
+        Media::Json => {
+            let t = parse_json::<Envelope>(body, "")?.data.transfer;
+            let api = t.api.unwrap_or_default();
+            Ok(Delivery {
+                transaction_no: required(t.transaction_no, "data.transfer.transaction_no")?,
+                order_id: text(api.optional1),
+                status: present(t.transaction_status),
+                payment_reference: present(t.payment_reference),
+                amount: text(t.transaction_amount),
+                currency: present(t.transaction_currency),
+                message: present(t.transaction_message),
+                email: present(api.customer_email),
+                phone: present(api.customer_mobile),
+            })
+        }
+        Media::Form => {
+            let c: Callback = parse_json(&form_to_json(body)?, "")?;
+            Ok(Delivery {
+                transaction_no: required(c.transaction_no, "transaction_no")?,
+                order_id: text(c.order_id),
+                status: present(c.status),
+                payment_reference: None,
+                amount: text(c.amount),
+                currency: present(c.currency),
+                message: None,
+                email: None,
+                phone: None,
+            })
+        }
     }
 }
 
-pub fn normalize(body: &[u8], settings: &ProviderSettings) -> Result<Parsed, PayloadError> {
-    let env: Envelope = parse_json(body, "")?;
-    let t = env.data.transfer;
-    let raw_status = required(t.transaction_status, "data.transfer.transaction_status")?;
-    let (kind, status) = classify(&raw_status);
-    let event_type = format!("transaction.{}", raw_status.to_ascii_lowercase());
-    let mut n = Normalized::new(kind, event_type, status, required(t.transaction_no, "data.transfer.transaction_no")?);
-    n.order_ref = present(t.payment_reference);
+fn fields(media: Media) -> &'static Fields {
+    match media {
+        Media::Json => &WEBHOOK_FIELDS,
+        Media::Form => &CALLBACK_FIELDS,
+    }
+}
+
+/// Without confirmation: the delivery's own status, through the table. A callback that carries
+/// no status cannot be stored without asking Foloosi.
+pub fn normalize(body: &[u8], media: Media, settings: &ProviderSettings) -> Result<Parsed, PayloadError> {
+    let d = read(body, media)?;
+    let f = fields(media);
+    let Some(status) = d.status.clone() else {
+        return Err(match media {
+            Media::Form => PayloadError::NeedsConfirmation { field: f.status },
+            Media::Json => PayloadError::missing(f.status),
+        });
+    };
+    event(d, &status, f, settings)
+}
+
+/// What Foloosi's transaction-detail API says of a transaction (`data` of its answer).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Detail {
+    pub status: Option<String>,
+    pub optional1: Option<String>,
+    pub transaction_amount: Option<String>,
+    pub transaction_currency: Option<String>,
+}
+
+/// With confirmation: the API's status (and amount and currency where it gives them) win over
+/// the delivery's. The caller has checked that the order ids agree.
+pub fn normalize_confirmed(
+    body: &[u8],
+    media: Media,
+    detail: &Detail,
+    settings: &ProviderSettings,
+) -> Result<Parsed, PayloadError> {
+    let mut d = read(body, media)?;
+    let status = present(detail.status.clone()).ok_or(PayloadError::NeedsConfirmation { field: "data.status" })?;
+    if let Some(amount) = present(detail.transaction_amount.clone()) {
+        d.amount = Some(amount);
+        d.currency = present(detail.transaction_currency.clone()).or(d.currency);
+    }
+    // Names the API's fields, since those are what the event now says.
+    event(d, &status, &Fields { status: "data.status", amount: "data.transaction_amount" }, settings)
+}
+
+fn event(d: Delivery, status_word: &str, f: &Fields, settings: &ProviderSettings) -> Result<Parsed, PayloadError> {
+    let (kind, status) = classify(status_word).ok_or(PayloadError::UnknownStatus { field: f.status })?;
+    let event_type = format!("transaction.{}", status_word.trim().to_ascii_lowercase());
+    let mut n = Normalized::new(kind, event_type, status, d.transaction_no);
+    n.order_ref = d.order_id;
+    n.gateway_refund_id = d.payment_reference;
     n.merchant_id = settings.foloosi_merchant.clone();
-    if let Some(amount) = text(t.transaction_amount) {
-        let currency = required(t.transaction_currency, "data.transfer.transaction_currency")?;
+    if let Some(amount) = d.amount {
+        let currency = d.currency.ok_or_else(|| PayloadError::missing("data.transfer.transaction_currency"))?;
         n.amount = Some(
-            money::to_minor(&amount, &currency)
-                .map_err(|source| PayloadError::Amount { field: "data.transfer.transaction_amount", source })?,
+            money::to_minor(&amount, &currency).map_err(|source| PayloadError::Amount { field: f.amount, source })?,
         );
     }
-    let message = present(t.transaction_message);
     if status == Status::Failed {
-        n.refusal = Some(Refusal { code: None, description: message.clone() });
+        n.refusal = Some(Refusal { code: None, description: d.message.clone() });
     }
-    n.reason = message;
-    if let Some(api) = t.api {
-        n.payor.email = present(api.customer_email);
-        n.payor.phone = present(api.customer_mobile);
-    }
+    n.reason = d.message;
+    n.payor.email = d.email;
+    n.payor.phone = d.phone;
     Ok(Parsed::Event(Box::new(n)))
 }
 
@@ -87,12 +218,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn statuses_classify() {
-        assert_eq!(classify("success"), (EventKind::Payment, Status::Succeeded));
-        assert_eq!(classify("SUCCESS"), (EventKind::Payment, Status::Succeeded));
-        assert_eq!(classify("failed"), (EventKind::Payment, Status::Failed));
-        assert_eq!(classify("cancelled"), (EventKind::Payment, Status::Failed));
-        assert_eq!(classify("refunded"), (EventKind::Refund, Status::Succeeded));
-        assert_eq!(classify("reversed"), (EventKind::Refund, Status::Succeeded));
+    fn statuses_come_from_the_table_only() {
+        assert_eq!(classify("success"), Some((EventKind::Payment, Status::Succeeded)));
+        assert_eq!(classify("SUCCESS"), Some((EventKind::Payment, Status::Succeeded)));
+        assert_eq!(classify("failed"), Some((EventKind::Payment, Status::Failed)));
+        assert_eq!(classify("declined"), Some((EventKind::Payment, Status::Failed)));
+        assert_eq!(classify("closed"), Some((EventKind::Payment, Status::Canceled)));
+        assert_eq!(classify("cancelled"), Some((EventKind::Payment, Status::Canceled)));
+        assert_eq!(classify("pending"), Some((EventKind::Payment, Status::Processing)));
+        assert_eq!(classify("delayed"), Some((EventKind::Payment, Status::Processing)));
+        assert_eq!(classify("refunded"), Some((EventKind::Refund, Status::Succeeded)));
+        assert_eq!(classify("refund_failed"), Some((EventKind::Refund, Status::Failed)));
+        // Words that merely contain a known one are not known.
+        for unknown in ["reversed", "refund_rejected", "success_pending", "not success", "chargeback", ""] {
+            assert_eq!(classify(unknown), None, "{unknown}");
+        }
+    }
+
+    #[test]
+    fn a_failure_is_never_a_success() {
+        for word in ["failed", "failure", "declined", "refund_failed"] {
+            assert_eq!(classify(word).map(|(_, s)| s), Some(Status::Failed), "{word}");
+        }
+        for word in ["payment_failed_success", "rejected", "success_rejected"] {
+            assert_eq!(classify(word), None, "{word}");
+        }
+    }
+
+    #[test]
+    fn a_callback_secret_key_is_not_read_and_a_missing_status_needs_confirmation() {
+        let body = b"transaction_no=FLN1&order_id=order-1&secret_key=anything";
+        let d = read(body, Media::Form).unwrap();
+        assert_eq!(d.order_id.as_deref(), Some("order-1"));
+        assert_eq!(
+            normalize(body, Media::Form, &ProviderSettings::default()),
+            Err(PayloadError::NeedsConfirmation { field: "status" })
+        );
     }
 }

@@ -1,7 +1,11 @@
 //! Memberful: `order.refunded`, signed with `X-Memberful-Webhook-Signature`
 //! (hex HMAC-SHA256 of the body). No timestamp and no delivery id: replay protection is the
-//! idempotency key alone. The payload has no currency and no refunded amount, so the amount is the
-//! order total (a full refund) in the configured account currency.
+//! idempotency key alone.
+//!
+//! Refunds can be partial and the payload carries no refunded amount, so no refund amount is ever
+//! stated: `order.total` is kept as the order's total (in the configured account currency,
+//! Memberful sends none). A refund may keep or cancel the subscription: `revoke_access` is true
+//! only when no subscription in `order.subscriptions` stays `active`.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -37,6 +41,12 @@ struct Order {
     number: Option<Text>,
     total: Option<i64>,
     member: Option<Member>,
+    subscriptions: Option<Vec<Subscription>>,
+}
+
+#[derive(Deserialize)]
+struct Subscription {
+    active: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -67,14 +77,15 @@ pub fn normalize(body: &[u8], settings: &ProviderSettings) -> Result<Parsed, Pay
     let order = order.ok_or_else(|| PayloadError::missing("order"))?;
     let mut n = Normalized::new(kind, event, status, required(order.uuid, "order.uuid")?);
     n.order_ref = text(order.number);
-    n.amount = order
+    n.order_total = order
         .total
         .map(|t| money::from_minor(t, &settings.memberful_currency))
         .transpose()
         .map_err(|source| PayloadError::Amount { field: "order.total", source })?;
     n.merchant_id = settings.memberful_account.clone();
-    // A refunded membership should stop granting access: the first use case Memberful names.
-    n.revoke_access = true;
+    // Staff may refund "with or without canceling the associated subscription": access ends only
+    // when nothing stays active.
+    n.revoke_access = !order.subscriptions.unwrap_or_default().iter().any(|s| s.active == Some(true));
     if let Some(m) = order.member {
         n.payor.id = text(m.id);
         n.payor.email = present(m.email);

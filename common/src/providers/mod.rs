@@ -6,6 +6,7 @@
 
 pub mod conscent;
 pub mod foloosi;
+pub mod foloosi_api;
 pub mod memberful;
 pub mod rainforest;
 pub mod webforce;
@@ -27,7 +28,8 @@ pub enum Parsed {
     Ignored(String),
 }
 
-/// The body is not a payload we can store. Every variant is a 400 naming the field.
+/// The body is not a payload we can store. After authentication every variant holds the delivery
+/// ([`crate::held`]) with a reason naming the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PayloadError {
     #[error("{field}: {message}")]
@@ -36,13 +38,20 @@ pub enum PayloadError {
     Amount { field: &'static str, source: MoneyError },
     #[error("{field}: unknown refund event `{name}`")]
     UnknownRefundEvent { field: &'static str, name: String },
+    #[error("{field}: unknown status")]
+    UnknownStatus { field: &'static str },
+    #[error("{field}: absent; only the provider's API can say")]
+    NeedsConfirmation { field: &'static str },
 }
 
 impl PayloadError {
     pub fn field(&self) -> &str {
         match self {
             PayloadError::Invalid { field, .. } => field,
-            PayloadError::Amount { field, .. } | PayloadError::UnknownRefundEvent { field, .. } => field,
+            PayloadError::Amount { field, .. }
+            | PayloadError::UnknownRefundEvent { field, .. }
+            | PayloadError::UnknownStatus { field }
+            | PayloadError::NeedsConfirmation { field } => field,
         }
     }
 
@@ -87,23 +96,30 @@ pub enum Media {
 }
 
 impl Provider {
-    /// Whether this provider may post `media`. Only WebforceHQ's postback forms send
-    /// form-encoded bodies.
+    /// Whether this provider may post `media`. WebforceHQ's postback forms and Foloosi's server
+    /// callbacks send form-encoded bodies; the others send JSON only.
     pub fn accepts(self, media: Media) -> bool {
         match media {
             Media::Json => true,
-            Media::Form => self == Provider::Webforce,
+            Media::Form => matches!(self, Provider::Webforce | Provider::Foloosi),
         }
     }
 
-    /// Parses and normalizes a verified body.
-    pub fn normalize(self, body: &[u8], media: Media, settings: &ProviderSettings) -> Result<Parsed, PayloadError> {
+    /// Parses and normalizes a verified body. `query` is the delivery's query string, where a
+    /// provider's URL says what its body does not (WebforceHQ's `?event=`).
+    pub fn normalize(
+        self,
+        body: &[u8],
+        media: Media,
+        query: Option<&str>,
+        settings: &ProviderSettings,
+    ) -> Result<Parsed, PayloadError> {
         match self {
             Provider::Memberful => memberful::normalize(body, settings),
             Provider::Conscent => conscent::normalize(body),
             Provider::Rainforest => rainforest::normalize(body),
-            Provider::Webforce => webforce::normalize(body, media, settings),
-            Provider::Foloosi => foloosi::normalize(body, settings),
+            Provider::Webforce => webforce::normalize(body, media, query, settings),
+            Provider::Foloosi => foloosi::normalize(body, media, settings),
         }
     }
 }
@@ -150,6 +166,20 @@ fn parse_tracked<'de, T: Deserialize<'de>>(bytes: &'de [u8], at: &str) -> Result
     })?;
     de.end().map_err(|e| PayloadError::invalid("body", strip_position(&e.to_string())))?;
     Ok(value)
+}
+
+/// A form-encoded body as a JSON object of strings, for the same typed parse as a JSON body. A
+/// repeated key is an error: JSON bodies refuse one (serde), and a form must not quietly keep the
+/// last of two ids either.
+pub(crate) fn form_to_json(body: &[u8]) -> Result<Vec<u8>, PayloadError> {
+    let mut map = serde_json::Map::new();
+    for (k, v) in form_urlencoded::parse(body) {
+        if map.insert(k.clone().into_owned(), serde_json::Value::String(v.into_owned())).is_some() {
+            let field = if k.is_empty() { "body".to_owned() } else { crate::receive::bounded(&k).into_owned() };
+            return Err(PayloadError::invalid(field, "a key appears more than once"));
+        }
+    }
+    serde_json::to_vec(&map).map_err(|e| PayloadError::invalid("body", e.to_string()))
 }
 
 /// A nested part of the body kept raw until the envelope says it is worth parsing.
@@ -352,9 +382,9 @@ mod tests {
                 bodies.push(format!("{text} x"));
                 bodies.push(text[..text.len() / 2].to_owned());
                 for body in bodies {
-                    let fast = provider.normalize(body.as_bytes(), Media::Json, &settings);
+                    let fast = provider.normalize(body.as_bytes(), Media::Json, None, &settings);
                     SLOW_ONLY.set(true);
-                    let slow = provider.normalize(body.as_bytes(), Media::Json, &settings);
+                    let slow = provider.normalize(body.as_bytes(), Media::Json, None, &settings);
                     SLOW_ONLY.set(false);
                     assert_eq!(fast, slow, "{provider}: {body}");
                     compared += 1;

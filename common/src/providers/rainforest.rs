@@ -72,6 +72,9 @@ pub fn normalize(body: &[u8]) -> Result<Parsed, PayloadError> {
     let r = data.ok_or_else(|| PayloadError::missing("data"))?;
     // `event_type` decides the status; `data.status` must be there (the docs promise it) and agree.
     let data_status = required(r.status, "data.status")?;
+    if data_status.parse::<Status>().is_err() {
+        return Err(PayloadError::UnknownStatus { field: "data.status" });
+    }
     if !data_status.eq_ignore_ascii_case(status.as_str()) {
         return Err(PayloadError::invalid(
             "data.status",

@@ -4,9 +4,13 @@
 //!
 //! Mapping v1 (aliases in brackets):
 //! - `event` [`event_name`, `event_type`, `type`]: the event's title ("Refund applied") or its
-//!   slug (`refund-applied`), case and separators ignored;
+//!   slug (`refund-applied`), case and separators ignored. A body without one takes the query's
+//!   `?event=`: WebforceHQ's admin sets up one postback channel (one URL) per event;
 //! - `order_id` [`orderId`], `transaction_id` [`transactionId`], `refund_id` [`refundId`];
-//! - `amount` [`total`] in major units, `currency` (default: configured, USD);
+//! - `amount` [`total`] in major units, unless the body says cents: `amount_cents`
+//!   [`amount_in_cents`] is read as minor units. The units are undocumented; major units is what
+//!   a commerce admin shows, and a body we misread is held, not guessed;
+//! - `currency` (default: configured, USD);
 //! - `customer_id`, `customer_email` [`email`], `customer_phone` [`phone`];
 //! - `source` (Admin, Shop, Funnel), `reason`, `created_at` [`date`].
 //!
@@ -14,7 +18,7 @@
 
 use serde::Deserialize;
 
-use super::{Media, Parsed, PayloadError, ProviderSettings, Text, parse_json, present, text, unhandled};
+use super::{Media, Parsed, PayloadError, ProviderSettings, Text, form_to_json, parse_json, present, text, unhandled};
 use crate::event::{EventKind, Normalized, Provider, Status};
 use crate::money;
 
@@ -31,7 +35,7 @@ const EVENTS: &[(&str, EventKind, Status)] = &[
 #[derive(Deserialize)]
 struct Postback {
     #[serde(alias = "event_name", alias = "event_type", alias = "type")]
-    event: String,
+    event: Option<String>,
     #[serde(alias = "orderId")]
     order_id: Option<Text>,
     #[serde(alias = "transactionId")]
@@ -40,6 +44,8 @@ struct Postback {
     refund_id: Option<Text>,
     #[serde(alias = "total")]
     amount: Option<Text>,
+    #[serde(alias = "amount_in_cents")]
+    amount_cents: Option<Text>,
     currency: Option<String>,
     customer_id: Option<Text>,
     #[serde(alias = "email")]
@@ -57,26 +63,26 @@ fn slug(name: &str) -> String {
     name.trim().chars().map(|c| if c == ' ' || c == '_' { '-' } else { c.to_ascii_lowercase() }).collect()
 }
 
-pub fn normalize(body: &[u8], media: Media, settings: &ProviderSettings) -> Result<Parsed, PayloadError> {
+/// The query's `event`, for a postback channel whose body does not name its event.
+fn event_from_query(query: Option<&str>) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == "event").map(|(_, v)| v.into_owned())
+}
+
+pub fn normalize(
+    body: &[u8],
+    media: Media,
+    query: Option<&str>,
+    settings: &ProviderSettings,
+) -> Result<Parsed, PayloadError> {
     let p: Postback = match media {
         Media::Json => parse_json(body, "")?,
-        Media::Form => {
-            let mut map = serde_json::Map::new();
-            for (k, v) in form_urlencoded::parse(body) {
-                // JSON bodies refuse a repeated key (serde); a form must not quietly keep the
-                // last of two ids either.
-                if map.insert(k.clone().into_owned(), serde_json::Value::String(v.into_owned())).is_some() {
-                    let field = if k.is_empty() { "body".to_owned() } else { crate::receive::bounded(&k).into_owned() };
-                    return Err(PayloadError::invalid(field, "a key appears more than once"));
-                }
-            }
-            let json = serde_json::to_vec(&map).map_err(|e| PayloadError::invalid("body", e.to_string()))?;
-            parse_json(&json, "")?
-        }
+        Media::Form => parse_json(&form_to_json(body)?, "")?,
     };
-    let event = slug(&p.event);
+    let name =
+        present(p.event).or_else(|| present(event_from_query(query))).ok_or_else(|| PayloadError::missing("event"))?;
+    let event = slug(&name);
     let Some(&(_, kind, status)) = EVENTS.iter().find(|(name, ..)| *name == event) else {
-        return unhandled(Provider::Webforce, "event", &p.event);
+        return unhandled(Provider::Webforce, "event", &name);
     };
     let order_id = text(p.order_id);
     let transaction_id = text(p.transaction_id);
@@ -87,12 +93,22 @@ pub fn normalize(body: &[u8], media: Media, settings: &ProviderSettings) -> Resu
         .ok_or_else(|| PayloadError::missing("transaction_id"))?;
     let mut n = Normalized::new(kind, event, status, object_id);
     n.order_ref = order_id.or(transaction_id);
-    if let Some(amount) = text(p.amount) {
-        let currency = present(p.currency).unwrap_or_else(|| settings.webforce_currency.clone());
-        n.amount = Some(
+    let currency = present(p.currency).unwrap_or_else(|| settings.webforce_currency.clone());
+    n.amount = match (p.amount_cents, text(p.amount)) {
+        (Some(_), Some(_)) => return Err(PayloadError::invalid("amount_cents", "both amount and amount_cents")),
+        (Some(Text(cents)), None) => {
+            let cents =
+                cents.trim().parse::<i64>().map_err(|_| PayloadError::invalid("amount_cents", "not whole cents"))?;
+            Some(
+                money::from_minor(cents, &currency)
+                    .map_err(|source| PayloadError::Amount { field: "amount_cents", source })?,
+            )
+        }
+        (None, Some(amount)) => Some(
             money::to_minor(&amount, &currency).map_err(|source| PayloadError::Amount { field: "amount", source })?,
-        );
-    }
+        ),
+        (None, None) => None,
+    };
     n.payor.id = text(p.customer_id);
     n.payor.email = present(p.customer_email);
     n.payor.phone = present(p.customer_phone);

@@ -8,11 +8,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
-use super::layout::{self, AGGREGATE_SK, Attr, EVENT_SK_PREFIX};
-use super::{Advance, EventStore, HistoryEntry, ObjectRecord, Put, StoreError};
+use super::layout::{self, AGGREGATE_SK, Attr, EVENT_SK_PREFIX, HELD_INDEX, HELD_SK};
+use super::{Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Put, StoreError, newest_first};
 use crate::event::{EventKind, Provider, RefundEvent, Status};
+use crate::held::{HeldDelivery, HeldStatus};
 
 #[derive(Clone)]
 pub struct DynamoStore {
@@ -27,20 +30,32 @@ impl DynamoStore {
         DynamoStore { client, table: table.into(), retention }
     }
 
+    fn expires_at(&self) -> i64 {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        now.saturating_add(i64::try_from(self.retention.as_secs()).unwrap_or(i64::MAX))
+    }
+
     /// The item written for `event`.
     pub fn to_item(&self, event: &RefundEvent) -> HashMap<String, AttributeValue> {
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let expires_at = now.saturating_add(i64::try_from(self.retention.as_secs()).unwrap_or(i64::MAX));
-        layout::event_item(event, expires_at)
-            .into_iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    Attr::S(s) => AttributeValue::S(s),
-                    Attr::N(n) => AttributeValue::N(n),
+        to_attributes(layout::event_item(event, self.expires_at()))
+    }
+
+    /// A held delivery from its item.
+    pub fn held_from_item(item: &HashMap<String, AttributeValue>) -> Result<HeldDelivery, StoreError> {
+        let attrs: Vec<(&str, Attr)> = item
+            .iter()
+            .filter_map(|(k, v)| {
+                let attr = match v {
+                    AttributeValue::S(s) => Attr::S(s.clone()),
+                    AttributeValue::N(n) => Attr::N(n.clone()),
+                    AttributeValue::B(b) => Attr::B(b.as_ref().to_vec()),
+                    _ => return None,
                 };
-                (k.to_owned(), v)
+                Some((k.as_str(), attr))
             })
-            .collect()
+            .collect();
+        layout::held_from_attrs(|name| attrs.iter().find(|(k, _)| *k == name).map(|(_, v)| v))
+            .map_err(StoreError::Corrupt)
     }
 
     /// The canonical event from a stored item (or a stream's NEW_IMAGE of one).
@@ -56,6 +71,19 @@ impl DynamoStore {
         }
         Ok(event)
     }
+}
+
+fn to_attributes(item: Vec<(&'static str, Attr)>) -> HashMap<String, AttributeValue> {
+    item.into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Attr::S(s) => AttributeValue::S(s),
+                Attr::N(n) => AttributeValue::N(n),
+                Attr::B(b) => AttributeValue::B(Blob::new(b)),
+            };
+            (k.to_owned(), v)
+        })
+        .collect()
 }
 
 /// Throttling asks for a retry as much as an outage does; both become a 503, but they are told
@@ -84,11 +112,20 @@ impl EventStore for DynamoStore {
             .table_name(&self.table)
             .set_item(Some(self.to_item(event)))
             .condition_expression("attribute_not_exists(pk)")
+            // The stored item comes back with the failed condition: a duplicate is told from a
+            // conflict in this one request.
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
             Ok(_) => Ok(Put::Stored),
-            Err(e) if is_condition_failed(&e) => Ok(Put::Duplicate),
+            Err(SdkError::ServiceError(e)) if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) => {
+                let PutItemError::ConditionalCheckFailedException(failed) = e.err() else { unreachable!() };
+                let old = failed
+                    .item()
+                    .ok_or_else(|| StoreError::Corrupt("the failed condition returned no stored item".into()))?;
+                Ok(Put::Duplicate(Box::new(Self::from_item(old)?)))
+            }
             Err(e) => Err(classify(&e)),
         }
     }
@@ -153,12 +190,7 @@ impl EventStore for DynamoStore {
                 status = item.get("status").and_then(|v| v.as_s().ok()).and_then(|s| s.parse::<Status>().ok());
             } else if sk.starts_with(EVENT_SK_PREFIX) {
                 let e = Self::from_item(item)?;
-                events.push(HistoryEntry {
-                    event_id: e.event_id,
-                    event_type: e.event_type,
-                    status: e.status,
-                    received_at: e.received_at,
-                });
+                events.push(HistoryEntry::of(&e));
             }
         }
         if events.is_empty() {
@@ -166,5 +198,98 @@ impl EventStore for DynamoStore {
         }
         events.sort_by(|a, b| a.received_at.cmp(&b.received_at));
         Ok(Some(ObjectRecord { provider, kind, id: id.to_owned(), status, events }))
+    }
+
+    async fn hold(&self, held: &HeldDelivery) -> Result<Hold, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_attributes(layout::held_item(held, self.expires_at()))))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Hold::Held),
+            Err(SdkError::ServiceError(e)) if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) => {
+                let PutItemError::ConditionalCheckFailedException(failed) = e.err() else { unreachable!() };
+                let status = failed
+                    .item()
+                    .and_then(|i| i.get("held_status"))
+                    .and_then(|v| v.as_s().ok())
+                    .and_then(|s| HeldStatus::parse(s))
+                    .unwrap_or(HeldStatus::Held);
+                Ok(Hold::AlreadyHeld(status))
+            }
+            Err(e) => Err(classify(&e)),
+        }
+    }
+
+    async fn held(&self, provider: Option<Provider>) -> Result<Vec<HeldDelivery>, StoreError> {
+        let mut held = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(HELD_INDEX)
+                .key_condition_expression("held_pk = :held")
+                .expression_attribute_values(":held", AttributeValue::S(HELD_SK.into()))
+                .scan_index_forward(false)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| classify(&e))?;
+            for item in page.items.unwrap_or_default() {
+                let h = Self::held_from_item(&item)?;
+                if provider.is_none_or(|p| p == h.provider) {
+                    held.push(h);
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        newest_first(&mut held);
+        Ok(held)
+    }
+
+    async fn held_one(&self, held_id: &str) -> Result<Option<HeldDelivery>, StoreError> {
+        for provider in Provider::ALL {
+            let item = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key("pk", AttributeValue::S(layout::held_pk(provider, held_id)))
+                .key("sk", AttributeValue::S(HELD_SK.into()))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| classify(&e))?
+                .item;
+            if let Some(item) = item {
+                return Self::held_from_item(&item).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    async fn resolve_held(&self, held: &HeldDelivery, resolution: &str) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(layout::held_pk(held.provider, &held.held_id)))
+            .key("sk", AttributeValue::S(HELD_SK.into()))
+            .update_expression("SET held_status = :resolved, resolution = :resolution")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":resolved", AttributeValue::S(HeldStatus::Resolved.as_str().into()))
+            .expression_attribute_values(":resolution", AttributeValue::S(resolution.to_owned()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(&e))
     }
 }

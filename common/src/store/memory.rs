@@ -5,14 +5,16 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{Advance, EventStore, HistoryEntry, ObjectRecord, Put, StoreError, advances};
+use super::{Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Put, StoreError, advances, newest_first};
 use crate::event::{EventKind, Provider, RefundEvent, Status};
+use crate::held::{HeldDelivery, HeldStatus};
 
 #[derive(Default)]
 struct State {
     events: Vec<RefundEvent>,
     keys: HashMap<String, usize>,
     aggregates: HashMap<String, (Status, String)>,
+    held: Vec<HeldDelivery>,
 }
 
 #[derive(Default)]
@@ -34,6 +36,11 @@ impl MemoryStore {
     /// Every stored event, in the order stored.
     pub fn events(&self) -> Vec<RefundEvent> {
         self.lock().events.clone()
+    }
+
+    /// Every held delivery, in the order held.
+    pub fn held_items(&self) -> Vec<HeldDelivery> {
+        self.lock().held.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -59,8 +66,8 @@ impl EventStore for MemoryStore {
     async fn put_if_absent(&self, event: &RefundEvent) -> Result<Put, StoreError> {
         self.check()?;
         let mut s = self.lock();
-        if s.keys.contains_key(&event.idempotency_key) {
-            return Ok(Put::Duplicate);
+        if let Some(&at) = s.keys.get(&event.idempotency_key) {
+            return Ok(Put::Duplicate(Box::new(s.events[at].clone())));
         }
         let at = s.events.len();
         s.keys.insert(event.idempotency_key.clone(), at);
@@ -88,17 +95,45 @@ impl EventStore for MemoryStore {
             .events
             .iter()
             .filter(|e| e.provider == provider && e.kind == kind && e.object_id == id)
-            .map(|e| HistoryEntry {
-                event_id: e.event_id.clone(),
-                event_type: e.event_type.clone(),
-                status: e.status,
-                received_at: e.received_at.clone(),
-            })
+            .map(HistoryEntry::of)
             .collect();
         if events.is_empty() {
             return Ok(None);
         }
         let status = s.aggregates.get(&object_key(provider, kind, id)).map(|(st, _)| *st);
         Ok(Some(ObjectRecord { provider, kind, id: id.to_owned(), status, events }))
+    }
+
+    async fn hold(&self, held: &HeldDelivery) -> Result<Hold, StoreError> {
+        self.check()?;
+        let mut s = self.lock();
+        if let Some(h) = s.held.iter().find(|h| h.provider == held.provider && h.held_id == held.held_id) {
+            return Ok(Hold::AlreadyHeld(h.status));
+        }
+        s.held.push(held.clone());
+        Ok(Hold::Held)
+    }
+
+    async fn held(&self, provider: Option<Provider>) -> Result<Vec<HeldDelivery>, StoreError> {
+        self.check()?;
+        let mut held: Vec<HeldDelivery> =
+            self.lock().held.iter().filter(|h| provider.is_none_or(|p| h.provider == p)).cloned().collect();
+        newest_first(&mut held);
+        Ok(held)
+    }
+
+    async fn held_one(&self, held_id: &str) -> Result<Option<HeldDelivery>, StoreError> {
+        self.check()?;
+        Ok(self.lock().held.iter().find(|h| h.held_id == held_id).cloned())
+    }
+
+    async fn resolve_held(&self, held: &HeldDelivery, resolution: &str) -> Result<(), StoreError> {
+        self.check()?;
+        let mut s = self.lock();
+        if let Some(h) = s.held.iter_mut().find(|h| h.provider == held.provider && h.held_id == held.held_id) {
+            h.status = HeldStatus::Resolved;
+            h.resolution = Some(resolution.to_owned());
+        }
+        Ok(())
     }
 }

@@ -12,13 +12,25 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::event::{EventKind, Provider, RefundEvent, Status};
+use crate::held::{HeldDelivery, HeldStatus};
 
 /// The answer to the one write a webhook costs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Put {
     Stored,
-    /// The idempotency key was already there: a retry, a resend or a concurrent twin.
-    Duplicate,
+    /// The idempotency key was already there: a retry, a resend, a concurrent twin, or the same
+    /// identity with other content. The stored event comes back from the same write, so telling
+    /// them apart costs no second request.
+    Duplicate(Box<RefundEvent>),
+}
+
+/// The answer to holding a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Newly held: the internal audience is to be told.
+    Held,
+    /// The same provider and body were held before (a retry); nothing new is written.
+    AlreadyHeld(HeldStatus),
 }
 
 /// The answer to moving an object's aggregate to an event's status.
@@ -51,6 +63,26 @@ pub struct HistoryEntry {
     pub event_type: String,
     pub status: Status,
     pub received_at: String,
+    /// The event's amount, or the order total where that is all the provider sends (Memberful).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount: Option<crate::event::Money>,
+}
+
+impl HistoryEntry {
+    pub fn of(e: &RefundEvent) -> Self {
+        HistoryEntry {
+            event_id: e.event_id.clone(),
+            event_type: e.event_type.clone(),
+            status: e.status,
+            received_at: e.received_at.clone(),
+            amount: e.amount.clone().or_else(|| e.order_total.clone()),
+        }
+    }
+}
+
+/// Newest first, as listings show held deliveries.
+pub fn newest_first(held: &mut [HeldDelivery]) {
+    held.sort_by(|a, b| b.received_at.cmp(&a.received_at).then_with(|| a.held_id.cmp(&b.held_id)));
 }
 
 /// One refund (or payment) and what has happened to it.
@@ -76,6 +108,18 @@ pub trait EventStore: Send + Sync {
 
     /// The object's aggregate and event history, oldest first.
     async fn object(&self, provider: Provider, kind: EventKind, id: &str) -> Result<Option<ObjectRecord>, StoreError>;
+
+    /// Keeps `held` unless the same provider and body are held already. Exactly one write.
+    async fn hold(&self, held: &HeldDelivery) -> Result<Hold, StoreError>;
+
+    /// Held deliveries, newest first, of one provider or all.
+    async fn held(&self, provider: Option<Provider>) -> Result<Vec<HeldDelivery>, StoreError>;
+
+    /// One held delivery by its id.
+    async fn held_one(&self, held_id: &str) -> Result<Option<HeldDelivery>, StoreError>;
+
+    /// Marks a held delivery resolved, saying what reprocessing made of it.
+    async fn resolve_held(&self, held: &HeldDelivery, resolution: &str) -> Result<(), StoreError>;
 }
 
 /// The rule every store applies in `advance`, in one place.

@@ -38,6 +38,15 @@ pub struct Presented<'a> {
 pub struct Verified {
     /// The provider's delivery id (`svix-id` / `webhook-id`), where the scheme has one.
     pub delivery_id: Option<String>,
+    /// How strong the proof was: a signature over the body, or a shared credential.
+    pub proof: crate::event::Proof,
+}
+
+impl Verified {
+    /// A signature over the body matched.
+    pub fn signed(delivery_id: Option<String>) -> Self {
+        Verified { delivery_id, proof: crate::event::Proof::Signature }
+    }
 }
 
 /// Why a request was not accepted as the provider's. Every variant is a 401; the names end up in

@@ -30,17 +30,27 @@ pub struct StandardWebhooks {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("secret #{0} is not `whsec_` followed by base64")]
-pub struct BadSecret(pub usize);
+pub enum BadSecret {
+    #[error("secret #{0} is not `whsec_` followed by base64")]
+    NotBase64(usize),
+    /// `whsec_` alone decodes to no key at all, and then anyone can sign.
+    #[error("secret #{0} decodes to {1} bytes; at least {2} are needed")]
+    TooShort(usize, usize, usize),
+}
 
 impl StandardWebhooks {
-    pub fn new(secrets: &[&str], tolerance_secs: u64) -> Result<Self, BadSecret> {
+    /// Keys are `whsec_` + base64 of at least `min_key_bytes` bytes.
+    pub fn new(secrets: &[&str], tolerance_secs: u64, min_key_bytes: usize) -> Result<Self, BadSecret> {
         let keys = secrets
             .iter()
             .enumerate()
             .map(|(i, s)| {
                 let b64 = s.strip_prefix("whsec_").unwrap_or(s);
-                B64.decode(b64).map(|k| Keyed::new(&k)).map_err(|_| BadSecret(i + 1))
+                let key = B64.decode(b64).map_err(|_| BadSecret::NotBase64(i + 1))?;
+                if key.len() < min_key_bytes {
+                    return Err(BadSecret::TooShort(i + 1, key.len(), min_key_bytes));
+                }
+                Ok(Keyed::new(&key))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(StandardWebhooks { keys, tolerance_secs })
@@ -92,7 +102,7 @@ impl Verifier for StandardWebhooks {
         for key in &self.keys {
             let expected = Self::tag(key, id, ts_text, req.body);
             if candidates.iter().any(|c| bool::from(c.as_slice().ct_eq(&expected))) {
-                return Ok(Verified { delivery_id: Some(id.to_owned()) });
+                return Ok(Verified::signed(Some(id.to_owned())));
             }
         }
         Err(VerifyError::NoMatch)
@@ -154,7 +164,7 @@ mod tests {
             ),
         ];
         for (secret, id, ts, body, sig) in vectors {
-            let s = StandardWebhooks::new(&[secret], 300).unwrap();
+            let s = StandardWebhooks::new(&[secret], 300, 16).unwrap();
             let signed = s.sign(body.as_bytes(), ts, id);
             assert_eq!(signed[2].1, sig);
             let ts = ts.to_string();
@@ -175,7 +185,7 @@ mod tests {
     }
 
     fn fixture() -> (StandardWebhooks, Vec<(String, String)>) {
-        let s = StandardWebhooks::new(&["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"], 300).unwrap();
+        let s = StandardWebhooks::new(&["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"], 300, 16).unwrap();
         let h = s.sign(b"{}", 1_000_000, "msg_1");
         (s, h)
     }
@@ -205,6 +215,7 @@ mod tests {
         let rotated = StandardWebhooks::new(
             &["whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
             300,
+            16,
         )
         .unwrap();
         let mut m = as_map(&h);
@@ -230,6 +241,8 @@ mod tests {
 
     #[test]
     fn bad_secrets_are_a_configuration_error() {
-        assert_eq!(StandardWebhooks::new(&["whsec_b2s=", "whsec_!!"], 300).unwrap_err(), BadSecret(2));
+        assert_eq!(StandardWebhooks::new(&["whsec_b2s=", "whsec_!!"], 300, 0).unwrap_err(), BadSecret::NotBase64(2));
+        assert_eq!(StandardWebhooks::new(&["whsec_b2s="], 300, 16).unwrap_err(), BadSecret::TooShort(1, 2, 16));
+        assert_eq!(StandardWebhooks::new(&["whsec_"], 300, 16).unwrap_err(), BadSecret::TooShort(1, 0, 16));
     }
 }

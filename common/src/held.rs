@@ -1,0 +1,362 @@
+//! Held deliveries: what an authenticated delivery becomes when it cannot be stored as an event.
+//!
+//! After authentication a delivery is ours to keep. A refusal would lose it (WebforceHQ never
+//! retries a 4xx, Memberful deletes an endpoint that keeps failing), so whatever today's adapter
+//! cannot read is kept raw with its reason, answered 202, told to the internal audience, and
+//! reprocessed once the adapter can read it. A held delivery is keyed by provider and the body's
+//! SHA-256, so the same body retried is held once.
+
+use std::fmt;
+
+use http::HeaderMap;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::event::Provider;
+use crate::money::MoneyError;
+use crate::providers::PayloadError;
+use crate::receive::bounded;
+
+/// Why a delivery was held: a code and the field at fault. It names the field and never quotes a
+/// value, so a reason can be logged, notified and answered without leaking payload data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldReason {
+    pub code: HoldCode,
+    pub field: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldCode {
+    /// Not JSON (or not a form), not UTF-8, or not the shape the provider sends.
+    Malformed,
+    MissingField,
+    InvalidField,
+    /// An event we do not handle whose name says refund: never dropped silently.
+    UnknownRefundEvent,
+    UnknownStatus,
+    /// An amount that cannot be stored exactly in minor units.
+    InexactAmount,
+    InvalidAmount,
+    UnknownCurrency,
+    /// A media type the provider's parser does not read.
+    UnsupportedMediaType,
+    /// An id or item beyond the store's key or item limits: retrying could never succeed.
+    TooLargeForStore,
+    /// The event's identity is stored with other content (amount, status, references).
+    Conflict,
+    /// The provider's own API does not confirm the delivery (Foloosi's transaction detail).
+    Unconfirmed,
+    /// The delivery carries too little to store without confirmation by the provider's API.
+    NeedsConfirmation,
+}
+
+impl HoldCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldCode::Malformed => "malformed",
+            HoldCode::MissingField => "missing_field",
+            HoldCode::InvalidField => "invalid_field",
+            HoldCode::UnknownRefundEvent => "unknown_refund_event",
+            HoldCode::UnknownStatus => "unknown_status",
+            HoldCode::InexactAmount => "inexact_amount",
+            HoldCode::InvalidAmount => "invalid_amount",
+            HoldCode::UnknownCurrency => "unknown_currency",
+            HoldCode::UnsupportedMediaType => "unsupported_media_type",
+            HoldCode::TooLargeForStore => "too_large_for_store",
+            HoldCode::Conflict => "conflict",
+            HoldCode::Unconfirmed => "unconfirmed",
+            HoldCode::NeedsConfirmation => "needs_confirmation",
+        }
+    }
+}
+
+impl HoldReason {
+    pub fn new(code: HoldCode, field: impl Into<String>) -> Self {
+        HoldReason { code, field: Some(bounded(&field.into()).into_owned()) }
+    }
+
+    pub fn bare(code: HoldCode) -> Self {
+        HoldReason { code, field: None }
+    }
+}
+
+impl fmt::Display for HoldReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.field {
+            Some(field) => write!(f, "{}: {field}", self.code.as_str()),
+            None => f.write_str(self.code.as_str()),
+        }
+    }
+}
+
+impl From<&PayloadError> for HoldReason {
+    fn from(e: &PayloadError) -> Self {
+        match e {
+            PayloadError::Invalid { field, message } => {
+                let code = if message == "missing field" {
+                    HoldCode::MissingField
+                } else if field == "body" {
+                    HoldCode::Malformed
+                } else {
+                    HoldCode::InvalidField
+                };
+                HoldReason::new(code, field.as_str())
+            }
+            PayloadError::Amount { field, source } => {
+                let code = match source {
+                    MoneyError::UnknownCurrency(_) | MoneyError::NoMinorUnit(_) => HoldCode::UnknownCurrency,
+                    MoneyError::TooPrecise { .. } => HoldCode::InexactAmount,
+                    MoneyError::NotANumber(_) | MoneyError::Negative(_) | MoneyError::OutOfRange(_) => {
+                        HoldCode::InvalidAmount
+                    }
+                };
+                HoldReason::new(code, *field)
+            }
+            PayloadError::UnknownRefundEvent { field, .. } => HoldReason::new(HoldCode::UnknownRefundEvent, *field),
+            PayloadError::UnknownStatus { field } => HoldReason::new(HoldCode::UnknownStatus, *field),
+            PayloadError::NeedsConfirmation { field } => HoldReason::new(HoldCode::NeedsConfirmation, *field),
+        }
+    }
+}
+
+/// Whether a held delivery still waits for an adapter that can read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeldStatus {
+    Held,
+    /// Reprocessed: stored as an event, found a duplicate, or ignored.
+    Resolved,
+}
+
+impl HeldStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeldStatus::Held => "held",
+            HeldStatus::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "held" => Some(HeldStatus::Held),
+            "resolved" => Some(HeldStatus::Resolved),
+            _ => None,
+        }
+    }
+}
+
+/// One held delivery, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldDelivery {
+    pub held_id: String,
+    pub provider: Provider,
+    /// RFC 3339, UTC: when it was first held.
+    pub received_at: String,
+    pub content_type: Option<String>,
+    /// The body exactly as received (it may not even be UTF-8).
+    pub body: Vec<u8>,
+    pub reason: String,
+    /// The query string without credentials.
+    pub query: Option<String>,
+    /// The headers without credentials, names lower-case.
+    pub headers: Vec<(String, String)>,
+    pub status: HeldStatus,
+    /// What reprocessing made of it (`accepted evt_…`, `duplicate evt_…`, `ignored`).
+    pub resolution: Option<String>,
+}
+
+/// What the internal audience is told of a newly held delivery: never its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldNotice {
+    pub held_id: String,
+    pub provider: Provider,
+    pub received_at: String,
+    pub reason: String,
+}
+
+/// Most header bytes a held item keeps (names and values): enough for support, and a bound that
+/// keeps every held item inside the store's item limit.
+pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+
+/// Header and query names that may carry a credential are never stored.
+const SECRET_WORDS: &[&str] = &["auth", "signature", "token", "secret", "key", "cookie", "password", "session"];
+
+fn is_secret_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    SECRET_WORDS.iter().any(|w| lower.contains(w))
+}
+
+impl HeldDelivery {
+    /// `hld_` + 32 hex digits of SHA-256 over the body: the same body held twice is one item.
+    pub fn id_for(body: &[u8]) -> String {
+        let digest = Sha256::digest(body);
+        format!("hld_{}", hex::encode(&digest[..16]))
+    }
+
+    /// A newly held delivery, with credentials taken out of its headers and query.
+    pub fn new(
+        provider: Provider,
+        received_at: String,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        body: &[u8],
+        reason: &HoldReason,
+    ) -> Self {
+        let mut kept = Vec::new();
+        let mut room = MAX_HEADER_BYTES;
+        for (name, value) in headers {
+            if is_secret_name(name.as_str()) {
+                continue;
+            }
+            let value = String::from_utf8_lossy(value.as_bytes());
+            let value = bounded(&value);
+            let size = name.as_str().len() + value.len();
+            if size > room {
+                continue;
+            }
+            room -= size;
+            kept.push((name.as_str().to_owned(), value.into_owned()));
+        }
+        HeldDelivery {
+            held_id: Self::id_for(body),
+            provider,
+            received_at,
+            content_type: headers
+                .get(http::header::CONTENT_TYPE)
+                .map(|v| bounded(&String::from_utf8_lossy(v.as_bytes())).into_owned()),
+            body: body.to_vec(),
+            reason: reason.to_string(),
+            query: query.map(redact_query).filter(|q| !q.is_empty()),
+            headers: kept,
+            status: HeldStatus::Held,
+            resolution: None,
+        }
+    }
+
+    pub fn notice(&self) -> HeldNotice {
+        HeldNotice {
+            held_id: self.held_id.clone(),
+            provider: self.provider,
+            received_at: self.received_at.clone(),
+            reason: self.reason.clone(),
+        }
+    }
+
+    /// The headers as the adapters see them again on reprocessing.
+    pub fn header_map(&self) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in &self.headers {
+            if let (Ok(name), Ok(value)) = (http::HeaderName::from_bytes(k.as_bytes()), http::HeaderValue::from_str(v))
+            {
+                map.append(name, value);
+            }
+        }
+        map
+    }
+
+    /// The listing's view: no body.
+    pub fn summary(&self) -> HeldSummary<'_> {
+        HeldSummary {
+            held_id: &self.held_id,
+            provider: self.provider,
+            received_at: &self.received_at,
+            reason: &self.reason,
+            status: self.status,
+            resolution: self.resolution.as_deref(),
+        }
+    }
+
+    /// The whole item as JSON: the body as text where it is UTF-8, else as base64.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self.summary()).unwrap_or_default();
+        let fields = v.as_object_mut().expect("a struct serializes to an object");
+        fields.insert("content_type".into(), serde_json::json!(self.content_type));
+        fields.insert("query".into(), serde_json::json!(self.query));
+        fields.insert(
+            "headers".into(),
+            serde_json::Value::Object(
+                self.headers.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect(),
+            ),
+        );
+        match std::str::from_utf8(&self.body) {
+            Ok(text) => fields.insert("body".into(), serde_json::json!(text)),
+            Err(_) => {
+                use base64::Engine;
+                fields.insert(
+                    "body_base64".into(),
+                    serde_json::json!(base64::engine::general_purpose::STANDARD.encode(&self.body)),
+                )
+            }
+        };
+        v
+    }
+}
+
+/// `GET /held`'s row.
+#[derive(Debug, Serialize)]
+pub struct HeldSummary<'a> {
+    pub held_id: &'a str,
+    pub provider: Provider,
+    pub received_at: &'a str,
+    pub reason: &'a str,
+    pub status: HeldStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<&'a str>,
+}
+
+/// The query without parameters whose names may carry a credential (`token`, `key`, ...).
+pub fn redact_query(query: &str) -> String {
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        if !is_secret_name(&k) {
+            out.append_pair(&bounded(&k), &bounded(&v));
+        }
+    }
+    out.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_reach_the_held_item() {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", "application/json".parse().unwrap());
+        h.insert("authorization", "Basic YTpi".parse().unwrap());
+        h.insert("x-webhook-token", "t".repeat(20).parse().unwrap());
+        h.insert("svix-signature", "v1,AAAA".parse().unwrap());
+        h.insert("x-memberful-webhook-signature", "ab".parse().unwrap());
+        h.insert("svix-id", "msg_1".parse().unwrap());
+        h.insert("user-agent", "provider".parse().unwrap());
+        let reason = HoldReason::new(HoldCode::Malformed, "body");
+        let held = HeldDelivery::new(
+            Provider::Webforce,
+            "2026-12-01T00:00:00Z".into(),
+            &h,
+            Some("token=abc&event=refund-applied&api_key=1"),
+            b"x",
+            &reason,
+        );
+        let names: Vec<&str> = held.headers.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["content-type", "svix-id", "user-agent"]);
+        assert_eq!(held.query.as_deref(), Some("event=refund-applied"));
+        assert_eq!(held.reason, "malformed: body");
+        assert_eq!(held.held_id, HeldDelivery::id_for(b"x"));
+        assert_eq!(held.held_id.len(), 4 + 32);
+    }
+
+    #[test]
+    fn reasons_name_the_field_never_the_value() {
+        let e = PayloadError::Amount {
+            field: "data.amount",
+            source: MoneyError::TooPrecise { amount: "1.005".into(), currency: "USD".into(), exponent: 2 },
+        };
+        assert_eq!(HoldReason::from(&e).to_string(), "inexact_amount: data.amount");
+        let e = PayloadError::UnknownRefundEvent { field: "event", name: "order.partially_refunded".into() };
+        assert_eq!(HoldReason::from(&e).to_string(), "unknown_refund_event: event");
+        let e = PayloadError::invalid("data.refund_id", "invalid type: string \"secret\", expected u64");
+        assert_eq!(HoldReason::from(&e).to_string(), "invalid_field: data.refund_id");
+        assert_eq!(HoldReason::from(&PayloadError::missing("order.uuid")).to_string(), "missing_field: order.uuid");
+    }
+}
