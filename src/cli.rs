@@ -149,7 +149,7 @@ async fn reprocess(args: &StoreArgs, provider: Option<Provider>, dry_run: bool) 
         };
         println!("{} {} (held: {}) -> {verdict}", held.held_id, held.provider, held.reason);
     }
-    println!("{stored} {} stored, {still} still held", if dry_run { "would be" } else { "" }.trim());
+    println!("{stored} {}stored, {still} still held", if dry_run { "would be " } else { "" });
     if let (Some(runner), false) = (runner, dry_run) {
         runner.drain_outbox().await.map_err(anyhow::Error::msg)?;
     }

@@ -191,7 +191,8 @@ async fn the_stream_fans_out_to_the_audiences_the_routing_table_names() {
     }
     let memberful = payor.iter().find(|(b, _)| b["provider"] == "memberful").unwrap();
     assert_eq!(memberful.0["payor"]["email"], "john.doe@example.com");
-    assert!(merchant.iter().any(|(b, _)| b["provider"] == "memberful" && b["access_revocation"] == true));
+    // Memberful's example keeps its subscription active: the merchant is not told to revoke access.
+    assert!(merchant.iter().any(|(b, _)| b["provider"] == "memberful" && b["access_revocation"] == false));
 }
 
 #[tokio::test]

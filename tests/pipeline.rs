@@ -29,7 +29,7 @@ const CASES: &[Case] = &[
     Case {
         provider: Provider::Conscent,
         refund: "conscent/refunded.pay_per_use.json",
-        ignored: Some("conscent/purchased.subscription.ours.json"),
+        ignored: Some("conscent/purchase.subscription.ours.json"),
         remove: &["/payload/refund/_id"],
         field: "payload.refund._id",
     },

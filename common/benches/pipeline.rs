@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use common::config::{Config, DEV_SECRETS, Secrets};
 use common::event::{EventKind, Provider, RefundEvent};
 use common::receive::{Receiver, WebhookRequest};
-use common::store::{Advance, EventStore, ObjectRecord, Put, StoreError};
+use common::held::HeldDelivery;
+use common::store::{Advance, EventStore, Hold, ObjectRecord, Put, StoreError};
 use criterion::{Criterion, criterion_group, criterion_main};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
@@ -32,6 +33,18 @@ impl EventStore for NullStore {
     }
     async fn object(&self, _: Provider, _: EventKind, _: &str) -> Result<Option<ObjectRecord>, StoreError> {
         Ok(None)
+    }
+    async fn hold(&self, _: &HeldDelivery) -> Result<Hold, StoreError> {
+        Ok(Hold::Held)
+    }
+    async fn held(&self, _: Option<Provider>) -> Result<Vec<HeldDelivery>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn held_one(&self, _: &str) -> Result<Option<HeldDelivery>, StoreError> {
+        Ok(None)
+    }
+    async fn resolve_held(&self, _: &HeldDelivery, _: &str) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 

@@ -239,15 +239,16 @@ impl Config {
         let mut dev_secrets = Vec::new();
         let allow_dev = env(ALLOW_DEV_SECRETS).is_some_and(|v| v.eq_ignore_ascii_case("true"));
         for &provider in providers {
-            if secrets == Secrets::Production && !allow_dev {
-                if let Some(var) = dev_secret_in_use(provider, env) {
-                    return Err(invalid(
-                        var,
-                        format!(
-                            "is a development secret, published in this repository (set {ALLOW_DEV_SECRETS}=true only to emulate Lambda locally)"
-                        ),
-                    ));
-                }
+            if secrets == Secrets::Production
+                && !allow_dev
+                && let Some(var) = dev_secret_in_use(provider, env)
+            {
+                return Err(invalid(
+                    var,
+                    format!(
+                        "is a development secret, published in this repository (set {ALLOW_DEV_SECRETS}=true only to emulate Lambda locally)"
+                    ),
+                ));
             }
             let scheme = match (verifier(provider, env, tolerance_secs)?, secrets) {
                 (Some(v), _) => v,

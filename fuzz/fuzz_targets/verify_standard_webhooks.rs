@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
             headers.insert(HeaderName::from_bytes(name.as_bytes()).unwrap(), v);
         }
     }
-    let scheme = StandardWebhooks::new(&[WHSEC], TOLERANCE).unwrap();
+    let scheme = StandardWebhooks::new(&[WHSEC], TOLERANCE, 16).unwrap();
     let result = scheme.verify(&Presented { headers: &headers, query: None, body }, NOW);
 
     let text = |i: usize| headers.get(names[i].as_str()).and_then(|v| v.to_str().ok());

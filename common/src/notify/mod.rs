@@ -130,10 +130,10 @@ fn fit(body: &mut serde_json::Value, attributes: &[(&'static str, String)]) {
 fn longest_text(value: &mut serde_json::Value) -> Option<&mut String> {
     fn walk<'a>(v: &'a mut serde_json::Value, key: &str, best: &mut Option<&'a mut String>) {
         match v {
-            serde_json::Value::String(s) if key != "event_id" && key != "held_id" => {
-                if best.as_ref().is_none_or(|b| b.len() < s.len()) {
-                    *best = Some(s);
-                }
+            serde_json::Value::String(s)
+                if key != "event_id" && key != "held_id" && best.as_ref().is_none_or(|b| b.len() < s.len()) =>
+            {
+                *best = Some(s);
             }
             serde_json::Value::Object(m) => m.iter_mut().for_each(|(k, v)| walk(v, k, best)),
             serde_json::Value::Array(a) => a.iter_mut().for_each(|v| walk(v, key, best)),

@@ -35,9 +35,12 @@ fn default_for(provider: Provider) -> Table {
     }
 }
 
+/// One provider's table: who each status reaches.
+type Rules = Vec<(Status, Vec<Audience>)>;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routing {
-    tables: Vec<(Provider, Vec<(Status, Vec<Audience>)>)>,
+    tables: Vec<(Provider, Rules)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,7 +58,7 @@ impl Default for Routing {
 }
 
 /// `status=audience+audience;...` as (status, audiences) rules.
-fn parse(spec: &str) -> Result<Vec<(Status, Vec<Audience>)>, RoutingError> {
+fn parse(spec: &str) -> Result<Rules, RoutingError> {
     spec.split(';')
         .map(str::trim)
         .filter(|r| !r.is_empty())
