@@ -132,3 +132,81 @@ fn stored_events_survive_a_restart() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(notifications(dir.path()).len(), 3, "no second notification after the restart");
 }
+
+/// `refund-relay` itself, with extra environment, in `dir`'s data directory; its stdout.
+fn cli(args: &[&str], env: &[(&'static str, String)]) -> String {
+    let out = Command::new(BIN).args(args).envs(env.iter().map(|(k, v)| (*k, v.as_str()))).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{args:?}: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// A held delivery as a local user meets it: 202, listed at `GET /held` and `held list`, its body
+/// at `GET /held/{id}`, told to internal once however often it is resent, then stored by
+/// `reprocess --data-dir` once Foloosi's confirming API is configured (the dry run first).
+#[test]
+fn held_deliveries_are_listed_told_once_and_reprocessed_locally() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let body = b"transaction_no=FLN9&order_id=order-9";
+    let post = |server: &Server| {
+        let config = support::config(&[]);
+        let headers: Vec<(String, String)> = support::signed(
+            &config,
+            common::event::Provider::Foloosi,
+            "application/x-www-form-urlencoded",
+            body,
+            support::now(),
+            "x",
+        )
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+        .collect();
+        let (code, reply) =
+            refund_relay::cli::post(&format!("{}/webhooks/foloosi", server.url), &headers, body).unwrap();
+        (code, serde_json::from_str::<Value>(&reply).unwrap())
+    };
+    let held_id = {
+        let server = start(dir.path());
+        let (code, first) = post(&server);
+        assert_eq!((code, first["reason"].as_str()), (202, Some("needs_confirmation: status")), "{first}");
+        let (code, again) = post(&server);
+        assert_eq!((code, &again["held_id"]), (202, &first["held_id"]));
+        let told = support::runner::wait_for(dir.path(), 1, 10);
+        assert_eq!(told.len(), 1, "told once: {told:?}");
+        assert_eq!(
+            (told[0]["audience"].as_str(), told[0]["attributes"]["kind"].as_str()),
+            (Some("internal"), Some("held"))
+        );
+
+        let (code, list) = get(&format!("{}/held", server.url));
+        assert_eq!(code, 200);
+        assert_eq!(list.as_array().unwrap().len(), 1);
+        assert_eq!(list[0]["status"], "held");
+        assert_eq!(list[0]["provider"], "foloosi");
+        let id = first["held_id"].as_str().unwrap().to_owned();
+        let (code, one) = get(&format!("{}/held/{id}", server.url));
+        assert_eq!(code, 200);
+        assert_eq!(one["body"], std::str::from_utf8(body).unwrap());
+        assert!(one["headers"].get("x-webhook-token").is_none(), "no credentials kept: {one}");
+        assert_eq!(get(&format!("{}/held/hld_unknown", server.url)).0, 404);
+        id
+    };
+    assert!(cli(&["held", "list", "--data-dir", &data], &[]).contains(&held_id));
+
+    let api = support::foloosi_api::FakeFoloosi::start();
+    api.answer("FLN9", support::foloosi_api::Answer::Detail(support::foloosi_api::detail("success", "order-9", "9")));
+    let env: Vec<(&'static str, String)> = api.env().into_iter().collect();
+    let dry = cli(&["reprocess", "--data-dir", &data, "--dry-run"], &env);
+    assert!(dry.contains("would be accepted") && dry.contains("1 would be stored"), "{dry}");
+    let run = cli(&["reprocess", "--data-dir", &data], &env);
+    assert!(run.contains("-> accepted as event evt_") && run.contains("1 stored"), "{run}");
+    assert!(cli(&["reprocess", "--data-dir", &data], &env).contains("0 stored"), "a second run stores nothing");
+    assert!(cli(&["held", "list", "--data-dir", &data], &[]).contains("\"resolved\""));
+    // The reprocessed payment was told through the local outbox: internal, merchant and payor.
+    let told = notifications(dir.path());
+    assert_eq!(told.iter().filter(|n| n["attributes"]["kind"] == "payment").count(), 3, "{told:?}");
+    let server = start(dir.path());
+    let (code, payment) = get(&format!("{}/refunds/foloosi/FLN9?kind=payment", server.url));
+    assert_eq!((code, payment["events"].as_array().map(Vec::len)), (200, Some(1)));
+}

@@ -5,6 +5,9 @@
 //! last-reached event is notified exactly once, and every object ends at its highest-ranked
 //! status whatever the arrival order.
 //!
+//! The local runner's storm also carries 500 deliveries of 100 authenticated bodies no adapter
+//! can read, from every provider: each is held exactly once and told to internal exactly once.
+//!
 //! `STORM_SEED` replays an arrival order; the seed in use is printed.
 
 mod support;
@@ -23,6 +26,30 @@ const DISTINCT: usize = 2_000;
 const DELIVERIES: usize = 10_000;
 const SENDERS: usize = 32;
 const RAINFOREST_REFUNDS: usize = 150;
+const HELD_DISTINCT: usize = 100;
+const HELD_DELIVERIES: usize = 500;
+
+/// Authenticated but unreadable: malformed JSON, another media type, an unknown refund event,
+/// each body distinct, from every provider in turn.
+fn unreadable_bodies() -> Vec<(Provider, &'static str, Vec<u8>)> {
+    (0..HELD_DISTINCT)
+        .map(|i| {
+            let provider = Provider::ALL[i % Provider::ALL.len()];
+            match i % 3 {
+                0 => (provider, "application/json", format!("{{\"storm\": {i}, oops").into_bytes()),
+                1 => (provider, "text/csv", format!("storm,{i}").into_bytes()),
+                _ => (
+                    Provider::Rainforest,
+                    "application/json",
+                    edit("rainforest/refund.created.json", |v| {
+                        v["event_type"] = json!("refund.reversed");
+                        v["data"]["refund_id"] = json!(format!("rfd_held_{i}"));
+                    }),
+                ),
+            }
+        })
+        .collect()
+}
 
 /// One distinct event: the body every delivery of it carries.
 struct Event {
@@ -128,6 +155,7 @@ fn arrival_order() -> Vec<usize> {
 struct Tally {
     accepted: AtomicUsize,
     duplicate: AtomicUsize,
+    held: AtomicUsize,
     other: AtomicUsize,
 }
 
@@ -136,6 +164,7 @@ impl Tally {
         match (status, body["status"].as_str()) {
             (200, Some("accepted")) => self.accepted.fetch_add(1, Ordering::SeqCst),
             (200, Some("duplicate")) => self.duplicate.fetch_add(1, Ordering::SeqCst),
+            (202, Some("held")) => self.held.fetch_add(1, Ordering::SeqCst),
             _ => {
                 eprintln!("unexpected answer {status} {body}");
                 self.other.fetch_add(1, Ordering::SeqCst)
@@ -216,7 +245,13 @@ fn event_ids(events: &[Event]) -> HashMap<usize, String> {
 fn storm_through_the_local_runner() {
     let events = distinct_events();
     let ids = event_ids(&events);
-    let order = arrival_order();
+    // Indices past DISTINCT are unreadable bodies, mixed in at random.
+    let unreadable = unreadable_bodies();
+    let mut order = arrival_order();
+    order.extend((0..HELD_DELIVERIES).map(|k| DISTINCT + k % HELD_DISTINCT));
+    // Seeded from the order itself, so STORM_SEED replays this too.
+    let seed = order[0] as u64;
+    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
     let dir = tempfile::tempdir().unwrap();
     let server = support::runner::start_with(dir.path(), &[("ROUTING_RAINFOREST", support::GENERAL_ROUTING)]);
     let cfg = config(&[]);
@@ -229,18 +264,25 @@ fn storm_through_the_local_runner() {
                 loop {
                     let n = next.fetch_add(1, Ordering::SeqCst);
                     let Some(&i) = order.get(n) else { break };
-                    let e = &events[i];
-                    let h: Vec<(String, String)> = headers(&cfg, e, n)
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
-                        .collect();
-                    let (status, body) = refund_relay::cli::post(&url(e.provider), &h, &e.body).unwrap();
+                    let (provider, h, body) = match events.get(i) {
+                        Some(e) => (e.provider, headers(&cfg, e, n), &e.body),
+                        None => {
+                            let (p, ct, body) = &unreadable[i - DISTINCT];
+                            (*p, support::signed(&cfg, *p, ct, body, support::now(), &format!("msg_storm_{n}")), body)
+                        }
+                    };
+                    let h: Vec<(String, String)> =
+                        h.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned())).collect();
+                    let (status, body) = refund_relay::cli::post(&url(provider), &h, body).unwrap();
                     tally.count(status, &serde_json::from_str(&body).unwrap_or(Value::Null));
                 }
             });
         }
     });
     tally.assert_exact();
+    assert_eq!(tally.held.load(Ordering::SeqCst), HELD_DELIVERIES, "every unreadable delivery answered held");
+    let (_, held) = support::runner::get(&format!("{}/held", server.url));
+    assert_eq!(held.as_array().unwrap().len(), HELD_DISTINCT, "each unreadable body held exactly once");
 
     // Every object's final status, and its full history (2,000 events in all).
     let mut stored = 0;
@@ -258,8 +300,14 @@ fn storm_through_the_local_runner() {
         .iter()
         .filter(|e| e.status.is_terminal() || e.provider != Provider::Rainforest)
         .map(|e| support::general_routing().audiences(e.provider, e.status).len())
-        .sum();
+        .sum::<usize>()
+        + HELD_DISTINCT;
     let sent = support::runner::wait_for(dir.path(), minimum, 300);
+    // Each held delivery told to internal once (`assert_notified_once` below sees no pair twice).
+    let held_told: HashSet<&str> =
+        sent.iter().filter(|n| n["attributes"]["kind"] == "held").map(|n| n["event_id"].as_str().unwrap()).collect();
+    assert_eq!(held_told.len(), HELD_DISTINCT);
+    assert!(sent.iter().filter(|n| n["attributes"]["kind"] == "held").all(|n| n["audience"] == "internal"));
     let pairs: Vec<(String, String)> = sent
         .iter()
         .map(|n| (n["event_id"].as_str().unwrap().to_owned(), n["audience"].as_str().unwrap().to_owned()))
@@ -270,7 +318,11 @@ fn storm_through_the_local_runner() {
             support::runner::get(&format!("{}/refunds/{provider}/{id}?kind={}", server.url, kind.as_str()));
         assert_eq!(record["status"], status.as_str(), "{provider} {id}");
     }
-    eprintln!("local runner: {DELIVERIES} deliveries, {DISTINCT} stored, {} notifications", sent.len());
+    eprintln!(
+        "local runner: {} deliveries, {DISTINCT} stored, {HELD_DISTINCT} held, {} notifications",
+        DELIVERIES + HELD_DELIVERIES,
+        sent.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
