@@ -181,6 +181,12 @@ async fn the_stream_fans_out_to_the_audiences_the_routing_table_names() {
             assert!(attrs.contains_key(key), "attribute {key} missing: {attrs:?}");
         }
         assert_eq!(attrs["audience"], body["audience"].as_str().unwrap());
+        // A subscriber can refuse to fulfil an order on a token alone.
+        let proof = match attrs["provider"].as_str() {
+            "webforce" | "foloosi" => "token",
+            _ => "signature",
+        };
+        assert_eq!((attrs["proof"].as_str(), body["proof"].as_str()), (proof, Some(proof)), "{attrs:?}");
         assert!(body["event_id"].as_str().unwrap().starts_with("evt_"));
         assert!(body["text"].is_string());
         assert!(body.get("raw_payload").is_none());

@@ -388,6 +388,25 @@ fn table() -> Vec<Row> {
             ])),
         row("token header 64 KB long (foloosi)", "foloosi", fixture("foloosi/transaction.success.json"), 401)
             .auth(Auth::Override(vec![("x-webhook-token", Some("t".repeat(65_536)))])),
+        // --- provider fidelity: words we do not know are held, never guessed ------------------------
+        row("foloosi status that contains `fail` and `success`", "foloosi", edit("foloosi/transaction.success.json", &[("/data/transfer/transaction_status", "\"payment_failed_success\"")]), HELD)
+            .field("data.transfer.transaction_status"),
+        row("foloosi status `reversed` (no documented refund word)", "foloosi", edit("foloosi/transaction.success.json", &[("/data/transfer/transaction_status", "\"reversed\"")]), HELD)
+            .field("data.transfer.transaction_status"),
+        row("foloosi callback that carries only a secret_key", "foloosi", "secret_key=dev-foloosi-token-not-for-production", HELD)
+            .content_type(Some(FORM))
+            .field("transaction_no"),
+        row("memberful order.partially_refunded", "memberful", edit("memberful/order.refunded.json", &[("/event", "\"order.partially_refunded\"")]), HELD)
+            .field("event"),
+        row("conscent refunded.gift (a refund event we do not know)", "conscent", edit("conscent/refunded.pass.json", &[("/event", "\"refunded.gift\"")]), HELD)
+            .field("event"),
+        row("conscent cancelled.subscription is acknowledged", "conscent", fixture("conscent/cancelled.subscription.ours.json"), 200)
+            .check(|h, r| {
+                assert_eq!(r.body["status"], "ignored");
+                assert!(h.store.events().is_empty());
+            }),
+        row("webforce amount and amount_cents both", "webforce", edit("webforce/refund-applied.ours.json", &[("/source", "\"Admin\",\"amount_cents\":\"1\"")]), HELD)
+            .field("amount_cents"),
         // --- content type, method, route ------------------------------------------------------------
         row("text/plain", "memberful", fixture("memberful/order.refunded.json"), HELD).content_type(Some("text/plain")),
         row("form for a JSON-only provider", "rainforest", fixture(rf), HELD).content_type(Some(FORM)),

@@ -38,6 +38,24 @@ pub fn all_fixtures() -> Vec<(Provider, String)> {
     out
 }
 
+/// `tests/fixtures/manifest.json`: each fixture's expected outcome and normalized fields.
+pub fn manifest() -> serde_json::Map<String, serde_json::Value> {
+    let text = std::fs::read_to_string(fixtures_dir().join("manifest.json")).expect("tests/fixtures/manifest.json");
+    let mut v: serde_json::Value = serde_json::from_str(&text).expect("manifest is JSON");
+    v["fixtures"].as_object_mut().map(std::mem::take).expect("a `fixtures` object")
+}
+
+/// The fixtures the manifest says are stored as events (as opposed to ignored or held).
+pub fn accepted_fixtures() -> Vec<(Provider, String)> {
+    let m = manifest();
+    all_fixtures().into_iter().filter(|(_, rel)| m.get(rel).is_some_and(|e| e["outcome"] == "accepted")).collect()
+}
+
+/// The query string a fixture is delivered with, if the manifest names one.
+pub fn fixture_query(rel: &str) -> Option<String> {
+    manifest().get(rel).and_then(|e| e["query"].as_str()).map(str::to_owned)
+}
+
 /// An environment of the development secrets plus `extra` (which wins).
 pub fn env_with(extra: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
     let mut map: HashMap<String, String> = DEV_SECRETS.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
@@ -92,11 +110,12 @@ impl Harness {
         self.receiver.receive(provider, WebhookRequest { method: &Method::POST, headers, query, body }).await
     }
 
-    /// Sends a fixture signed with this harness's own secrets.
+    /// Sends a fixture signed with this harness's own secrets, with its manifest query.
     pub async fn send_fixture(&self, rel: &str) -> Receipt {
         let provider: Provider = rel.split('/').next().unwrap().parse().unwrap();
         let body = fixture(rel);
-        self.send_body(provider, content_type_of(rel), &body).await
+        let h = signed(&self.config, provider, content_type_of(rel), &body, now(), &format!("msg_{}", now()));
+        self.send(provider, &h, fixture_query(rel).as_deref(), &body).await
     }
 
     pub async fn send_body(&self, provider: Provider, content_type: &str, body: &[u8]) -> Receipt {
