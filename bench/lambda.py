@@ -508,6 +508,17 @@ def fresh_rainforest_event(secret):
     return event
 
 
+def held_event(provider):
+    """events/<provider>-valid.json with a body the adapter cannot read but the same token: a
+    Foloosi callback that names no status (held `needs_confirmation` without FOLOOSI_SECRET_KEY).
+    The body is new each time, so each one is a new held item."""
+    event = load_event(f"{provider}-valid")
+    event["body"] = f"transaction_no=FLNBENCH{uuid.uuid4().hex}&order_id=bench-order"
+    event["headers"] = {**event["headers"], "content-type": "application/x-www-form-urlencoded"}
+    event["requestContext"]["requestId"] = f"req-{uuid.uuid4().hex}"
+    return event
+
+
 def check_answer(who, answer, outcome):
     """A webhook answer must be 200 with the expected status (or the 401 of a forged request);
     a stream batch, no failures."""
@@ -515,10 +526,10 @@ def check_answer(who, answer, outcome):
         if answer != {"batchItemFailures": []}:
             raise HarnessError(f"{who}: stream batch answered {answer}")
         return
-    code = 401 if outcome == "unauthorized" else 200
+    code = {"unauthorized": 401, "held": 202}.get(outcome, 200)
     if not isinstance(answer, dict) or answer.get("statusCode") != code:
         raise HarnessError(f"{who}: expected statusCode {code} ({outcome}), got {answer}")
-    if code == 200 and (status := json.loads(answer.get("body") or "{}").get("status")) != outcome:
+    if code in (200, 202) and (status := json.loads(answer.get("body") or "{}").get("status")) != outcome:
         raise HarnessError(f"{who}: expected status {outcome!r}, got {status!r} in {answer}")
 
 
@@ -610,6 +621,14 @@ def measure(subject, services, secrets, runs, warm):
             answer, r["dup_rtt_ms"], r["dup_duration_ms"] = em.invoke(event)
             check_answer(f"{subject.label} duplicate", answer, "batch" if outcome == "batch" else "duplicate")
             r["requests_duplicate"], r["dup_dynamodb_wait_ms"], _ = diff(services.counts(), after)
+
+            # What a held delivery costs: one conditional PutItem of the held item (table and the
+            # sparse by_held index).
+            if subject.side == "ours" and subject.name == "foloosi":
+                before_held = services.counts()
+                answer, _, _ = em.invoke(held_event(subject.name))
+                check_answer(f"{subject.label} held", answer, "held")
+                r["requests_held"], _, r["write_units_held"] = diff(services.counts(), before_held)
 
             if warm and subject.name == "rainforest" and run == runs - 1:
                 r["warm"] = warm_invocations(subject, em, services, secrets, warm)
@@ -737,6 +756,8 @@ def summarize(result):
         "dynamodb_duplicate": dynamodb_total(last["requests_duplicate"]),
         "requests_new": last["requests_new"],
         "write_units_new": last["write_units_new"],
+        "requests_held": last.get("requests_held"),
+        "write_units_held": last.get("write_units_held"),
         "requests_duplicate": last["requests_duplicate"],
         # The counts must not vary between runs; if they do, say so rather than pick one.
         "requests_stable": all(
@@ -827,6 +848,15 @@ def report(results, args, missing):
             f"{ops(s['requests_duplicate'])}{'' if s['requests_stable'] else ' (varied between runs)'} |"
             + (f" {s['write_units_new']:g} |" if local else "")
         )
+
+    held = results["functions"].get("foloosi (ours)", {}).get("summary", {})
+    if held.get("requests_held"):
+        lines += [
+            "",
+            f"A held delivery (Foloosi callback without a status, answered 202 held): DynamoDB "
+            f"{dynamodb_total(held['requests_held'])}: {ops(held['requests_held'])}"
+            + (f", {held['write_units_held']:g} write units (table and the by_held index)." if local else "."),
+        ]
 
     fanout = results["functions"].get("fanout (ours)", {}).get("summary", {}).get("batch_ms_median")
     if fanout:

@@ -739,3 +739,26 @@ mod foloosi_confirmation {
         assert_eq!(h.store.events().len(), 1);
     }
 }
+
+/// A payer who closed Foloosi's widget was never charged, and a pending payment has not failed:
+/// neither tells the payor of a failure (nor anyone a "failed" text).
+#[tokio::test]
+async fn closed_and_pending_never_tell_the_payor_of_a_failure() {
+    use common::fanout::{Delivery, Fanout};
+    use common::notify::{Audience, MemoryNotifier, Routing};
+    for rel in ["foloosi/callback.closed.ours.form", "foloosi/transaction.pending.ours.json"] {
+        let h = Harness::new();
+        assert_eq!(status_of(&h.send_fixture(rel).await), "accepted", "{rel}");
+        let event = h.store.events().remove(0);
+        assert!(matches!(event.status, Status::Canceled | Status::Processing), "{rel}: {}", event.status);
+        let notifier = std::sync::Arc::new(MemoryNotifier::new());
+        let fanout = Fanout::new(h.store.clone(), notifier.clone(), Routing::default(), "Test".into());
+        assert!(matches!(fanout.deliver(&event).await.unwrap(), Delivery::Notified(_)));
+        let sent = notifier.sent();
+        assert!(!sent.is_empty(), "{rel}: someone is told");
+        assert!(sent.iter().all(|n| n.audience != Audience::Payor), "{rel}: the payor is told nothing");
+        for n in &sent {
+            assert!(!n.body["text"].as_str().unwrap().contains("failed"), "{rel}: {}", n.body["text"]);
+        }
+    }
+}
