@@ -368,6 +368,24 @@ async fn store_and_message_limits_hold_or_shorten_instead_of_failing_forever() {
     let r = deliver_body(&s, Provider::Rainforest, "application/json", &serde_json::to_vec(&long_id).unwrap()).await;
     assert_eq!((r.status, &r.body["reason"]), (StatusCode::ACCEPTED, &Value::from("too_large_for_store: object_id")));
     assert_eq!(moto::item_count(&s.ddb, &s.table, "HELD").await, 1);
+    // 250 KB of refusal text is in the item twice (the raw payload and the canonical event): past
+    // the 400 KB item limit, so the write could never succeed, and the delivery is held whole.
+    let mut huge: Value = serde_json::from_slice(&fixture("rainforest/refund.failed.json")).unwrap();
+    huge["data"]["refusal_desc"] = Value::from("d".repeat(250_000));
+    let huge = serde_json::to_vec(&huge).unwrap();
+    let r = deliver_body(&s, Provider::Rainforest, "application/json", &huge).await;
+    assert_eq!((r.status, &r.body["reason"]), (StatusCode::ACCEPTED, &Value::from("too_large_for_store: body")));
+    assert_eq!(moto::item_count(&s.ddb, &s.table, "HELD").await, 2);
+    // The check is DynamoDB's own limit: the event item it refused to write, put directly, fails.
+    let mut event: common::RefundEvent = serde_json::from_value(serde_json::json!({
+        "event_id": "evt_x", "idempotency_key": "k", "provider": "rainforest", "kind": "refund",
+        "event_type": "refund.failed", "status": "failed", "object_id": "rfd_huge",
+        "received_at": "2026-12-01T00:00:00Z", "raw_payload": "",
+    }))
+    .unwrap();
+    event.raw_payload = String::from_utf8(huge).unwrap();
+    event.reason = Some("d".repeat(250_000));
+    assert!(s.store.put_if_absent(&event).await.is_err(), "moto refuses an item over 400 KB");
 
     // 200 KB of refusal text reaches the notification twice (the field and the text).
     let mut wordy: Value = serde_json::from_slice(&fixture("rainforest/refund.failed.json")).unwrap();
@@ -386,4 +404,29 @@ async fn store_and_message_limits_hold_or_shorten_instead_of_failing_forever() {
     assert!(res.batch_item_failures.is_empty(), "{res:?}");
     let internal = moto::drain(&s.sdk, &topics.queues["internal"]).await;
     assert!(internal.iter().any(|(b, _)| b["event_id"] == event.event_id.as_str()), "published within SNS's limit");
+}
+
+/// Lambda redelivers a whole stream batch (a timeout after success, or the records after a
+/// failure): on DynamoDB the told marker answers from the same conditional UpdateItem, and no
+/// audience hears of an event twice.
+#[tokio::test]
+async fn a_redelivered_stream_batch_publishes_nothing_again() {
+    let Some(endpoint) = moto::endpoint() else { return };
+    let s = stack(&endpoint).await;
+    for rel in ["conscent/refunded.pass.json", "memberful/order.refunded.json", "foloosi/transaction.success.json"] {
+        assert_eq!(deliver(&s, rel).await.body["status"], "accepted", "{rel}");
+    }
+    let topics = moto::topics_with_queues(&s.sdk).await;
+    let fanout = s.sns_fanout(&topics.arns);
+    let batch = moto::stream_batch(&s.sdk, &s.ddb, &s.table).await;
+    s.ops.0.lock().unwrap().clear();
+    assert!(lambda::handle_stream(&fanout, batch.clone()).await.batch_item_failures.is_empty());
+    // Per event: the advance and the told marker.
+    assert_eq!(s.ops.0.lock().unwrap().iter().filter(|op| *op == "UpdateItem").count(), 6);
+    s.ops.0.lock().unwrap().clear();
+    assert!(lambda::handle_stream(&fanout, batch).await.batch_item_failures.is_empty());
+    assert_eq!(*s.ops.0.lock().unwrap(), ["UpdateItem"; 3], "one conditional request per record, nothing else");
+    for audience in ["internal", "merchant", "payor"] {
+        assert_eq!(moto::drain(&s.sdk, &topics.queues[audience]).await.len(), 3, "{audience}: each event once");
+    }
 }

@@ -127,12 +127,55 @@ async fn store_refunds(h: &Harness, n: usize) {
     }
 }
 
-/// The sequence numbers a stream batch reported as failed.
-/// What Lambda redelivers: the records of `batch` reported as failed.
+/// The records of `batch` reported as failed (a partial redelivery, for tests of what is retried).
 fn retry_of(batch: &StreamEvent, reported: &[String]) -> StreamEvent {
     let mut retry = batch.clone();
     retry.records.retain(|r| reported.contains(r.change.sequence_number.as_ref().unwrap()));
     retry
+}
+
+/// What Lambda really redelivers for a DynamoDB stream with `ReportBatchItemFailures`: the batch
+/// from the lowest reported sequence number on, so every later record comes back too.
+fn lambda_retry_of(batch: &StreamEvent, reported: &[String]) -> StreamEvent {
+    let lowest = reported.iter().map(|s| s.parse::<u128>().unwrap()).min().expect("something was reported");
+    let mut retry = batch.clone();
+    retry.records.retain(|r| r.change.sequence_number.as_ref().unwrap().parse::<u128>().unwrap() >= lowest);
+    retry
+}
+
+/// Lambda hands back every record after the first failure, including ones whose audiences were
+/// all told. Those publish nothing again: a payor on e-mail or SMS cannot dedupe. Only the failed
+/// record re-tells what it told before failing (at least once), and never its payor twice.
+#[tokio::test]
+async fn a_retried_batch_tells_no_audience_twice_of_a_record_already_told() {
+    let h = Harness::new();
+    store_refunds(&h, 10).await;
+    let events = h.store.events();
+    let batch = stream_of(&events);
+    let notifier = Arc::new(FlakyNotifier::default());
+    let fanout = Fanout::new(Arc::new(MemoryStore::new()), notifier.clone(), support::general_routing(), "Test".into());
+
+    notifier.fail_for([events[3].event_id.clone()], Audience::Merchant);
+    let reported = sequence_numbers(&lambda::handle_stream(&fanout, batch.clone()).await);
+    assert_eq!(reported, ["100000000003"]);
+    notifier.recover();
+    let retry = lambda_retry_of(&batch, &reported);
+    assert_eq!(retry.records.len(), 7, "records 3 to 9 come back");
+    assert!(lambda::handle_stream(&fanout, retry.clone()).await.batch_item_failures.is_empty());
+    // And Lambda may deliver the same batch once more (a timeout after success): still nothing.
+    assert!(lambda::handle_stream(&fanout, retry).await.batch_item_failures.is_empty());
+
+    let mut copies: HashMap<(String, Audience), usize> = HashMap::new();
+    for n in notifier.published.lock().unwrap().iter() {
+        *copies.entry((n.event_id.clone(), n.audience)).or_insert(0) += 1;
+    }
+    for (i, e) in events.iter().enumerate() {
+        for a in [Audience::Internal, Audience::Merchant, Audience::Payor] {
+            let n = copies.get(&(e.event_id.clone(), a)).copied().unwrap_or(0);
+            let want = if i == 3 && a == Audience::Internal { 2 } else { 1 };
+            assert_eq!(n, want, "event {i} {a:?}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -31,6 +31,9 @@ impl EventStore for NullStore {
     async fn advance(&self, _: &RefundEvent) -> Result<Advance, StoreError> {
         Ok(Advance::Advanced)
     }
+    async fn mark_told(&self, _: &RefundEvent) -> Result<(), StoreError> {
+        Ok(())
+    }
     async fn object(&self, _: Provider, _: EventKind, _: &str) -> Result<Option<ObjectRecord>, StoreError> {
         Ok(None)
     }

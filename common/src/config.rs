@@ -211,9 +211,16 @@ impl Config {
             .ok_or_else(|| {
                 invalid("BODY_LIMIT_BYTES", format!("at most {MAX_BODY_LIMIT}, so that a held delivery fits one item"))
             })?;
-        let foloosi_api = env("FOLOOSI_SECRET_KEY").map(|key| {
-            FoloosiApi::new(&env("FOLOOSI_API_URL").unwrap_or_else(|| foloosi_api::DEFAULT_BASE_URL.into()), &key)
-        });
+        let foloosi_api = match env("FOLOOSI_SECRET_KEY") {
+            Some(key) => {
+                let base = env("FOLOOSI_API_URL").unwrap_or_else(|| foloosi_api::DEFAULT_BASE_URL.into());
+                Some(
+                    FoloosiApi::new(&base, &key)
+                        .map_err(|e| invalid("FOLOOSI_SECRET_KEY", format!("no TLS roots: {e}")))?,
+                )
+            }
+            None => None,
+        };
         let currency = |var: &'static str| -> Result<String, ConfigError> {
             let code = env(var).unwrap_or_else(|| "USD".into());
             money::currency(&code).map(|(c, _)| c).map_err(|e| invalid(var, e.to_string()))

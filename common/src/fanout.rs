@@ -19,6 +19,8 @@ pub enum Delivery {
     /// The object was already at this rank or beyond. Nobody wants "your refund is processing"
     /// after "your refund succeeded", so nobody is told.
     Stale,
+    /// Every audience was told on an earlier delivery of this record; nothing is published again.
+    AlreadyTold,
 }
 
 /// What became of one event handed to [`Fanout::deliver_in_object_order`].
@@ -53,19 +55,26 @@ impl Fanout {
     }
 
     /// Safe to call again for the same event after a failure: `advance` answers `Advanced` for
-    /// the event that last moved the object, so a retry publishes what the first try did not
-    /// (subscribers dedupe by `event_id`).
+    /// the event that last moved the object until it is marked told, so a retry publishes what
+    /// the first try did not (subscribers dedupe by `event_id`), and once told, nothing.
     pub async fn deliver(&self, event: &RefundEvent) -> Result<Delivery, FanoutError> {
         match self.store.advance(event).await? {
             Advance::Stale => {
                 tracing::info!(event_id = %event.event_id, status = %event.status, "stale event: stored, not notified");
                 Ok(Delivery::Stale)
             }
+            Advance::AlreadyTold => {
+                tracing::info!(event_id = %event.event_id, "already told every audience: nothing published");
+                Ok(Delivery::AlreadyTold)
+            }
             Advance::Advanced => {
+                // In routing order, the payor last: a failure part-way leaves the payor untold, so
+                // the retry that re-tells the audiences before it never reaches a payor twice.
                 let messages = notify::notifications(event, &self.routing, &self.platform);
                 for n in &messages {
                     self.notifier.publish(n).await?;
                 }
+                self.store.mark_told(event).await?;
                 tracing::info!(event_id = %event.event_id, count = messages.len(), "notified");
                 Ok(Delivery::Notified(messages))
             }

@@ -69,6 +69,13 @@ impl<S: EventStore> EventStore for FlakyStore<S> {
         }
     }
 
+    async fn mark_told(&self, event: &RefundEvent) -> Result<(), StoreError> {
+        match injected(self.fault()) {
+            Some(e) => Err(e),
+            None => self.inner.mark_told(event).await,
+        }
+    }
+
     async fn object(&self, provider: Provider, kind: EventKind, id: &str) -> Result<Option<ObjectRecord>, StoreError> {
         match injected(self.fault()) {
             Some(e) => Err(e),

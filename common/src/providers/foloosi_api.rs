@@ -2,8 +2,14 @@
 //! merchant's `secret_key` header, as Foloosi's own plugins confirm a payment. Time-bound, so a
 //! slow API answers 503 (and the provider retries) well inside the provider's own timeout.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde::Deserialize;
 
 use super::foloosi::Detail;
@@ -11,14 +17,17 @@ use super::foloosi::Detail;
 /// Foloosi's production API.
 pub const DEFAULT_BASE_URL: &str = "https://foloosi.com/api/v1/api";
 
-/// The most one confirmation may take.
+/// The most one confirmation may take, connection included.
 pub const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// More than any transaction detail; a larger answer is not the documented one.
+const MAX_ANSWER: usize = 64 * 1024;
 
 #[derive(Clone)]
 pub struct FoloosiApi {
     base: String,
     secret_key: String,
-    agent: ureq::Agent,
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
 }
 
 impl std::fmt::Debug for FoloosiApi {
@@ -48,31 +57,44 @@ struct RawDetail {
 }
 
 impl FoloosiApi {
-    pub fn new(base: &str, secret_key: &str) -> Self {
-        let agent =
-            ureq::Agent::config_builder().timeout_global(Some(TIMEOUT)).http_status_as_error(false).build().into();
-        FoloosiApi { base: base.trim_end_matches('/').to_owned(), secret_key: secret_key.to_owned(), agent }
+    /// Loads the system's root certificates once; fails if there are none.
+    pub fn new(base: &str, secret_key: &str) -> std::io::Result<Self> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(provider)?
+            // Plain HTTP only where the base says so (a local stand-in); Foloosi's is HTTPS.
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
+        Ok(FoloosiApi { base: base.trim_end_matches('/').to_owned(), secret_key: secret_key.to_owned(), client })
     }
 
     /// What the API says of `transaction_no`, or `None` when it does not know the transaction.
     pub async fn transaction_detail(&self, transaction_no: &str) -> Result<Option<Detail>, ApiUnavailable> {
         let segment: String = form_urlencoded::byte_serialize(transaction_no.as_bytes()).collect();
         let url = format!("{}/transaction-detail/{segment}", self.base);
-        let (agent, key) = (self.agent.clone(), self.secret_key.clone());
-        let call = tokio::task::spawn_blocking(move || -> Result<(u16, String), String> {
-            let mut res = agent.get(&url).header("secret_key", &key).call().map_err(|e| e.to_string())?;
-            let status = res.status().as_u16();
-            let body = res.body_mut().with_config().limit(64 * 1024).read_to_string().unwrap_or_default();
-            Ok((status, body))
-        });
-        let (status, body) = call.await.map_err(|e| ApiUnavailable(e.to_string()))?.map_err(ApiUnavailable)?;
+        let request = http::Request::get(&url)
+            .header("secret_key", &self.secret_key)
+            .body(Empty::new())
+            .map_err(|e| ApiUnavailable(e.to_string()))?;
+        let call = async {
+            let response = self.client.request(request).await.map_err(|e| e.to_string())?;
+            let status = response.status().as_u16();
+            let body = Limited::new(response.into_body(), MAX_ANSWER).collect().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((status, body.to_bytes()))
+        };
+        let (status, body) = tokio::time::timeout(TIMEOUT, call)
+            .await
+            .map_err(|_| ApiUnavailable(format!("no answer within {TIMEOUT:?}")))?
+            .map_err(ApiUnavailable)?;
         if status >= 500 || status == 429 {
             return Err(ApiUnavailable(format!("HTTP {status}")));
         }
         if status != 200 {
             return Ok(None);
         }
-        let Ok(answer) = serde_json::from_str::<Answer>(&body) else {
+        let Ok(answer) = serde_json::from_slice::<Answer>(&body) else {
             return Err(ApiUnavailable("an answer that is not the documented JSON".into()));
         };
         Ok(answer.data.map(|d| Detail {

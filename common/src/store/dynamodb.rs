@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
@@ -38,6 +39,35 @@ impl DynamoStore {
     /// The item written for `event`.
     pub fn to_item(&self, event: &RefundEvent) -> HashMap<String, AttributeValue> {
         to_attributes(layout::event_item(event, self.expires_at()))
+    }
+
+    /// One conditional PutItem (`attribute_not_exists(pk)`): `None` when written, or the item
+    /// already stored under that key. The failed condition returns it, so telling a duplicate
+    /// from a conflict costs no second request.
+    async fn put_new(
+        &self,
+        item: HashMap<String, AttributeValue>,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(None),
+            Err(e) => {
+                if let SdkError::ServiceError(ctx) = &e
+                    && let PutItemError::ConditionalCheckFailedException(failed) = ctx.err()
+                {
+                    return Ok(Some(failed.item().cloned().unwrap_or_default()));
+                }
+                Err(classify(&e))
+            }
+        }
     }
 
     /// A held delivery from its item.
@@ -106,27 +136,9 @@ fn is_condition_failed<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool
 #[async_trait]
 impl EventStore for DynamoStore {
     async fn put_if_absent(&self, event: &RefundEvent) -> Result<Put, StoreError> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(self.to_item(event)))
-            .condition_expression("attribute_not_exists(pk)")
-            // The stored item comes back with the failed condition: a duplicate is told from a
-            // conflict in this one request.
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Put::Stored),
-            Err(SdkError::ServiceError(e)) if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) => {
-                let PutItemError::ConditionalCheckFailedException(failed) = e.err() else { unreachable!() };
-                let old = failed
-                    .item()
-                    .ok_or_else(|| StoreError::Corrupt("the failed condition returned no stored item".into()))?;
-                Ok(Put::Duplicate(Box::new(Self::from_item(old)?)))
-            }
-            Err(e) => Err(classify(&e)),
+        match self.put_new(self.to_item(event)).await? {
+            None => Ok(Put::Stored),
+            Some(stored) => Ok(Put::Duplicate(Box::new(Self::from_item(&stored)?))),
         }
     }
 
@@ -141,8 +153,12 @@ impl EventStore for DynamoStore {
                 "SET #status = :status, status_rank = :rank, last_event_id = :event_id, updated_at = :at, \
                  provider = :provider, kind = :kind, object_id = :object_id",
             )
-            // Rank only rises; the event that last moved the object may move it again (a retry).
-            .condition_expression("attribute_not_exists(pk) OR status_rank < :rank OR last_event_id = :event_id")
+            // Rank only rises; the event that last moved the object may move it again (a retry),
+            // unless every audience of it was told (its told marker names it).
+            .condition_expression(
+                "attribute_not_exists(pk) OR status_rank < :rank OR \
+                 (last_event_id = :event_id AND (attribute_not_exists(told_event_id) OR told_event_id <> :event_id))",
+            )
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":status", AttributeValue::S(event.status.as_str().into()))
             .expression_attribute_values(":rank", AttributeValue::N(event.status.rank().to_string()))
@@ -151,12 +167,40 @@ impl EventStore for DynamoStore {
             .expression_attribute_values(":provider", AttributeValue::S(event.provider.as_str().into()))
             .expression_attribute_values(":kind", AttributeValue::S(event.kind.as_str().into()))
             .expression_attribute_values(":object_id", AttributeValue::S(event.object_id.clone()))
+            // Which of Stale and AlreadyTold a failed condition means, from the same request.
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
             Ok(_) => Ok(Advance::Advanced),
-            Err(e) if is_condition_failed(&e) => Ok(Advance::Stale),
-            Err(e) => Err(classify(&e)),
+            Err(e) => {
+                if let SdkError::ServiceError(ctx) = &e
+                    && let UpdateItemError::ConditionalCheckFailedException(failed) = ctx.err()
+                {
+                    let told = failed.item().and_then(|i| i.get("told_event_id")).and_then(|v| v.as_s().ok());
+                    return Ok(if told == Some(&event.event_id) { Advance::AlreadyTold } else { Advance::Stale });
+                }
+                Err(classify(&e))
+            }
+        }
+    }
+
+    async fn mark_told(&self, event: &RefundEvent) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(layout::object_pk(event.provider, event.kind, &event.object_id)))
+            .key("sk", AttributeValue::S(AGGREGATE_SK.into()))
+            .update_expression("SET told_event_id = :event_id")
+            .condition_expression("last_event_id = :event_id")
+            .expression_attribute_values(":event_id", AttributeValue::S(event.event_id.clone()))
+            .send()
+            .await;
+        match result {
+            // A later event moved the object meanwhile: its own fan-out marks it.
+            Err(e) if is_condition_failed(&e) => Ok(()),
+            other => other.map(drop).map_err(|e| classify(&e)),
         }
     }
 
@@ -201,28 +245,12 @@ impl EventStore for DynamoStore {
     }
 
     async fn hold(&self, held: &HeldDelivery) -> Result<Hold, StoreError> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(to_attributes(layout::held_item(held, self.expires_at()))))
-            .condition_expression("attribute_not_exists(pk)")
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Hold::Held),
-            Err(SdkError::ServiceError(e)) if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) => {
-                let PutItemError::ConditionalCheckFailedException(failed) = e.err() else { unreachable!() };
-                let status = failed
-                    .item()
-                    .and_then(|i| i.get("held_status"))
-                    .and_then(|v| v.as_s().ok())
-                    .and_then(|s| HeldStatus::parse(s))
-                    .unwrap_or(HeldStatus::Held);
-                Ok(Hold::AlreadyHeld(status))
+        match self.put_new(to_attributes(layout::held_item(held, self.expires_at()))).await? {
+            None => Ok(Hold::Held),
+            Some(stored) => {
+                let status = stored.get("held_status").and_then(|v| v.as_s().ok()).and_then(|s| HeldStatus::parse(s));
+                Ok(Hold::AlreadyHeld(status.unwrap_or(HeldStatus::Held)))
             }
-            Err(e) => Err(classify(&e)),
         }
     }
 

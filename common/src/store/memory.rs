@@ -14,6 +14,8 @@ struct State {
     events: Vec<RefundEvent>,
     keys: HashMap<String, usize>,
     aggregates: HashMap<String, (Status, String)>,
+    /// Per object, the event whose every audience was told.
+    told: HashMap<String, String>,
     held: Vec<HeldDelivery>,
 }
 
@@ -79,6 +81,9 @@ impl EventStore for MemoryStore {
         self.check()?;
         let mut s = self.lock();
         let key = object_key(event.provider, event.kind, &event.object_id);
+        if s.told.get(&key) == Some(&event.event_id) {
+            return Ok(Advance::AlreadyTold);
+        }
         let current = s.aggregates.get(&key).map(|(st, id)| (*st, id.as_str()));
         if advances(current, event) {
             s.aggregates.insert(key, (event.status, event.event_id.clone()));
@@ -86,6 +91,16 @@ impl EventStore for MemoryStore {
         } else {
             Ok(Advance::Stale)
         }
+    }
+
+    async fn mark_told(&self, event: &RefundEvent) -> Result<(), StoreError> {
+        self.check()?;
+        let mut s = self.lock();
+        let key = object_key(event.provider, event.kind, &event.object_id);
+        if s.aggregates.get(&key).is_some_and(|(_, last)| *last == event.event_id) {
+            s.told.insert(key, event.event_id.clone());
+        }
+        Ok(())
     }
 
     async fn object(&self, provider: Provider, kind: EventKind, id: &str) -> Result<Option<ObjectRecord>, StoreError> {

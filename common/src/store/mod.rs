@@ -41,6 +41,10 @@ pub enum Advance {
     Advanced,
     /// The object is already at this rank or beyond: kept for audit, nobody is told.
     Stale,
+    /// This event moved the object and every audience was told (see [`EventStore::mark_told`]):
+    /// a record Lambda hands back because an earlier one in its batch failed. Telling again would
+    /// reach payors on e-mail or SMS twice, and they cannot dedupe.
+    AlreadyTold,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,6 +110,10 @@ pub trait EventStore: Send + Sync {
     /// the notifications it started.
     async fn advance(&self, event: &RefundEvent) -> Result<Advance, StoreError>;
 
+    /// Records that every audience of `event` was told, so a redelivered stream record publishes
+    /// nothing. Does nothing if a later event has moved the object since.
+    async fn mark_told(&self, event: &RefundEvent) -> Result<(), StoreError>;
+
     /// The object's aggregate and event history, oldest first.
     async fn object(&self, provider: Provider, kind: EventKind, id: &str) -> Result<Option<ObjectRecord>, StoreError>;
 
@@ -122,7 +130,8 @@ pub trait EventStore: Send + Sync {
     async fn resolve_held(&self, held: &HeldDelivery, resolution: &str) -> Result<(), StoreError>;
 }
 
-/// The rule every store applies in `advance`, in one place.
+/// The rule every store applies in `advance`, in one place. A store that keeps a told marker
+/// answers [`Advance::AlreadyTold`] before asking this.
 pub fn advances(current: Option<(Status, &str)>, event: &RefundEvent) -> bool {
     match current {
         None => true,
