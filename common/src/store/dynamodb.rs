@@ -70,6 +70,38 @@ impl DynamoStore {
         }
     }
 
+    /// Every item whose `attr` is `value`, over every page, from the table or one of its indexes.
+    async fn query_all(
+        &self,
+        index: Option<&str>,
+        attr: &str,
+        value: &str,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .set_index_name(index.map(str::to_owned))
+                .key_condition_expression("#key = :value")
+                .expression_attribute_names("#key", attr)
+                .expression_attribute_values(":value", AttributeValue::S(value.to_owned()))
+                // Strongly consistent reads exist on the table only, not on a global index.
+                .consistent_read(index.is_none())
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| classify(&e))?;
+            items.extend(page.items.unwrap_or_default());
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
     /// A held delivery from its item.
     pub fn held_from_item(item: &HashMap<String, AttributeValue>) -> Result<HeldDelivery, StoreError> {
         let attrs: Vec<(&str, Attr)> = item
@@ -205,27 +237,7 @@ impl EventStore for DynamoStore {
     }
 
     async fn object(&self, provider: Provider, kind: EventKind, id: &str) -> Result<Option<ObjectRecord>, StoreError> {
-        let pk = layout::object_pk(provider, kind, id);
-        let mut items = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| classify(&e))?;
-            items.extend(page.items.unwrap_or_default());
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
+        let items = self.query_all(None, "pk", &layout::object_pk(provider, kind, id)).await?;
         let mut status = None;
         let mut events = Vec::new();
         for item in &items {
@@ -256,29 +268,10 @@ impl EventStore for DynamoStore {
 
     async fn held(&self, provider: Option<Provider>) -> Result<Vec<HeldDelivery>, StoreError> {
         let mut held = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(HELD_INDEX)
-                .key_condition_expression("held_pk = :held")
-                .expression_attribute_values(":held", AttributeValue::S(HELD_SK.into()))
-                .scan_index_forward(false)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| classify(&e))?;
-            for item in page.items.unwrap_or_default() {
-                let h = Self::held_from_item(&item)?;
-                if provider.is_none_or(|p| p == h.provider) {
-                    held.push(h);
-                }
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                break;
+        for item in self.query_all(Some(HELD_INDEX), "held_pk", HELD_SK).await? {
+            let h = Self::held_from_item(&item)?;
+            if provider.is_none_or(|p| p == h.provider) {
+                held.push(h);
             }
         }
         newest_first(&mut held);
