@@ -8,8 +8,11 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use common::config::{Config, DEV_SECRETS, Secrets, process_env};
-use common::event::Provider;
+use common::event::{EventKind, Provider};
+use common::fanout::{Delivery, Fanout, Outcome};
 use common::held::HeldStatus;
+use common::notify::Notifier;
+use common::notify::sns::{SnsNotifier, TopicArns};
 use common::receive::{Receiver, Reprocessed};
 use common::store::EventStore;
 use common::store::dynamodb::DynamoStore;
@@ -53,6 +56,11 @@ pub enum Command {
         #[arg(long, default_value = "http://127.0.0.1:3000")]
         url: String,
     },
+    /// Stored refunds and payments.
+    Refunds {
+        #[command(subcommand)]
+        command: RefundsCommand,
+    },
     /// Held deliveries: authenticated, but not readable by the adapters that received them.
     Held {
         #[command(subcommand)]
@@ -70,6 +78,23 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Tell stored events' audiences again, through the fan-out. An event already told in full
+    /// publishes nothing and says so, unless --force. With --table, the topics come from
+    /// INTERNAL_TOPIC_ARN, MERCHANT_TOPIC_ARN and PAYOR_TOPIC_ARN.
+    Replay {
+        #[arg(required = true)]
+        event_ids: Vec<String>,
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// After a fan-out outage: tell every stored event that no audience was told of yet (on
+    /// DynamoDB, a scan of the table).
+    Redrive {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Write API Gateway and DynamoDB stream events for local Lambda invocation, signed with the
     /// development secrets.
     Events {
@@ -80,6 +105,30 @@ pub enum Command {
         /// Unix time to sign at; now by default.
         #[arg(long)]
         timestamp: Option<i64>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RefundsCommand {
+    /// One refund (or payment): its status and its events, with amounts.
+    Get {
+        provider: Provider,
+        id: String,
+        /// `payment` for the payment outcomes Foloosi and WebforceHQ send.
+        #[arg(long, default_value = "refund")]
+        kind: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// A merchant's events, oldest first, from the merchant index.
+    List {
+        #[arg(long)]
+        merchant: String,
+        /// Only events received at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
@@ -111,6 +160,38 @@ impl StoreArgs {
             }
             None => Arc::new(crate::store::SqliteStore::open(&self.data_dir.join("events.sqlite3"))?),
         })
+    }
+}
+
+impl StoreArgs {
+    /// The store and the fan-out an operator's command tells through: SNS (topics from the
+    /// environment) for a table, the local runner's notifications file for a data directory.
+    async fn fanout(&self) -> anyhow::Result<(Arc<dyn EventStore>, Fanout)> {
+        let config = local_config()?;
+        let store = self.open().await?;
+        let notifier: Arc<dyn Notifier> = match &self.table {
+            Some(_) => {
+                let var =
+                    |name: &'static str| process_env(name).with_context(|| format!("{name} must be set with --table"));
+                let topics = TopicArns {
+                    internal: var("INTERNAL_TOPIC_ARN")?,
+                    merchant: var("MERCHANT_TOPIC_ARN")?,
+                    payor: var("PAYOR_TOPIC_ARN")?,
+                };
+                Arc::new(SnsNotifier::new(aws_sdk_sns::Client::new(&common::lambda::aws_config().await), topics))
+            }
+            None => Arc::new(crate::notifier::FileNotifier::open(&self.data_dir.join("notifications.jsonl"))?),
+        };
+        let fanout = Fanout::new(store.clone(), notifier, config.routing, config.platform);
+        Ok((store, fanout))
+    }
+}
+
+fn said(delivery: &Delivery) -> String {
+    match delivery {
+        Delivery::Notified(n) => format!("told {} audience(s)", n.len()),
+        Delivery::Stale => "stale: its object is already past this status; nobody told".into(),
+        Delivery::AlreadyTold => "already told every audience; nothing published (--force to publish again)".into(),
     }
 }
 
@@ -218,6 +299,59 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let id = delivery_id.unwrap_or_else(fresh_delivery_id);
             for (k, v) in signed_headers(&config, provider, &file, &body, timestamp.unwrap_or_else(now), &id)? {
                 println!("{k}: {v}");
+            }
+            Ok(())
+        }
+        Command::Refunds { command: RefundsCommand::Get { provider, id, kind, store } } => {
+            let kind = match kind.as_str() {
+                "refund" => EventKind::Refund,
+                "payment" => EventKind::Payment,
+                other => bail!("unknown kind `{other}`: refund or payment"),
+            };
+            match store.open().await?.object(provider, kind, &id).await? {
+                Some(record) => println!("{}", serde_json::to_string_pretty(&record)?),
+                None => bail!("no {} {id} from {provider}", kind.as_str()),
+            }
+            Ok(())
+        }
+        Command::Refunds { command: RefundsCommand::List { merchant, since, store } } => {
+            for e in store.open().await?.merchant_events(&merchant, since.as_deref()).await? {
+                let row = serde_json::json!({
+                    "event_id": e.event_id, "provider": e.provider, "kind": e.kind, "id": e.object_id,
+                    "status": e.status, "amount": e.amount, "order_total": e.order_total, "received_at": e.received_at,
+                });
+                println!("{row}");
+            }
+            Ok(())
+        }
+        Command::Replay { event_ids, force, store } => {
+            let (events, fanout) = store.fanout().await?;
+            for id in event_ids {
+                let Some(event) = events.event(&id).await? else { bail!("no stored event {id}") };
+                println!("{id}: {}", said(&fanout.replay(&event, force).await?));
+            }
+            Ok(())
+        }
+        Command::Redrive { store } => {
+            let (events, fanout) = store.fanout().await?;
+            let untold: Vec<_> = events.untold().await?.into_iter().map(|e| (e.event_id.clone(), e)).collect();
+            let mut failed = 0;
+            for (id, outcome) in fanout.deliver_in_object_order(untold, 16).await {
+                let line = match outcome {
+                    Outcome::Delivered(d) => said(&d),
+                    Outcome::Failed(e) => {
+                        failed += 1;
+                        format!("failed: {e}")
+                    }
+                    Outcome::HeldBack => {
+                        failed += 1;
+                        "held back: an earlier event of its object failed".into()
+                    }
+                };
+                println!("{id}: {line}");
+            }
+            if failed > 0 {
+                bail!("{failed} event(s) not told; run redrive again once the cause is fixed");
             }
             Ok(())
         }

@@ -333,6 +333,12 @@ async fn held_deliveries_on_dynamodb_are_told_once_and_reprocessed() {
     let twice = cli(&endpoint, &["reprocess", "--table", &s.table], &env);
     assert!(twice.contains("0 stored"), "{twice}");
     assert_eq!(moto::item_count(&s.ddb, &s.table, "EVT#").await, 1, "reprocessing twice stores once");
+
+    // The operator looks the payment up in the same table, with its money.
+    let got = cli(&endpoint, &["refunds", "get", "foloosi", "FLN8", "--kind", "payment", "--table", &s.table], &[]);
+    let got: Value = serde_json::from_str(&got).unwrap();
+    assert_eq!(got["events"][0]["status"], "succeeded");
+    assert_eq!(got["events"][0]["amount"], serde_json::json!({ "minor": 800, "currency": "AED" }));
 }
 
 /// Same identity, other content: the stored item comes back with the failed condition, so a
@@ -428,4 +434,61 @@ async fn a_redelivered_stream_batch_publishes_nothing_again() {
     for audience in ["internal", "merchant", "payor"] {
         assert_eq!(moto::drain(&s.sdk, &topics.queues[audience]).await.len(), 3, "{audience}: each event once");
     }
+}
+
+/// After a fan-out outage the operator tells what nobody was told (`redrive`), tells one event
+/// again on request (`replay`, which refuses to repeat itself without `--force`), and lists a
+/// merchant's refunds from the index: the same binary, against the table.
+#[tokio::test]
+async fn operators_redrive_replay_and_list_from_the_table() {
+    let Some(endpoint) = moto::endpoint() else { return };
+    let s = stack(&endpoint).await;
+    let mut ids = Vec::new();
+    for rel in ["conscent/refunded.pass.json", "memberful/order.refunded.json", "rainforest/refund.failed.json"] {
+        let r = deliver(&s, rel).await;
+        assert_eq!(r.body["status"], "accepted", "{rel}");
+        ids.push(r.body["event_id"].as_str().unwrap().to_owned());
+    }
+    let topics = moto::topics_with_queues(&s.sdk).await;
+    let env = [
+        ("INTERNAL_TOPIC_ARN", topics.arns.internal.clone()),
+        ("MERCHANT_TOPIC_ARN", topics.arns.merchant.clone()),
+        ("PAYOR_TOPIC_ARN", topics.arns.payor.clone()),
+    ];
+    // The stream never ran (the outage): every event is untold.
+    let redrive = cli(&endpoint, &["redrive", "--table", &s.table], &env);
+    assert_eq!(redrive.lines().count(), 3, "{redrive}");
+    // Conscent.ai and Memberful tell all three; Rainforest's table tells nobody of `failed`.
+    assert_eq!(moto::drain(&s.sdk, &topics.queues["payor"]).await.len(), 2);
+    assert_eq!(moto::drain(&s.sdk, &topics.queues["internal"]).await.len(), 2);
+    assert_eq!(cli(&endpoint, &["redrive", "--table", &s.table], &env), "", "nothing is untold any more");
+
+    let again = cli(&endpoint, &["replay", &ids[0], "--table", &s.table], &env);
+    assert!(again.contains("already told"), "{again}");
+    assert!(moto::drain(&s.sdk, &topics.queues["payor"]).await.is_empty(), "a replay does not repeat itself");
+    let forced = cli(&endpoint, &["replay", &ids[0], "--force", "--table", &s.table], &env);
+    assert!(forced.contains("told 3 audience(s)"), "{forced}");
+    assert_eq!(moto::drain(&s.sdk, &topics.queues["payor"]).await.len(), 1);
+
+    let listed =
+        cli(&endpoint, &["refunds", "list", "--merchant", "mid_2sPKnRjN5gT6Zs0cHUFbDoDt1nE", "--table", &s.table], &[]);
+    let rows: Vec<Value> = listed.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 1, "{listed}");
+    assert_eq!((rows[0]["provider"].as_str(), rows[0]["status"].as_str()), (Some("rainforest"), Some("failed")));
+    assert_eq!(rows[0]["amount"]["minor"], 1250);
+    let later = cli(
+        &endpoint,
+        &[
+            "refunds",
+            "list",
+            "--merchant",
+            "mid_2sPKnRjN5gT6Zs0cHUFbDoDt1nE",
+            "--since",
+            "2999-01-01T00:00:00Z",
+            "--table",
+            &s.table,
+        ],
+        &[],
+    );
+    assert_eq!(later, "");
 }

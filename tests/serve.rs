@@ -206,7 +206,32 @@ fn held_deliveries_are_listed_told_once_and_reprocessed_locally() {
     // The reprocessed payment was told through the local outbox: internal, merchant and payor.
     let told = notifications(dir.path());
     assert_eq!(told.iter().filter(|n| n["attributes"]["kind"] == "payment").count(), 3, "{told:?}");
+    let local = cli(&["refunds", "get", "foloosi", "FLN9", "--kind", "payment", "--data-dir", &data], &[]);
+    let local: Value = serde_json::from_str(&local).unwrap();
+    assert_eq!(local["events"][0]["amount"], serde_json::json!({ "minor": 900, "currency": "AED" }));
     let server = start(dir.path());
     let (code, payment) = get(&format!("{}/refunds/foloosi/FLN9?kind=payment", server.url));
     assert_eq!((code, payment["events"].as_array().map(Vec::len)), (200, Some(1)));
+}
+
+/// The operator's commands on the local runner's data directory: nothing is untold after the
+/// outbox ran, a replay says so unless forced, and a merchant's events list oldest first.
+#[test]
+fn operators_replay_redrive_and_list_on_the_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let event_id = {
+        let server = start(dir.path());
+        let (ok, body) = send(&server, "conscent", "conscent/refunded.pass.json");
+        assert!(ok, "{body}");
+        assert_eq!(support::runner::wait_for(dir.path(), 3, 10).len(), 3);
+        body["event_id"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(cli(&["redrive", "--data-dir", &data], &[]), "", "the outbox told it already");
+    assert!(cli(&["replay", &event_id, "--data-dir", &data], &[]).contains("already told"));
+    assert_eq!(notifications(dir.path()).len(), 3);
+    assert!(cli(&["replay", &event_id, "--force", "--data-dir", &data], &[]).contains("told 3 audience(s)"));
+    assert_eq!(notifications(dir.path()).len(), 6);
+    let listed = cli(&["refunds", "list", "--merchant", "65015ff10070846629fb981e", "--data-dir", &data], &[]);
+    assert_eq!(listed.lines().count(), 1, "{listed}");
 }

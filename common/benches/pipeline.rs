@@ -37,6 +37,15 @@ impl EventStore for NullStore {
     async fn object(&self, _: Provider, _: EventKind, _: &str) -> Result<Option<ObjectRecord>, StoreError> {
         Ok(None)
     }
+    async fn event(&self, _: &str) -> Result<Option<RefundEvent>, StoreError> {
+        Ok(None)
+    }
+    async fn merchant_events(&self, _: &str, _: Option<&str>) -> Result<Vec<RefundEvent>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn untold(&self) -> Result<Vec<RefundEvent>, StoreError> {
+        Ok(Vec::new())
+    }
     async fn hold(&self, _: &HeldDelivery) -> Result<Hold, StoreError> {
         Ok(Hold::Held)
     }

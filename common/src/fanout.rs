@@ -81,6 +81,22 @@ impl Fanout {
         }
     }
 
+    /// Tells `event`'s audiences again, at an operator's request. Without `force` this is
+    /// [`deliver`](Self::deliver): an event already told in full publishes nothing and says so,
+    /// a stale one tells nobody. With `force`, every audience its status routes to is published
+    /// again, whatever was told before.
+    pub async fn replay(&self, event: &RefundEvent, force: bool) -> Result<Delivery, FanoutError> {
+        if !force {
+            return self.deliver(event).await;
+        }
+        let messages = notify::notifications(event, &self.routing, &self.platform);
+        for n in &messages {
+            self.notifier.publish(n).await?;
+        }
+        tracing::warn!(event_id = %event.event_id, count = messages.len(), "replayed with --force");
+        Ok(Delivery::Notified(messages))
+    }
+
     /// Tells the internal audience that a delivery was held. Once per held item: the item is
     /// written once, and the outbox (stream or table) hands it over once per write.
     pub async fn tell_held(&self, notice: &HeldNotice) -> Result<(), NotifyError> {

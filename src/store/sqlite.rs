@@ -481,6 +481,19 @@ impl EventStore for SqliteStore {
                 Some((s, id)) => Some((s.parse::<Status>().map_err(StoreError::Corrupt)?, id.as_str())),
                 None => None,
             };
+            // An event out of the outbox was told in full: the outbox is the local told marker.
+            if current.is_some_and(|(_, last)| last == e.event_id) {
+                let pending: bool = tx
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM outbox JOIN events ON events.seq = outbox.seq \
+                         WHERE events.idempotency_key = ?1)",
+                    )
+                    .and_then(|mut s| s.query_row(params![e.idempotency_key], |r| r.get(0)))
+                    .map_err(unavailable)?;
+                if !pending {
+                    return Ok(Advance::AlreadyTold);
+                }
+            }
             if !advances(current, &e) {
                 return Ok(Advance::Stale);
             }
@@ -506,7 +519,7 @@ impl EventStore for SqliteStore {
     }
 
     /// The local runner's outbox is its told marker: an event leaves the `outbox` table once every
-    /// audience was told, and only the table's events are handed to the fan-out again.
+    /// audience was told (`advance` then answers `AlreadyTold`).
     async fn mark_told(&self, _event: &RefundEvent) -> Result<(), StoreError> {
         Ok(())
     }
@@ -551,6 +564,39 @@ impl EventStore for SqliteStore {
             Ok(Some(ObjectRecord { provider, kind, id, status, events }))
         })
         .await
+    }
+
+    async fn event(&self, event_id: &str) -> Result<Option<RefundEvent>, StoreError> {
+        let id = event_id.to_owned();
+        self.read(move |c| {
+            let json: Option<String> = c
+                .query_row("SELECT event_json FROM events WHERE event_id = ?1", params![id], |r| r.get(0))
+                .optional()
+                .map_err(unavailable)?;
+            json.map(|j| serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(e.to_string()))).transpose()
+        })
+        .await
+    }
+
+    async fn merchant_events(&self, merchant_id: &str, since: Option<&str>) -> Result<Vec<RefundEvent>, StoreError> {
+        let (merchant, since) = (merchant_id.to_owned(), since.unwrap_or_default().to_owned());
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT event_json FROM events WHERE json_extract(event_json, '$.merchant_id') = ?1 \
+                     AND received_at >= ?2 ORDER BY received_at, seq",
+                )
+                .map_err(unavailable)?;
+            let rows = stmt.query_map(params![merchant, since], |r| r.get::<_, String>(0)).map_err(unavailable)?;
+            rows.map(|r| serde_json::from_str(&r.map_err(unavailable)?).map_err(|e| StoreError::Corrupt(e.to_string())))
+                .collect()
+        })
+        .await
+    }
+
+    /// The outbox table is exactly the events not yet told.
+    async fn untold(&self) -> Result<Vec<RefundEvent>, StoreError> {
+        Ok(self.pending(usize::MAX >> 1).await?.0.into_iter().map(|p| p.event).collect())
     }
 
     async fn hold(&self, held: &HeldDelivery) -> Result<Hold, StoreError> {
@@ -823,8 +869,15 @@ pub(crate) mod tests {
     async fn an_object_only_moves_forward() {
         let (_dir, store) = open();
         let (created, succeeded) = (event("rfd_1", Status::Created), event("rfd_1", Status::Succeeded));
+        for e in [&created, &succeeded] {
+            store.put_if_absent(e).await.unwrap();
+        }
         assert_eq!(store.advance(&succeeded).await.unwrap(), Advance::Advanced);
         assert_eq!(store.advance(&created).await.unwrap(), Advance::Stale);
         assert_eq!(store.advance(&succeeded).await.unwrap(), Advance::Advanced, "a retry finishes its fan-out");
+        // Out of the outbox, it was told in full: told again, it publishes nothing.
+        let seqs = store.pending(10).await.unwrap().0.into_iter().map(|p| p.seq).collect();
+        store.mark_notified(seqs).await.unwrap();
+        assert_eq!(store.advance(&succeeded).await.unwrap(), Advance::AlreadyTold);
     }
 }

@@ -83,6 +83,27 @@ impl<S: EventStore> EventStore for FlakyStore<S> {
         }
     }
 
+    async fn event(&self, event_id: &str) -> Result<Option<RefundEvent>, StoreError> {
+        match injected(self.fault()) {
+            Some(e) => Err(e),
+            None => self.inner.event(event_id).await,
+        }
+    }
+
+    async fn merchant_events(&self, merchant_id: &str, since: Option<&str>) -> Result<Vec<RefundEvent>, StoreError> {
+        match injected(self.fault()) {
+            Some(e) => Err(e),
+            None => self.inner.merchant_events(merchant_id, since).await,
+        }
+    }
+
+    async fn untold(&self) -> Result<Vec<RefundEvent>, StoreError> {
+        match injected(self.fault()) {
+            Some(e) => Err(e),
+            None => self.inner.untold().await,
+        }
+    }
+
     async fn hold(&self, held: &HeldDelivery) -> Result<Hold, StoreError> {
         let fault = self.fault();
         if let Some(e) = injected(fault) {

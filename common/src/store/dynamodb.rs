@@ -102,6 +102,28 @@ impl DynamoStore {
         }
     }
 
+    /// Every item of the table, over every page: for operators' look-ups that no key answers.
+    async fn scan_all(&self, filter: Option<(&str, &str)>) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let mut scan =
+                self.client.scan().table_name(&self.table).consistent_read(true).set_exclusive_start_key(start);
+            if let Some((attr, value)) = filter {
+                scan = scan
+                    .filter_expression("#attr = :value")
+                    .expression_attribute_names("#attr", attr)
+                    .expression_attribute_values(":value", AttributeValue::S(value.to_owned()));
+            }
+            let page = scan.send().await.map_err(|e| classify(&e))?;
+            items.extend(page.items.unwrap_or_default());
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
     /// A held delivery from its item.
     pub fn held_from_item(item: &HashMap<String, AttributeValue>) -> Result<HeldDelivery, StoreError> {
         let attrs: Vec<(&str, Attr)> = item
@@ -254,6 +276,48 @@ impl EventStore for DynamoStore {
         }
         events.sort_by(|a, b| a.received_at.cmp(&b.received_at));
         Ok(Some(ObjectRecord { provider, kind, id: id.to_owned(), status, events }))
+    }
+
+    async fn event(&self, event_id: &str) -> Result<Option<RefundEvent>, StoreError> {
+        let items = self.scan_all(Some(("event_id", event_id))).await?;
+        items.first().map(Self::from_item).transpose()
+    }
+
+    async fn merchant_events(&self, merchant_id: &str, since: Option<&str>) -> Result<Vec<RefundEvent>, StoreError> {
+        let items =
+            self.query_all(Some(layout::MERCHANT_INDEX), "merchant_pk", &format!("MERCHANT#{merchant_id}")).await?;
+        let mut events = items.iter().map(Self::from_item).collect::<Result<Vec<_>, _>>()?;
+        events.retain(|e| since.is_none_or(|t| e.received_at.as_str() >= t));
+        events.sort_by(|a, b| a.received_at.cmp(&b.received_at));
+        Ok(events)
+    }
+
+    async fn untold(&self) -> Result<Vec<RefundEvent>, StoreError> {
+        let items = self.scan_all(None).await?;
+        let text =
+            |item: &HashMap<String, AttributeValue>, name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+        let mut aggregates: HashMap<String, (Status, String, Option<String>)> = HashMap::new();
+        for item in &items {
+            if text(item, "sk").as_deref() == Some(AGGREGATE_SK) {
+                let status = text(item, "status").and_then(|s| s.parse::<Status>().ok());
+                if let (Some(pk), Some(status), Some(last)) = (text(item, "pk"), status, text(item, "last_event_id")) {
+                    aggregates.insert(pk, (status, last, text(item, "told_event_id")));
+                }
+            }
+        }
+        let mut events = Vec::new();
+        for item in &items {
+            if !text(item, "sk").is_some_and(|sk| sk.starts_with(EVENT_SK_PREFIX)) {
+                continue;
+            }
+            let event = Self::from_item(item)?;
+            let aggregate = text(item, "pk").and_then(|pk| aggregates.get(&pk));
+            if super::untold(aggregate.map(|(s, last, told)| (*s, last.as_str(), told.as_deref())), &event) {
+                events.push(event);
+            }
+        }
+        events.sort_by(|a, b| a.received_at.cmp(&b.received_at));
+        Ok(events)
     }
 
     async fn hold(&self, held: &HeldDelivery) -> Result<Hold, StoreError> {

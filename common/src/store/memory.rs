@@ -119,6 +119,40 @@ impl EventStore for MemoryStore {
         Ok(Some(ObjectRecord { provider, kind, id: id.to_owned(), status, events }))
     }
 
+    async fn event(&self, event_id: &str) -> Result<Option<RefundEvent>, StoreError> {
+        self.check()?;
+        Ok(self.lock().events.iter().find(|e| e.event_id == event_id).cloned())
+    }
+
+    async fn merchant_events(&self, merchant_id: &str, since: Option<&str>) -> Result<Vec<RefundEvent>, StoreError> {
+        self.check()?;
+        let mut events: Vec<RefundEvent> = self
+            .lock()
+            .events
+            .iter()
+            .filter(|e| e.merchant_id.as_deref() == Some(merchant_id))
+            .filter(|e| since.is_none_or(|t| e.received_at.as_str() >= t))
+            .cloned()
+            .collect();
+        events.sort_by(|a, b| a.received_at.cmp(&b.received_at));
+        Ok(events)
+    }
+
+    async fn untold(&self) -> Result<Vec<RefundEvent>, StoreError> {
+        self.check()?;
+        let s = self.lock();
+        Ok(s.events
+            .iter()
+            .filter(|e| {
+                let key = object_key(e.provider, e.kind, &e.object_id);
+                let aggregate =
+                    s.aggregates.get(&key).map(|(st, last)| (*st, last.as_str(), s.told.get(&key).map(String::as_str)));
+                super::untold(aggregate, e)
+            })
+            .cloned()
+            .collect())
+    }
+
     async fn hold(&self, held: &HeldDelivery) -> Result<Hold, StoreError> {
         self.check()?;
         let mut s = self.lock();

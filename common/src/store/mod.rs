@@ -117,6 +117,18 @@ pub trait EventStore: Send + Sync {
     /// The object's aggregate and event history, oldest first.
     async fn object(&self, provider: Provider, kind: EventKind, id: &str) -> Result<Option<ObjectRecord>, StoreError>;
 
+    /// One stored event by its id (an operator's look-up: on DynamoDB a scan).
+    async fn event(&self, event_id: &str) -> Result<Option<RefundEvent>, StoreError>;
+
+    /// A merchant's events, oldest first, received at or after `since` (RFC 3339) if given.
+    /// Without their raw payloads where the store's index does not keep them.
+    async fn merchant_events(&self, merchant_id: &str, since: Option<&str>) -> Result<Vec<RefundEvent>, StoreError>;
+
+    /// Stored events no audience has been told of yet and that would still be told: the object
+    /// has no aggregate, the event ranks above it, or the event moved it but its told marker is
+    /// not set. What `redrive` hands to the fan-out after an outage.
+    async fn untold(&self) -> Result<Vec<RefundEvent>, StoreError>;
+
     /// Keeps `held` unless the same provider and body are held already. Exactly one write.
     async fn hold(&self, held: &HeldDelivery) -> Result<Hold, StoreError>;
 
@@ -128,6 +140,17 @@ pub trait EventStore: Send + Sync {
 
     /// Marks a held delivery resolved, saying what reprocessing made of it.
     async fn resolve_held(&self, held: &HeldDelivery, resolution: &str) -> Result<(), StoreError>;
+}
+
+/// Whether an event still waits for its fan-out, given its object's aggregate (status, last
+/// event, told event): the rule every store's [`EventStore::untold`] applies.
+pub fn untold(aggregate: Option<(Status, &str, Option<&str>)>, event: &RefundEvent) -> bool {
+    match aggregate {
+        None => true,
+        Some((status, last, told)) => {
+            event.status.rank() > status.rank() || (last == event.event_id && told != Some(event.event_id.as_str()))
+        }
+    }
 }
 
 /// The rule every store applies in `advance`, in one place. A store that keeps a told marker
