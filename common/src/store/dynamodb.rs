@@ -10,6 +10,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
@@ -39,6 +40,15 @@ impl DynamoStore {
     /// The item written for `event`.
     pub fn to_item(&self, event: &RefundEvent) -> HashMap<String, AttributeValue> {
         to_attributes(layout::event_item(event, self.expires_at()))
+    }
+
+    /// An UpdateItem of the aggregate of `event`'s object, to be given its expressions.
+    fn update_aggregate(&self, event: &RefundEvent) -> UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(layout::object_pk(event.provider, event.kind, &event.object_id)))
+            .key("sk", AttributeValue::S(AGGREGATE_SK.into()))
     }
 
     /// One conditional PutItem (`attribute_not_exists(pk)`): `None` when written, or the item
@@ -198,11 +208,7 @@ impl EventStore for DynamoStore {
 
     async fn advance(&self, event: &RefundEvent) -> Result<Advance, StoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", AttributeValue::S(layout::object_pk(event.provider, event.kind, &event.object_id)))
-            .key("sk", AttributeValue::S(AGGREGATE_SK.into()))
+            .update_aggregate(event)
             .update_expression(
                 "SET #status = :status, status_rank = :rank, last_event_id = :event_id, updated_at = :at, \
                  provider = :provider, kind = :kind, object_id = :object_id",
@@ -241,11 +247,7 @@ impl EventStore for DynamoStore {
 
     async fn mark_told(&self, event: &RefundEvent) -> Result<(), StoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", AttributeValue::S(layout::object_pk(event.provider, event.kind, &event.object_id)))
-            .key("sk", AttributeValue::S(AGGREGATE_SK.into()))
+            .update_aggregate(event)
             .update_expression("SET told_event_id = :event_id")
             .condition_expression("last_event_id = :event_id")
             .expression_attribute_values(":event_id", AttributeValue::S(event.event_id.clone()))
