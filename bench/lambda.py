@@ -89,8 +89,8 @@ def in_venv(venv):
     return Path(sys.prefix).resolve() == venv.resolve()
 
 
-def ensure_test_venv():
-    """Re-exec under .venv (boto3 and moto live there), creating it first if needed."""
+def ensure_test_venv(script=__file__):
+    """Re-exec `script` under .venv (boto3 and moto live there), creating it first if needed."""
     if in_venv(VENV):
         return
     if not (VENV / "bin" / "python").exists():
@@ -100,7 +100,7 @@ def ensure_test_venv():
             [str(VENV / "bin" / "pip"), "install", "-q", "-r", str(ROOT / "scripts" / "requirements-test.txt")],
             check=True,
         )
-    os.execv(str(VENV / "bin" / "python"), [str(VENV / "bin" / "python"), __file__, *sys.argv[1:]])
+    os.execv(str(VENV / "bin" / "python"), [str(VENV / "bin" / "python"), str(script), *sys.argv[1:]])
 
 
 def ensure_peer_venv():
@@ -352,6 +352,7 @@ class Emulator:
 
     def __init__(self, bootstrap, env):
         self.invoke_port, runtime_port = free_port(), free_port()
+        self.runtime_address = f"127.0.0.1:{runtime_port}"
         self.lines = []
         self.lock = threading.Lock()
         base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}

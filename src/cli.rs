@@ -155,7 +155,9 @@ impl StoreArgs {
     async fn open(&self) -> anyhow::Result<Arc<dyn EventStore>> {
         Ok(match &self.table {
             Some(table) => {
-                let client = aws_sdk_dynamodb::Client::new(&common::lambda::aws_config().await);
+                let client = aws_sdk_dynamodb::Client::new(
+                    &common::lambda::aws_config(common::lambda::SdkSetup::Operator).await,
+                );
                 Arc::new(DynamoStore::new(client, table, common::lambda::retention(&process_env)?))
             }
             None => Arc::new(crate::store::SqliteStore::open(&self.data_dir.join("events.sqlite3"))?),
@@ -178,7 +180,10 @@ impl StoreArgs {
                     merchant: var("MERCHANT_TOPIC_ARN")?,
                     payor: var("PAYOR_TOPIC_ARN")?,
                 };
-                Arc::new(SnsNotifier::new(aws_sdk_sns::Client::new(&common::lambda::aws_config().await), topics))
+                Arc::new(SnsNotifier::new(
+                    aws_sdk_sns::Client::new(&common::lambda::aws_config(common::lambda::SdkSetup::Operator).await),
+                    topics,
+                ))
             }
             None => Arc::new(crate::notifier::FileNotifier::open(&self.data_dir.join("notifications.jsonl"))?),
         };

@@ -282,6 +282,38 @@ async fn every_fixture_normalizes_as_its_manifest_says() {
     }
 }
 
+/// DynamoDB bills a write by the kilobyte: an event item within 1 KB is one write unit (and its
+/// merchant-index copy one more), and what it packs must come back byte for byte. A payload of
+/// more than 1 KB (Conscent.ai's are 1.3 KB) may take a second unit, never a third.
+#[tokio::test]
+async fn an_event_item_is_one_write_unit_when_its_payload_is_under_1_kb_and_gives_it_back() {
+    use common::store::layout;
+    let accepted = support::accepted_fixtures();
+    assert!(!accepted.is_empty());
+    let mut over = Vec::new();
+    for (_, rel) in accepted {
+        let h = Harness::new();
+        h.send_fixture(&rel).await;
+        let event = &h.store.events()[0];
+        let item = layout::event_item(event, i64::from(u32::MAX));
+        let size = layout::item_size(&item);
+        let units = size.div_ceil(1024);
+        if units > if event.raw_payload.len() < 1024 { 1 } else { 2 } {
+            over.push(format!("{rel}: {size} bytes"));
+        }
+        let projected: Vec<_> = item
+            .iter()
+            .filter(|(k, _)| ["pk", "sk", "merchant_pk", "merchant_sk", "event"].contains(k))
+            .cloned()
+            .collect();
+        assert!(layout::item_size(&projected) <= 1024, "{rel}: the merchant index's copy is over 1 KB");
+        let back = layout::event_from_image(&layout::to_dynamodb_json(&item)).expect("an event item").unwrap();
+        assert_eq!(back.raw_payload.as_bytes(), fixture(&rel).as_slice(), "{rel}: raw payload byte for byte");
+        assert_eq!(&back, event, "{rel}");
+    }
+    assert!(over.is_empty(), "event items over their write units: {over:#?}");
+}
+
 #[tokio::test]
 async fn details_each_adapter_carries() {
     let h = Harness::new();

@@ -298,7 +298,9 @@ pub struct RefundEvent {
     pub delivery_id: Option<String>,
     #[serde(default)]
     pub proof: Proof,
-    /// The verified body exactly as received, for audit and replay.
+    /// The verified body exactly as received, for audit and replay. Left out of the JSON when
+    /// empty: the DynamoDB item keeps it as an attribute of its own.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub raw_payload: String,
 }
 

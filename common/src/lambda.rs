@@ -59,17 +59,63 @@ pub fn retention(env: Env) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs(days * 24 * 3600))
 }
 
+/// Where the SDK runs, which decides what its set-up may skip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SdkSetup {
+    /// A Lambda function, where a cold start pays for everything built before the first answer:
+    /// - the HTTPS client trusts Amazon Trust Services' roots, which every AWS service endpoint
+    ///   chains to, plus the system's store only when `SSL_CERT_FILE` or `SSL_CERT_DIR` is set (a
+    ///   local endpoint, or a proxy's CA). Parsing the system's ~150 certificates was more than
+    ///   half the instructions of a cold start.
+    /// - credentials come from the environment, where Lambda puts the role's, without building
+    ///   the rest of the default chain (web identity, SSO, profiles, IMDS); the whole chain when
+    ///   the environment has none.
+    Lambda,
+    /// An operator's machine (the CLI): the system's roots and the default credential chain.
+    Operator,
+}
+
+/// Amazon Root CA 1 to 4 and Starfield Services Root CA G2 (the root AWS's chains cross-sign to
+/// for older clients), as https://www.amazontrust.com/repository/ publishes them.
+pub const AMAZON_TRUST_SERVICES_ROOTS: &str = include_str!("../certs/amazon-trust-services.pem");
+
+/// The HTTPS client every SDK client shares: rustls on aws-lc, as the SDK's default client.
+pub fn https_client(setup: SdkSetup) -> aws_sdk_dynamodb::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
+    let trust = match setup {
+        SdkSetup::Operator => TrustStore::default(),
+        SdkSetup::Lambda => {
+            let system = ["SSL_CERT_FILE", "SSL_CERT_DIR"].iter().any(|v| std::env::var_os(v).is_some());
+            TrustStore::empty().with_pem_certificate(AMAZON_TRUST_SERVICES_ROOTS).with_native_roots(system)
+        }
+    };
+    let builder = aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc));
+    match TlsContext::builder().with_trust_store(trust).build() {
+        Ok(context) => builder.tls_context(context).build_https(),
+        // Building a context only validates the trust store, which is fixed above.
+        Err(e) => {
+            tracing::warn!(error = %e, "TLS context refused; using the SDK's default roots");
+            builder.build_https()
+        }
+    }
+}
+
 /// The SDK's shared configuration. Loading it reads the environment only (`AWS_REGION`,
 /// `AWS_ENDPOINT_URL`, credentials): no call to AWS happens before the first request.
-pub async fn aws_config() -> aws_config::SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+pub async fn aws_config(setup: SdkSetup) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(https_client(setup));
+    if setup == SdkSetup::Lambda && std::env::var_os("AWS_ACCESS_KEY_ID").is_some() {
+        loader = loader.credentials_provider(aws_config::environment::EnvironmentVariableCredentialsProvider::new());
+    }
+    loader.load().await
 }
 
 /// A webhook function's handler state, built once per cold start.
 pub async fn webhook_receiver(provider: Provider, env: Env<'_>) -> Result<Receiver, ConfigError> {
     let config = Config::load(&[provider], Secrets::Production, env)?;
     let table = required(env, "EVENTS_TABLE")?;
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws_config().await), table, retention(env)?);
+    let store =
+        DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws_config(SdkSetup::Lambda).await), table, retention(env)?);
     Ok(Receiver::new(&config, Arc::new(store)))
 }
 
@@ -135,7 +181,7 @@ pub async fn fanout_from_env(env: Env<'_>) -> Result<Fanout, ConfigError> {
         payor: required(env, "PAYOR_TOPIC_ARN")?,
     };
     let table = required(env, "EVENTS_TABLE")?;
-    let sdk = aws_config().await;
+    let sdk = aws_config(SdkSetup::Lambda).await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table, retention(env)?);
     let notifier = SnsNotifier::new(aws_sdk_sns::Client::new(&sdk), topics);
     Ok(Fanout::new(Arc::new(store), Arc::new(notifier), config.routing, config.platform))

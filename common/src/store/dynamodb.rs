@@ -113,17 +113,16 @@ impl DynamoStore {
     }
 
     /// Every item of the table, over every page: for operators' look-ups that no key answers.
-    async fn scan_all(&self, filter: Option<(&str, &str)>) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+    async fn scan_all(&self, sk_prefix: Option<&str>) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
         let mut items = Vec::new();
         let mut start = None;
         loop {
             let mut scan =
                 self.client.scan().table_name(&self.table).consistent_read(true).set_exclusive_start_key(start);
-            if let Some((attr, value)) = filter {
+            if let Some(prefix) = sk_prefix {
                 scan = scan
-                    .filter_expression("#attr = :value")
-                    .expression_attribute_names("#attr", attr)
-                    .expression_attribute_values(":value", AttributeValue::S(value.to_owned()));
+                    .filter_expression("begins_with(sk, :prefix)")
+                    .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_owned()));
             }
             let page = scan.send().await.map_err(|e| classify(&e))?;
             items.extend(page.items.unwrap_or_default());
@@ -154,15 +153,16 @@ impl DynamoStore {
 
     /// The canonical event from a stored item (or a stream's NEW_IMAGE of one).
     pub fn from_item(item: &HashMap<String, AttributeValue>) -> Result<RefundEvent, StoreError> {
-        let json = item
-            .get("event")
-            .and_then(|v| v.as_s().ok())
-            .ok_or_else(|| StoreError::Corrupt("item has no `event` attribute".into()))?;
-        let mut event: RefundEvent =
-            serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("`event` attribute: {e}")))?;
-        if let Some(raw) = item.get("raw_payload").and_then(|v| v.as_s().ok()) {
-            event.raw_payload = raw.clone();
-        }
+        let text = |name: &str| {
+            item.get(name)
+                .and_then(|v| v.as_s().ok())
+                .ok_or_else(|| StoreError::Corrupt(format!("item has no `{name}` attribute")))
+        };
+        let mut event =
+            layout::event_from_parts(text("pk")?, text("sk")?, text("event")?).map_err(StoreError::Corrupt)?;
+        let deflated = item.get(layout::RAW_DEFLATE).and_then(|v| v.as_b().ok()).map(|b| b.as_ref());
+        let text = item.get(layout::RAW_TEXT).and_then(|v| v.as_s().ok()).map(String::as_str);
+        event.raw_payload = layout::raw_payload(deflated, text).map_err(StoreError::Corrupt)?;
         Ok(event)
     }
 }
@@ -281,8 +281,16 @@ impl EventStore for DynamoStore {
     }
 
     async fn event(&self, event_id: &str) -> Result<Option<RefundEvent>, StoreError> {
-        let items = self.scan_all(Some(("event_id", event_id))).await?;
-        items.first().map(Self::from_item).transpose()
+        // The item keeps no `event_id` of its own (its keys make it): an operator's look-up by id
+        // reads the table's events.
+        let items = self.scan_all(Some(EVENT_SK_PREFIX)).await?;
+        for item in &items {
+            let event = Self::from_item(item)?;
+            if event.event_id == event_id {
+                return Ok(Some(event));
+            }
+        }
+        Ok(None)
     }
 
     async fn merchant_events(&self, merchant_id: &str, since: Option<&str>) -> Result<Vec<RefundEvent>, StoreError> {

@@ -4,8 +4,11 @@
 //! Every item of one object shares a partition, so its history is one `Query`:
 //! - event: `pk = OBJ#<provider>#<kind>#<object id>`, `sk = EVT#<event type>#<status>`. `pk + sk`
 //!   is exactly the idempotency key, so the one conditional `PutItem` (`attribute_not_exists(pk)`)
-//!   is the dedup. The item carries the canonical event as JSON (`event`), the raw payload, and
-//!   `expires_at` for TTL.
+//!   is the dedup. The item carries the canonical event as JSON (`event`) less what the keys
+//!   say (provider, kind, object id, event type, status, and so the idempotency key and event
+//!   id), the raw payload (`raw_deflate`, or `raw_payload` as text where DEFLATE would not
+//!   shrink it), and `expires_at` for TTL: nothing twice, so that an event item stays within one
+//!   write unit (1 KB). Items written before carry the whole event and the text; both read.
 //! - aggregate: same `pk`, `sk = AGG`, holding `status`, `status_rank` and `last_event_id`;
 //!   updated only when the rank rises.
 //! - GSI `by_merchant`: `merchant_pk = MERCHANT#<merchant id>`, `merchant_sk = <received at>#<event id>`,
@@ -59,18 +62,21 @@ pub fn item_size(item: &[(&str, Attr)]) -> usize {
 /// The part of `event` that would break a DynamoDB limit, or `Ok`. Every store applies these, so
 /// the local runner answers as the product does.
 pub fn check_limits(event: &RefundEvent) -> Result<(), &'static str> {
-    let item = event_item(event, i64::MAX);
-    let attr = |name: &str| item.iter().find(|(k, _)| *k == name).map_or(0, |(_, v)| v.size());
-    if attr("pk") > MAX_PARTITION_KEY {
+    let pk = object_pk(event.provider, event.kind, &event.object_id).len();
+    if pk > MAX_PARTITION_KEY {
         return Err("object_id");
     }
-    if attr("sk") > MAX_SORT_KEY {
+    if event_sk(event).len() > MAX_SORT_KEY {
         return Err("event_type");
     }
-    if attr("merchant_pk") > MAX_PARTITION_KEY {
+    let merchant = event.merchant_id.as_ref().map_or(0, |m| "MERCHANT#".len() + m.len());
+    if merchant > MAX_PARTITION_KEY {
         return Err("merchant_id");
     }
-    if item_size(&item) > MAX_ITEM {
+    // The event copies a payload's fields a few times at most, and JSON escaping at most doubles
+    // one (a form's `%01` is `\u0001`): an item far below the limit is not built to be measured.
+    let bound = 2 * pk + 2 * merchant + 8 * event.raw_payload.len() + 2048;
+    if bound > MAX_ITEM && item_size(&event_item(event, i64::MAX)) > MAX_ITEM {
         return Err("body");
     }
     Ok(())
@@ -87,31 +93,96 @@ pub fn event_sk(event: &RefundEvent) -> String {
 /// The attributes of `event`'s item; `expires_at` is the TTL in unix seconds.
 pub fn event_item(event: &RefundEvent, expires_at: i64) -> Vec<(&'static str, Attr)> {
     let s = |v: &str| Attr::S(v.to_owned());
-    let mut canonical = event.clone();
-    // The raw payload is its own attribute; the JSON copy stays small.
-    canonical.raw_payload = String::new();
     let mut item = vec![
         ("pk", s(&object_pk(event.provider, event.kind, &event.object_id))),
         ("sk", s(&event_sk(event))),
-        ("event_id", s(&event.event_id)),
-        ("idempotency_key", s(&event.idempotency_key)),
-        ("provider", s(event.provider.as_str())),
-        ("kind", s(event.kind.as_str())),
-        ("event_type", s(&event.event_type)),
-        ("status", s(event.status.as_str())),
-        ("received_at", s(&event.received_at)),
-        ("event", s(&serde_json::to_string(&canonical).unwrap_or_default())),
-        ("raw_payload", s(&event.raw_payload)),
+        ("event", Attr::S(event_json(event))),
+        raw_attr(&event.raw_payload),
         ("expires_at", Attr::N(expires_at.to_string())),
     ];
     if let Some(m) = &event.merchant_id {
         item.push(("merchant_pk", s(&format!("MERCHANT#{m}"))));
         item.push(("merchant_sk", s(&format!("{}#{}", event.received_at, event.event_id))));
     }
-    if let Some(d) = &event.delivery_id {
-        item.push(("delivery_id", s(d)));
-    }
     item
+}
+
+/// What the keys say, and so what the item's `event` JSON leaves out.
+const IN_THE_KEYS: [&str; 7] = ["event_id", "idempotency_key", "provider", "kind", "event_type", "status", "object_id"];
+
+/// The item's `event` attribute: the canonical event less the raw payload (an attribute of its
+/// own, not projected into the merchant index) and less what the keys say.
+fn event_json(event: &RefundEvent) -> String {
+    let canonical = RefundEvent { raw_payload: String::new(), ..event.clone() };
+    let mut value = serde_json::to_value(&canonical).unwrap_or_default();
+    if let Some(map) = value.as_object_mut() {
+        for key in IN_THE_KEYS {
+            map.remove(key);
+        }
+    }
+    value.to_string()
+}
+
+/// The canonical event of an item from its keys and its `event` JSON (the raw payload is the
+/// caller's to add). The JSON of an item written before the keys were left out has them all.
+pub fn event_from_parts(pk: &str, sk: &str, json: &str) -> Result<RefundEvent, String> {
+    let mut value: Value = serde_json::from_str(json).map_err(|e| format!("`event` attribute: {e}"))?;
+    let map = value.as_object_mut().ok_or("`event` attribute is not an object")?;
+    if !map.contains_key("provider") {
+        let unescape = |s: &str| s.replace("%23", "#").replace("%25", "%");
+        let mut parts = pk.splitn(4, '#');
+        let (Some("OBJ"), Some(provider), Some(kind), Some(object_id)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!("`pk` is not an event's: {pk}"));
+        };
+        let (event_type, status) = sk
+            .strip_prefix(EVENT_SK_PREFIX)
+            .and_then(|rest| rest.rsplit_once('#'))
+            .ok_or_else(|| format!("`sk` is not an event's: {sk}"))?;
+        let provider: Provider = provider.parse().map_err(|e: crate::event::UnknownProvider| e.to_string())?;
+        let status: crate::event::Status = status.parse().map_err(|_| format!("`sk` has an unknown status: {sk}"))?;
+        let (object_id, event_type) = (unescape(object_id), unescape(event_type));
+        let key = RefundEvent::idempotency_key(provider, &object_id, &event_type, status);
+        map.insert("event_id".into(), RefundEvent::event_id_for(&key).into());
+        map.insert("idempotency_key".into(), key.into());
+        map.insert("provider".into(), provider.as_str().into());
+        map.insert("kind".into(), kind.into());
+        map.insert("event_type".into(), event_type.into());
+        map.insert("status".into(), status.as_str().into());
+        map.insert("object_id".into(), object_id.into());
+    }
+    serde_json::from_value(value).map_err(|e| format!("`event` attribute: {e}"))
+}
+
+/// The raw payload as DEFLATE (RFC 1951), or as text when that is no larger.
+pub const RAW_DEFLATE: &str = "raw_deflate";
+pub const RAW_TEXT: &str = "raw_payload";
+/// miniz_oxide's level 9: on our fixtures it packs a few bytes more than 6 at the same speed
+/// (bench/README.md, "Raw payloads").
+const DEFLATE_LEVEL: u8 = 9;
+/// A stored payload never inflates beyond this: bodies are refused above 384 KiB, so anything
+/// bigger is a corrupt item, not a payload.
+const MAX_INFLATED: usize = 1 << 20;
+
+fn raw_attr(raw: &str) -> (&'static str, Attr) {
+    let packed = miniz_oxide::deflate::compress_to_vec(raw.as_bytes(), DEFLATE_LEVEL);
+    if packed.len() < raw.len() { (RAW_DEFLATE, Attr::B(packed)) } else { (RAW_TEXT, Attr::S(raw.to_owned())) }
+}
+
+/// The raw payload back, byte for byte, from the attribute `raw_attr` wrote: `deflated` is
+/// `raw_deflate`'s bytes, `text` is `raw_payload`'s (also what items written before
+/// compression hold).
+pub fn raw_payload(deflated: Option<&[u8]>, text: Option<&str>) -> Result<String, String> {
+    match (deflated, text) {
+        (Some(packed), _) => {
+            let bytes = miniz_oxide::inflate::decompress_to_vec_with_limit(packed, MAX_INFLATED)
+                .map_err(|e| format!("`{RAW_DEFLATE}` does not inflate: {e:?}"))?;
+            String::from_utf8(bytes).map_err(|_| format!("`{RAW_DEFLATE}` is not UTF-8"))
+        }
+        (None, Some(text)) => Ok(text.to_owned()),
+        (None, None) => Ok(String::new()),
+    }
 }
 
 /// An item in DynamoDB's JSON form (`{"pk": {"S": "..."}}`), as stream records carry it.
@@ -140,19 +211,23 @@ pub fn event_from_image(image: &Value) -> Option<Result<RefundEvent, String>> {
     if !sk.starts_with(EVENT_SK_PREFIX) {
         return None;
     }
-    Some(
-        image
-            .pointer("/event/S")
-            .and_then(Value::as_str)
-            .ok_or_else(|| "image has no `event` attribute".to_owned())
-            .and_then(|json| serde_json::from_str::<RefundEvent>(json).map_err(|e| e.to_string()))
-            .map(|mut e| {
-                if let Some(raw) = image.pointer("/raw_payload/S").and_then(Value::as_str) {
-                    e.raw_payload = raw.to_owned();
-                }
-                e
-            }),
-    )
+    Some((|| {
+        use base64::Engine;
+        let pk = image.pointer("/pk/S").and_then(Value::as_str).ok_or("image has no `pk`")?;
+        let json = image.pointer("/event/S").and_then(Value::as_str).ok_or("image has no `event` attribute")?;
+        let mut event = event_from_parts(pk, sk, json)?;
+        let deflated = match image.pointer(&format!("/{RAW_DEFLATE}/B")).and_then(Value::as_str) {
+            Some(b64) => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map_err(|_| format!("`{RAW_DEFLATE}` is not base64"))?,
+            ),
+            None => None,
+        };
+        let text = image.pointer(&format!("/{RAW_TEXT}/S")).and_then(Value::as_str);
+        event.raw_payload = raw_payload(deflated.as_deref(), text)?;
+        Ok(event)
+    })())
 }
 
 pub fn held_pk(provider: Provider, held_id: &str) -> String {
@@ -237,4 +312,66 @@ pub fn held_notice_from_image(image: &Value) -> Option<Result<HeldNotice, String
             reason: text("reason")?,
         })
     })())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw_of(attr: &(&str, Attr)) -> Result<String, String> {
+        match attr {
+            (RAW_DEFLATE, Attr::B(b)) => raw_payload(Some(b), None),
+            (RAW_TEXT, Attr::S(s)) => raw_payload(None, Some(s)),
+            other => panic!("not a raw payload attribute: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_payload_is_deflated_only_when_that_is_smaller_and_comes_back_exactly() {
+        let json = r#"{"event":"order.refunded","order":{"uuid":"4DACB7B0","total":9900,"currency":"USD"},"order_total":9900}"#;
+        let packed = raw_attr(&json.repeat(4));
+        assert_eq!(packed.0, RAW_DEFLATE);
+        assert_eq!(raw_of(&packed).unwrap(), json.repeat(4));
+        // Short, unrepetitive text does not shrink: kept as text.
+        let tiny = raw_attr("ok=1");
+        assert_eq!(tiny, (RAW_TEXT, Attr::S("ok=1".into())));
+        assert_eq!(raw_of(&tiny).unwrap(), "ok=1");
+    }
+
+    #[test]
+    fn an_item_written_before_compression_still_reads_and_a_corrupt_one_is_an_error() {
+        assert_eq!(raw_payload(None, Some("{\"a\":1}")).unwrap(), "{\"a\":1}");
+        assert!(raw_payload(Some(b"\xff\xff not deflate"), None).unwrap_err().contains(RAW_DEFLATE));
+        // DEFLATE of bytes that are not UTF-8.
+        let latin1 = miniz_oxide::deflate::compress_to_vec(b"caf\xe9", 9);
+        assert!(raw_payload(Some(&latin1), None).is_err());
+        // A bomb beyond any accepted body is refused, not inflated.
+        let bomb = miniz_oxide::deflate::compress_to_vec(&vec![b'a'; MAX_INFLATED + 1], 9);
+        assert!(raw_payload(Some(&bomb), None).is_err());
+    }
+
+    #[test]
+    fn an_event_comes_back_from_its_keys_and_the_json_that_leaves_them_out() {
+        let key =
+            RefundEvent::idempotency_key(Provider::Rainforest, "rfd_#1%", "refund.#x", crate::event::Status::Failed);
+        let full = serde_json::json!({
+            "event_id": RefundEvent::event_id_for(&key), "idempotency_key": key, "provider": "rainforest",
+            "kind": "refund", "event_type": "refund.#x", "status": "failed", "object_id": "rfd_#1%",
+            "received_at": "2026-12-01T00:00:00Z", "reason": "card expired",
+        });
+        let event: RefundEvent = serde_json::from_value(full.clone()).unwrap();
+        let item = event_item(&event, 1);
+        let get = |name: &str| match item.iter().find(|(k, _)| *k == name) {
+            Some((_, Attr::S(s))) => s.clone(),
+            other => panic!("{name}: {other:?}"),
+        };
+        let json: Value = serde_json::from_str(&get("event")).unwrap();
+        for key in IN_THE_KEYS {
+            assert!(json.get(key).is_none(), "{key} is in the keys, not in `event`");
+        }
+        assert_eq!(event_from_parts(&get("pk"), &get("sk"), &get("event")).unwrap(), event);
+        // An item written before: the whole event in its JSON.
+        assert_eq!(event_from_parts(&get("pk"), &get("sk"), &full.to_string()).unwrap(), event);
+        assert!(event_from_parts("HELD#x", &get("sk"), &get("event")).is_err());
+    }
 }
