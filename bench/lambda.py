@@ -717,10 +717,7 @@ def wide_batch(objects=25):
     for n in range(objects):
         record = json.loads(json.dumps(inserts[n % len(inserts)]))
         image, copy = record["dynamodb"]["NewImage"], n // len(inserts)
-        event = json.loads(image["event"]["S"])
-        event["object_id"] += f"-{copy}"
-        image["event"]["S"] = json.dumps(event)
-        image["pk"]["S"] += f"-{copy}"
+        image["pk"]["S"] += f"-{copy}"  # the object id (and so the event id) is the key's
         record["dynamodb"]["SequenceNumber"] = str(200_000_000_000 + n)
         records.append(record)
     return {"Records": records}

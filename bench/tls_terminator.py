@@ -3,28 +3,46 @@
 
     python3 bench/tls_terminator.py --cert CERT --key KEY --upstream 127.0.0.1:PORT
 
-Prints `listening PORT` once it accepts connections. Every TLS connection gets its own TCP
-connection upstream and bytes are copied both ways, so keep-alive works as the client uses it
-(the SDK keeps one connection per endpoint; the upstream may still close it)."""
+Prints `listening PORT` once it accepts connections. It keeps each client's TLS connection open
+across requests, as a region's endpoint does, even though the upstream (moto) closes its
+connection after every answer: each request is forwarded on a new upstream connection and its
+answer sent back without `Connection: close`. So a warm function pays one TLS handshake per
+endpoint, not one per request. HTTP/1.1 with Content-Length bodies only (what the SDKs send and
+moto answers)."""
 
 import argparse
 import asyncio
 import ssl
 import sys
 
+HOP_BY_HOP = (b"connection", b"keep-alive", b"transfer-encoding")
 
-async def pipe(reader, writer):
+
+async def read_message(reader):
+    """One HTTP/1.1 message: (start line and headers without hop-by-hop ones, body), or None at EOF."""
     try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, ssl.SSLError):
-        pass
-    finally:
-        try:
-            writer.close()
-        except Exception:
-            pass
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+        return None
+    lines = head[:-4].split(b"\r\n")
+    headers, length = [], 0
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+        if name.strip().lower() not in HOP_BY_HOP:
+            headers.append(line)
+    body = await reader.readexactly(length) if length else b""
+    return lines[0], headers, body
+
+
+async def forward(host, port, start, headers, body):
+    up_reader, up_writer = await asyncio.open_connection(host, port)
+    up_writer.write(b"\r\n".join([start, *headers, b"Connection: close"]) + b"\r\n\r\n" + body)
+    await up_writer.drain()
+    answer = await read_message(up_reader)
+    up_writer.close()
+    return answer
 
 
 async def main():
@@ -39,13 +57,19 @@ async def main():
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(args.cert, args.key)
 
-    async def serve(client_reader, client_writer):
+    async def serve(reader, writer):
         try:
-            up_reader, up_writer = await asyncio.open_connection(host, int(port))
-        except OSError:
-            client_writer.close()
-            return
-        await asyncio.gather(pipe(client_reader, up_writer), pipe(up_reader, client_writer))
+            while (request := await read_message(reader)) is not None:
+                answer = await forward(host, int(port), *request)
+                if answer is None:
+                    break
+                status, headers, body = answer
+                writer.write(b"\r\n".join([status, *headers, b"Connection: keep-alive"]) + b"\r\n\r\n" + body)
+                await writer.drain()
+        except (ConnectionError, ssl.SSLError, OSError):
+            pass
+        finally:
+            writer.close()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
     print(f"listening {server.sockets[0].getsockname()[1]}", flush=True)
