@@ -264,3 +264,38 @@ pub async fn handle_stream(fanout: &Fanout, batch: StreamEvent) -> BatchResponse
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest, Sha256};
+
+    use super::AMAZON_TRUST_SERVICES_ROOTS;
+
+    /// The SHA-256 fingerprints https://www.amazontrust.com/repository/ publishes: Amazon Root CA
+    /// 1 to 4, then Starfield Services Root CA G2.
+    const PUBLISHED: [&str; 5] = [
+        "8ecde6884f3d87b1125ba31ac3fcb13d7016de7f57cc904fe1cb97c6ae98196e",
+        "1ba5b2aa8c65401a82960118f80bec4f62304d83cec4713a19c39c011ea46db4",
+        "18ce6cfe7bf14e60b2e347b8dfe868cb31d02ebb3ada271569f50343b46db3a4",
+        "e35d28419ed02025cfa69038cd623962458da5c695fbdea3c22b0bfb25897092",
+        "568d6905a2c88708a4b3025190edcfedb1974a606a13c6e5290fcb2ae63edab5",
+    ];
+
+    #[test]
+    fn the_functions_trust_exactly_amazon_trust_services_published_roots() {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(AMAZON_TRUST_SERVICES_ROOTS.as_bytes())
+                .collect::<Result<_, _>>()
+                .expect("the bundle is PEM");
+        let fingerprints: Vec<String> = certs.iter().map(|c| hex::encode(Sha256::digest(c.as_ref()))).collect();
+        assert_eq!(fingerprints, PUBLISHED);
+        // As the SDK's TLS context adds them: each must parse as a trust anchor, or the first
+        // request would panic.
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in certs {
+            roots.add(cert).expect("a trust anchor");
+        }
+        assert_eq!(roots.len(), PUBLISHED.len());
+    }
+}
