@@ -153,13 +153,13 @@ impl DynamoStore {
 
     /// The canonical event from a stored item (or a stream's NEW_IMAGE of one).
     pub fn from_item(item: &HashMap<String, AttributeValue>) -> Result<RefundEvent, StoreError> {
-        let text = |name: &str| {
+        let required = |name: &str| {
             item.get(name)
                 .and_then(|v| v.as_s().ok())
                 .ok_or_else(|| StoreError::Corrupt(format!("item has no `{name}` attribute")))
         };
-        let mut event =
-            layout::event_from_parts(text("pk")?, text("sk")?, text("event")?).map_err(StoreError::Corrupt)?;
+        let mut event = layout::event_from_parts(required("pk")?, required("sk")?, required("event")?)
+            .map_err(StoreError::Corrupt)?;
         let deflated = item.get(layout::RAW_DEFLATE).and_then(|v| v.as_b().ok()).map(|b| b.as_ref());
         let text = item.get(layout::RAW_TEXT).and_then(|v| v.as_s().ok()).map(String::as_str);
         event.raw_payload = layout::raw_payload(deflated, text).map_err(StoreError::Corrupt)?;
