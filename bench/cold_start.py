@@ -314,8 +314,7 @@ def cold_start(subject, share, services, secrets, endpoints, tls, warm, workdir,
         if tool and tool[0] == "perf":  # perf is the RIE's child; the bootstrap is perf's
             kids = harness.children(pid)
             pid = kids[0] if kids else pid
-        r["vmhwm_kib"] = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                              if line.startswith("VmHWM:"))
+        r["vmhwm_kib"] = em.vmhwm_kib(pid)
         if tool:  # a profiler writes its file on SIGINT/SIGTERM; the RIE's SIGKILL would lose it
             stop_profiler(em.bootstrap_pid(), signal.SIGINT if tool[0] == "perf" else signal.SIGTERM)
     finally:

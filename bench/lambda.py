@@ -445,8 +445,9 @@ class Emulator:
             raise HarnessError(f"expected one bootstrap process under the RIE, found {kids}")
         return kids[0]
 
-    def vmhwm_kib(self):
-        pid = self.bootstrap_pid()
+    def vmhwm_kib(self, pid=None):
+        """Peak RSS of `pid`, by default the bootstrap's."""
+        pid = pid or self.bootstrap_pid()
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
