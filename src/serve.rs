@@ -14,6 +14,7 @@ use axum::routing::{any, get};
 use common::config::Config;
 use common::event::{EventKind, Provider};
 use common::fanout::{Fanout, Outcome};
+use common::metrics::Metrics;
 use common::notify::Notifier;
 use common::receive::{ReceiveError, Receiver, WebhookRequest, refusal};
 use common::store::EventStore;
@@ -33,6 +34,8 @@ pub struct Runner {
     receiver: Receiver,
     store: SqliteStore,
     fanout: Fanout,
+    /// What `GET /metrics` reports: the webhooks counted here, the notifications by the fan-out.
+    metrics: Arc<Metrics>,
     /// Wakes the outbox worker when an event is stored.
     wake: Notify,
     /// `Some(seq)` while the outbox worker is in step with the store: every event up to `seq`
@@ -54,13 +57,22 @@ impl Runner {
     /// `data_dir` that exists.
     pub fn with_notifier(config: &Config, data_dir: &Path, notifier: Arc<dyn Notifier>) -> anyhow::Result<Arc<Self>> {
         let store = SqliteStore::open(&data_dir.join("events.sqlite3"))?;
-        let fanout = Fanout::new(Arc::new(store.clone()), notifier, config.routing.clone(), config.platform.clone());
+        let metrics = Arc::new(Metrics::new());
+        let fanout = Fanout::new(Arc::new(store.clone()), notifier, config.routing.clone(), config.platform.clone())
+            .with_metrics(metrics.clone());
         let receiver = Receiver::new(config, Arc::new(store.clone()));
-        Ok(Arc::new(Runner { receiver, store, fanout, wake: Notify::new(), in_step: Mutex::new(None) }))
+        Ok(Arc::new(Runner { receiver, store, fanout, metrics, wake: Notify::new(), in_step: Mutex::new(None) }))
     }
 
     pub fn store(&self) -> &SqliteStore {
         &self.store
+    }
+
+    /// Counts a delivery to a provider's route; a route that names no provider has no series.
+    fn count(&self, route: &str, receipt: &common::Receipt) {
+        if let Ok(provider) = route.parse::<Provider>() {
+            self.metrics.webhook(provider, receipt.outcome);
+        }
     }
 
     /// Fans out stored events until the outbox is empty. One object's events are told in the
@@ -179,6 +191,7 @@ pub fn app(runner: Arc<Runner>) -> Router {
         .route("/refunds/{provider}/{id}", get(object))
         .route("/held", get(held_list))
         .route("/held/{held_id}", get(held_one))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { axum::Json(json!({ "status": "ok" })) }))
         .with_state(runner)
 }
@@ -190,7 +203,9 @@ async fn webhook(State(runner): State<Arc<Runner>>, UrlPath(provider): UrlPath<S
     let bytes = match axum::body::to_bytes(body, limit + 1).await {
         Ok(b) => b,
         Err(_) => {
-            return http_response(refusal(&provider, ReceiveError::PayloadTooLarge { limit }).into_response());
+            let receipt = refusal(&provider, ReceiveError::PayloadTooLarge { limit });
+            runner.count(&provider, &receipt);
+            return http_response(receipt.into_response());
         }
     };
     let receipt = runner
@@ -200,10 +215,17 @@ async fn webhook(State(runner): State<Arc<Runner>>, UrlPath(provider): UrlPath<S
             WebhookRequest { method: &parts.method, headers: &parts.headers, query: parts.uri.query(), body: &bytes },
         )
         .await;
+    runner.count(&provider, &receipt);
     if receipt.stored.is_some() || receipt.held.is_some() {
         runner.wake.notify_one();
     }
     http_response(receipt.into_response())
+}
+
+/// `GET /metrics`: the counts CloudWatch gets from the Lambda functions, as Prometheus text.
+async fn metrics(State(runner): State<Arc<Runner>>) -> Response {
+    let content_type = [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")];
+    (content_type, runner.metrics.counts().prometheus()).into_response()
 }
 
 fn http_response(res: http::Response<String>) -> Response {

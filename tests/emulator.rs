@@ -149,6 +149,14 @@ async fn every_bootstrap_under_the_runtime_interface_emulator() {
                 assert_eq!(body["status"], outcome, "{p} {case}");
             }
         }
+        // One EMF document per invocation, on stdout, in the order of the answers.
+        let outcomes: Vec<(String, String)> = emf_documents(&em)
+            .iter()
+            .map(|d| (d["Provider"].as_str().unwrap().to_owned(), d["Outcome"].as_str().unwrap().to_owned()))
+            .collect();
+        let want: Vec<(String, String)> =
+            ["accepted", "duplicate", "unauthorized"].iter().map(|o| (p.to_string(), (*o).to_owned())).collect();
+        assert_eq!(outcomes, want, "{p}");
         eprintln!("{p}: INIT REPORT durationMs {:.1}", init_ms(&em));
     }
     assert_eq!(moto::item_count(&ddb, &table, "EVT#").await, 5);
@@ -174,4 +182,20 @@ async fn every_bootstrap_under_the_runtime_interface_emulator() {
     for audience in ["internal", "merchant", "payor"] {
         assert_eq!(moto::drain(&sdk, &topics.queues[audience]).await.len(), 5, "{audience}");
     }
+    let published: Vec<(String, u64)> = emf_documents(&em)
+        .iter()
+        .map(|d| (d["Audience"].as_str().unwrap().to_owned(), d["Notifications"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(published, [("internal".into(), 5), ("merchant".into(), 5), ("payor".into(), 5)]);
+}
+
+/// The CloudWatch EMF documents the function wrote so far: its JSON lines with an `_aws` member.
+fn emf_documents(em: &Emulator) -> Vec<Value> {
+    em.log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|d| d["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "RefundRelay")
+        .collect()
 }

@@ -219,7 +219,7 @@ async fn sns_failing_for_part_of_a_batch_reports_exactly_those_records_and_recov
 }
 
 fn sequence_numbers(res: &lambda::BatchResponse) -> Vec<String> {
-    res.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect()
+    res.batch_item_failures.iter().filter_map(|f| f.item_identifier.clone()).collect()
 }
 
 /// The event ids `notifier` published, in publishing order, keeping only those in `of`.

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::Receipt;
 use common::event::Provider;
+use common::metrics::WebhookOutcome;
 use common::receive::WebhookRequest;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde_json::Value;
@@ -417,7 +418,7 @@ fn table() -> Vec<Row> {
             .content_type(Some("Application/JSON; charset=UTF-8")),
         row("form body sent as JSON (webforce)", "webforce", fixture("webforce/refund-applied.ours.form"), HELD).field("body"),
         row("GET", "memberful", "", 405).method(Method::GET).check(|_, r| {
-            let res = Receipt { status: r.status, body: r.body.clone(), stored: None, held: None }.into_response();
+            let res = Receipt { status: r.status, outcome: r.outcome, body: r.body.clone(), stored: None, held: None }.into_response();
             assert_eq!(res.headers()["allow"], "POST");
         }),
         row("PUT with a valid signed body", "rainforest", fixture(rf), 405).method(Method::PUT),
@@ -436,7 +437,9 @@ trait ResponseText {
 impl ResponseText for Receipt {
     /// The whole HTTP answer as text (status line aside): headers and body.
     fn response_text(&self) -> String {
-        let res = Receipt { status: self.status, body: self.body.clone(), stored: None, held: None }.into_response();
+        let res =
+            Receipt { status: self.status, outcome: self.outcome, body: self.body.clone(), stored: None, held: None }
+                .into_response();
         let headers: String = res.headers().iter().map(|(k, v)| format!("{k}: {}\n", v.to_str().unwrap())).collect();
         headers + res.body()
     }
@@ -521,6 +524,19 @@ async fn hostile_requests_get_exactly_the_expected_answer() {
             && !reason.ends_with(&format!(": {f}"))
         {
             wrong.push(format!("reason `{reason}` (want one naming {f})"));
+        }
+        // The metric a delivery counts as must agree with its answer, and with its body's status.
+        let counted = match receipt.outcome {
+            WebhookOutcome::Accepted | WebhookOutcome::Duplicate | WebhookOutcome::Ignored => {
+                receipt.status == 200 && receipt.body["status"] == receipt.outcome.as_str()
+            }
+            WebhookOutcome::Held => receipt.status == 202 && receipt.body["status"] == "held",
+            WebhookOutcome::Unauthorized => receipt.status == 401,
+            WebhookOutcome::Rejected => [404, 405, 413].contains(&receipt.status.as_u16()),
+            WebhookOutcome::StoreUnavailable => receipt.status == 503,
+        };
+        if !counted {
+            wrong.push(format!("counted as {} for {}", receipt.outcome.as_str(), receipt.status));
         }
         if receipt.status.as_u16() != 200 && !h.store.events().is_empty() {
             wrong.push("stored although not accepted".into());

@@ -9,7 +9,7 @@ use common::config::{Config, Secrets};
 use common::event::Provider;
 use common::fanout::Fanout;
 use common::lambda::{self, lambda_http};
-use common::notify::MemoryNotifier;
+use common::notify::{Audience, MemoryNotifier};
 use common::receive::Receiver;
 use common::store::MemoryStore;
 use serde_json::Value;
@@ -90,6 +90,13 @@ async fn the_stream_event_fans_out_and_reports_failures_by_sequence_number() {
     assert!(res.batch_item_failures.is_empty());
     // Five terminal `succeeded` events, each to internal, merchant and payor.
     assert_eq!(notifier.sent().len(), 15);
+    // The invocation's counts, which `run_fanout` writes as its EMF documents.
+    let counts = fanout.metrics().take();
+    for a in 0..Audience::ALL.len() {
+        assert_eq!(counts.notifications[a], [5, 0], "{:?} published, failed", Audience::ALL[a]);
+    }
+    assert_eq!((counts.stale_events, counts.skipped_records), (0, 0));
+    assert_eq!(counts.fanout_emf(0).len(), 3, "one document per audience");
 
     // A redelivery of the whole batch publishes nothing: every event was told in full.
     let res = lambda::handle_stream(&fanout, batch.clone()).await;
@@ -100,11 +107,26 @@ async fn the_stream_event_fans_out_and_reports_failures_by_sequence_number() {
     let failing = Arc::new(MemoryNotifier::new());
     failing.set_failing(true);
     let fanout = Fanout::new(Arc::new(MemoryStore::new()), failing, support::general_routing(), "Test".into());
-    let res = lambda::handle_stream(&fanout, batch).await;
-    let ids: Vec<&str> = res.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    let res = lambda::handle_stream(&fanout, batch.clone()).await;
+    // Each event stops at its first audience (internal), and nothing later is tried.
+    let counts = fanout.metrics().take();
+    assert_eq!(counts.notifications, [[0, 5], [0, 0], [0, 0]]);
+    let ids: Vec<&str> = res.batch_item_failures.iter().filter_map(|f| f.item_identifier.as_deref()).collect();
     assert_eq!(ids, ["100000000000", "100000000001", "100000000002", "100000000003", "100000000004"]);
     let json = serde_json::to_value(&res).unwrap();
     assert_eq!(json["batchItemFailures"][0]["itemIdentifier"], "100000000000");
+
+    // A record whose event cannot be read is skipped (retrying would block the shard), and
+    // counted: the alarm on SkippedRecords is the only way anyone hears of it.
+    let mut unreadable = payload.clone();
+    unreadable["Records"][0]["dynamodb"]["NewImage"]["event"]["S"] = "not JSON".into();
+    let unreadable: lambda::StreamEvent = serde_json::from_value(unreadable).unwrap();
+    let fanout = Fanout::new(Arc::new(MemoryStore::new()), notifier.clone(), support::general_routing(), "Test".into());
+    let res = lambda::handle_stream(&fanout, unreadable).await;
+    assert!(res.batch_item_failures.is_empty());
+    let counts = fanout.metrics().take();
+    assert_eq!(counts.skipped_records, 1);
+    assert_eq!(counts.notifications.iter().map(|[published, _]| published).sum::<u64>(), 12, "the other four");
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::runner::{BIN, Server, get, notifications, start};
+use support::runner::{BIN, Server, get, get_text, notifications, start};
 
 fn send(server: &Server, provider: &str, rel: &str) -> (bool, Value) {
     let out = Command::new(BIN)
@@ -115,6 +115,30 @@ fn a_new_user_sends_every_provider_and_reads_it_back() {
     let big = vec![b'x'; 300 * 1024];
     let (code, _) = refund_relay::cli::post(&format!("{}/webhooks/memberful", server.url), &[], &big).unwrap();
     assert_eq!(code, 413);
+
+    // Every answer above, counted as the Lambda functions count it for CloudWatch.
+    let (status, content_type, text) = get_text(&format!("{}/metrics", server.url));
+    assert_eq!(status, 200);
+    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+    let value = |series: &str| -> u64 {
+        let line = text.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+        line[series.len()..].trim().parse().unwrap()
+    };
+    let webhooks = |provider: &str, outcome: &str| {
+        value(&format!("refund_relay_webhooks_total{{provider=\"{provider}\",outcome=\"{outcome}\"}}"))
+    };
+    for provider in ["memberful", "conscent", "webforce", "foloosi"] {
+        assert_eq!((webhooks(provider, "accepted"), webhooks(provider, "duplicate")), (1, 1), "{provider}");
+    }
+    assert_eq!((webhooks("rainforest", "accepted"), webhooks("rainforest", "duplicate")), (3, 1));
+    assert_eq!(webhooks("memberful", "unauthorized"), 1);
+    assert_eq!(webhooks("memberful", "rejected"), 1, "the 413");
+    assert_eq!(webhooks("memberful", "held"), 0);
+    for audience in ["internal", "merchant", "payor"] {
+        let series = format!("refund_relay_notifications_total{{audience=\"{audience}\",result=\"published\"}}");
+        assert_eq!(value(&series), 5, "{audience}");
+    }
+    assert_eq!(value("refund_relay_stale_events_total"), 1, "the late processing");
 }
 
 #[test]

@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 
 use crate::event::RefundEvent;
 use crate::held::HeldNotice;
+use crate::metrics::{Metrics, Published};
 use crate::notify::{self, Notification, Notifier, NotifyError, Routing};
 use crate::store::{Advance, EventStore, StoreError};
 
@@ -47,11 +48,37 @@ pub struct Fanout {
     notifier: Arc<dyn Notifier>,
     routing: Routing,
     platform: String,
+    metrics: Arc<Metrics>,
 }
 
 impl Fanout {
     pub fn new(store: Arc<dyn EventStore>, notifier: Arc<dyn Notifier>, routing: Routing, platform: String) -> Self {
-        Fanout { store, notifier, routing, platform }
+        Fanout { store, notifier, routing, platform, metrics: Arc::default() }
+    }
+
+    /// Counts into `metrics` (shared with the rest of a process) instead of its own.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// What this fan-out published, failed to publish and found stale.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Publishes `messages` in order, counting each; stops at the first failure.
+    async fn publish_all(&self, messages: &[Notification]) -> Result<(), NotifyError> {
+        for n in messages {
+            self.publish(n).await?;
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, n: &Notification) -> Result<(), NotifyError> {
+        let published = self.notifier.publish(n).await;
+        self.metrics.notification(n.audience, if published.is_ok() { Published::Yes } else { Published::Failed });
+        published
     }
 
     /// Safe to call again for the same event after a failure: `advance` answers `Advanced` for
@@ -60,6 +87,7 @@ impl Fanout {
     pub async fn deliver(&self, event: &RefundEvent) -> Result<Delivery, FanoutError> {
         match self.store.advance(event).await? {
             Advance::Stale => {
+                self.metrics.stale_event();
                 tracing::info!(event_id = %event.event_id, status = %event.status, "stale event: stored, not notified");
                 Ok(Delivery::Stale)
             }
@@ -71,9 +99,7 @@ impl Fanout {
                 // In routing order, the payor last: a failure part-way leaves the payor untold, so
                 // the retry that re-tells the audiences before it never reaches a payor twice.
                 let messages = notify::notifications(event, &self.routing, &self.platform);
-                for n in &messages {
-                    self.notifier.publish(n).await?;
-                }
+                self.publish_all(&messages).await?;
                 self.store.mark_told(event).await?;
                 tracing::info!(event_id = %event.event_id, count = messages.len(), "notified");
                 Ok(Delivery::Notified(messages))
@@ -90,9 +116,7 @@ impl Fanout {
             return self.deliver(event).await;
         }
         let messages = notify::notifications(event, &self.routing, &self.platform);
-        for n in &messages {
-            self.notifier.publish(n).await?;
-        }
+        self.publish_all(&messages).await?;
         tracing::warn!(event_id = %event.event_id, count = messages.len(), "replayed with --force");
         Ok(Delivery::Notified(messages))
     }
@@ -100,7 +124,7 @@ impl Fanout {
     /// Tells the internal audience that a delivery was held. Once per held item: the item is
     /// written once, and the outbox (stream or table) hands it over once per write.
     pub async fn tell_held(&self, notice: &HeldNotice) -> Result<(), NotifyError> {
-        self.notifier.publish(&notify::held_notification(notice)).await?;
+        self.publish(&notify::held_notification(notice)).await?;
         tracing::warn!(held_id = %notice.held_id, provider = %notice.provider, "held delivery told to internal");
         Ok(())
     }

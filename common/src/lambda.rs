@@ -13,15 +13,17 @@ pub use lambda_http;
 pub use lambda_runtime;
 
 pub use aws_lambda_events::dynamodb::Event as StreamEvent;
+pub use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse as BatchResponse};
 use lambda_http::{Body, Request, RequestExt, Response};
 use lambda_runtime::LambdaEvent;
-use serde::Serialize;
+use time::OffsetDateTime;
 
 use crate::config::{Config, ConfigError, Env, Secrets, process_env};
 use crate::event::Provider;
 use crate::fanout::{Fanout, Outcome};
+use crate::metrics;
 use crate::notify::sns::{SnsNotifier, TopicArns};
-use crate::receive::{Receiver, WebhookRequest};
+use crate::receive::{Receipt, Receiver, WebhookRequest};
 use crate::store::dynamodb::DynamoStore;
 
 pub type Error = lambda_runtime::Error;
@@ -126,7 +128,12 @@ pub async fn run_webhook(provider: Provider) -> Result<(), Error> {
         tracing::error!(error = %e, "configuration error");
     })?;
     let receiver = &receiver;
-    lambda_http::run(lambda_http::service_fn(move |req| handle_webhook(receiver, provider, req))).await
+    lambda_http::run(lambda_http::service_fn(move |req| async move {
+        let receipt = receive_webhook(receiver, provider, req).await;
+        write_metrics(&[metrics::webhook_emf(provider, receipt.outcome, now_ms())]);
+        Ok::<_, Infallible>(receipt.into_response().map(Body::Text))
+    }))
+    .await
 }
 
 /// One API Gateway request through the pipeline. Never fails: every outcome is an HTTP answer.
@@ -135,6 +142,11 @@ pub async fn handle_webhook(
     provider: Provider,
     req: Request,
 ) -> Result<Response<Body>, Infallible> {
+    Ok(receive_webhook(receiver, provider, req).await.into_response().map(Body::Text))
+}
+
+/// [`handle_webhook`]'s receipt, before it becomes the HTTP answer.
+pub async fn receive_webhook(receiver: &Receiver, provider: Provider, req: Request) -> Receipt {
     let query = req.uri().query().map(str::to_owned).or_else(|| {
         let q = req.query_string_parameters();
         (!q.is_empty()).then(|| {
@@ -145,7 +157,7 @@ pub async fn handle_webhook(
             s.finish()
         })
     });
-    let receipt = receiver
+    receiver
         .receive(
             provider,
             WebhookRequest {
@@ -155,21 +167,28 @@ pub async fn handle_webhook(
                 body: req.body().as_ref(),
             },
         )
-        .await;
-    Ok(receipt.into_response().map(Body::Text))
+        .await
 }
 
-/// The fan-out's answer: the stream records to retry.
-#[derive(Debug, Default, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct BatchResponse {
-    pub batch_item_failures: Vec<ItemFailure>,
+fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-#[derive(Debug, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct ItemFailure {
-    pub item_identifier: String,
+/// EMF documents go to stdout, which Lambda sends to CloudWatch Logs, and not through `tracing`:
+/// a log level must never switch metrics off. A failed write loses a metric, never the answer.
+fn write_metrics(documents: &[String]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for document in documents {
+        let _ = writeln!(out, "{document}");
+    }
+    let _ = out.flush();
+}
+
+fn item_failure(id: String) -> DynamoDbBatchItemFailure {
+    let mut failure = DynamoDbBatchItemFailure::default();
+    failure.item_identifier = Some(id);
+    failure
 }
 
 /// The fan-out function's state, built once per cold start.
@@ -194,7 +213,9 @@ pub async fn run_fanout() -> Result<(), Error> {
     })?;
     let fanout = &fanout;
     lambda_runtime::run(lambda_runtime::service_fn(move |ev: LambdaEvent<StreamEvent>| async move {
-        Ok::<_, Infallible>(handle_stream(fanout, ev.payload).await)
+        let response = handle_stream(fanout, ev.payload).await;
+        write_metrics(&fanout.metrics().take().fanout_emf(now_ms()));
+        Ok::<_, Infallible>(response)
     }))
     .await
 }
@@ -217,14 +238,18 @@ pub async fn handle_stream(fanout: &Fanout, batch: StreamEvent) -> BatchResponse
         let image = match serde_json::to_value(&record.change.new_image) {
             Ok(v) => v,
             Err(e) => {
-                tracing::error!(error = %e, "unreadable stream image");
+                fanout.metrics().skipped_record();
+                tracing::error!(error = %e, "unreadable stream image; skipped");
                 continue;
             }
         };
         if let Some(notice) = crate::store::layout::held_notice_from_image(&image) {
             match notice {
                 Ok(n) => held.push((record.change.sequence_number.unwrap_or(record.event_id), n)),
-                Err(e) => tracing::error!(error = %e, "unreadable held item in stream; skipped"),
+                Err(e) => {
+                    fanout.metrics().skipped_record();
+                    tracing::error!(error = %e, "unreadable held item in stream; skipped")
+                }
             }
             continue;
         }
@@ -233,7 +258,8 @@ pub async fn handle_stream(fanout: &Fanout, batch: StreamEvent) -> BatchResponse
             Some(Ok(e)) => e,
             Some(Err(e)) => {
                 // A record we can never read would block its shard forever if retried; it is
-                // logged and skipped, and its item stays in the table for replay.
+                // logged, counted and skipped, and its item stays in the table for replay.
+                fanout.metrics().skipped_record();
                 tracing::error!(error = %e, "unreadable event in stream; skipped");
                 continue;
             }
@@ -247,7 +273,7 @@ pub async fn handle_stream(fanout: &Fanout, batch: StreamEvent) -> BatchResponse
     for (id, notice) in held {
         if let Err(e) = fanout.tell_held(&notice).await {
             tracing::error!(held_id = %notice.held_id, error = %e, "telling a held delivery failed; record will be retried");
-            response.batch_item_failures.push(ItemFailure { item_identifier: id });
+            response.batch_item_failures.push(item_failure(id));
         }
     }
     for ((id, event_id), outcome) in fanout.deliver_in_object_order(events, FANOUT_CONCURRENCY).await {
@@ -260,7 +286,7 @@ pub async fn handle_stream(fanout: &Fanout, batch: StreamEvent) -> BatchResponse
                 tracing::warn!(event_id = %event_id, "an earlier event of this object failed; record will be retried")
             }
         }
-        response.batch_item_failures.push(ItemFailure { item_identifier: id });
+        response.batch_item_failures.push(item_failure(id));
     }
     response
 }

@@ -10,6 +10,7 @@ pub mod fanout;
 pub mod held;
 #[cfg(feature = "aws")]
 pub mod lambda;
+pub mod metrics;
 pub mod money;
 pub mod notify;
 pub mod providers;

@@ -14,6 +14,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::config::Config;
 use crate::event::{Proof, Provider, RefundEvent};
 use crate::held::{HeldDelivery, HoldCode, HoldReason};
+use crate::metrics::WebhookOutcome;
 use crate::providers::foloosi;
 use crate::providers::foloosi_api::{ApiUnavailable, FoloosiApi};
 use crate::providers::{Media, Parsed, PayloadError, ProviderSettings};
@@ -64,6 +65,17 @@ impl ReceiveError {
         }
     }
 
+    /// What the refusal counts as in the metrics.
+    pub fn outcome(&self) -> WebhookOutcome {
+        match self {
+            ReceiveError::Unauthorized(_) => WebhookOutcome::Unauthorized,
+            ReceiveError::Store(_) | ReceiveError::Confirmation(_) => WebhookOutcome::StoreUnavailable,
+            ReceiveError::UnknownProvider(_)
+            | ReceiveError::MethodNotAllowed(_)
+            | ReceiveError::PayloadTooLarge { .. } => WebhookOutcome::Rejected,
+        }
+    }
+
     fn code(&self) -> &'static str {
         match self {
             ReceiveError::UnknownProvider(_) => "unknown_provider",
@@ -91,6 +103,7 @@ impl ReceiveError {
 #[derive(Debug)]
 pub struct Receipt {
     pub status: StatusCode,
+    pub outcome: WebhookOutcome,
     pub body: Value,
     /// The event, when this delivery stored it for the first time.
     pub stored: Option<RefundEvent>,
@@ -99,8 +112,8 @@ pub struct Receipt {
 }
 
 impl Receipt {
-    fn ok(body: Value, stored: Option<RefundEvent>) -> Self {
-        Receipt { status: StatusCode::OK, body, stored, held: None }
+    fn ok(outcome: WebhookOutcome, body: Value, stored: Option<RefundEvent>) -> Self {
+        Receipt { status: StatusCode::OK, outcome, body, stored, held: None }
     }
 
     pub fn into_response(self) -> http::Response<String> {
@@ -211,7 +224,11 @@ impl Receiver {
             Reading::Event(event) => event,
             Reading::Ignored(reason) => {
                 tracing::info!(%provider, %reason, "ignored");
-                return Ok(Receipt::ok(json!({ "status": "ignored", "reason": reason }), None));
+                return Ok(Receipt::ok(
+                    WebhookOutcome::Ignored,
+                    json!({ "status": "ignored", "reason": reason }),
+                    None,
+                ));
             }
             Reading::Unreadable(reason) => return self.hold(provider, req, &received_at, &reason).await,
         };
@@ -222,11 +239,19 @@ impl Receiver {
         match put {
             Put::Stored => {
                 tracing::info!("accepted");
-                Ok(Receipt::ok(json!({ "status": "accepted", "event_id": event.event_id }), Some(*event)))
+                Ok(Receipt::ok(
+                    WebhookOutcome::Accepted,
+                    json!({ "status": "accepted", "event_id": event.event_id }),
+                    Some(*event),
+                ))
             }
             Put::Duplicate(stored) if stored.same_content(&event) => {
                 tracing::info!("duplicate");
-                Ok(Receipt::ok(json!({ "status": "duplicate", "event_id": event.event_id }), None))
+                Ok(Receipt::ok(
+                    WebhookOutcome::Duplicate,
+                    json!({ "status": "duplicate", "event_id": event.event_id }),
+                    None,
+                ))
             }
             Put::Duplicate(_) => {
                 drop(_enter);
@@ -339,6 +364,7 @@ impl Receiver {
         let body = json!({ "status": "held", "held_id": held.held_id, "reason": held.reason });
         Ok(Receipt {
             status: StatusCode::ACCEPTED,
+            outcome: WebhookOutcome::Held,
             body,
             stored: None,
             held: matches!(hold, Hold::Held).then_some(held),
@@ -393,7 +419,7 @@ pub fn refusal(route: &str, e: ReceiveError) -> Receipt {
     } else {
         tracing::warn!(%provider, status = status.as_u16(), %error, "refused");
     }
-    Receipt { status, body: e.body(), stored: None, held: None }
+    Receipt { status, outcome: e.outcome(), body: e.body(), stored: None, held: None }
 }
 
 /// Provider-supplied text quoted in an answer or a log line (an unknown event name, a repeated

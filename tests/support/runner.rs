@@ -56,6 +56,14 @@ pub fn get(url: &str) -> (u16, Value) {
     (res.status().as_u16(), serde_json::from_str(&res.body_mut().read_to_string().unwrap()).unwrap())
 }
 
+/// `url`'s status, content type and body as text.
+pub fn get_text(url: &str) -> (u16, String, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut res = agent.get(url).call().unwrap();
+    let content_type = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    (res.status().as_u16(), content_type, res.body_mut().read_to_string().unwrap())
+}
+
 pub fn notifications(data_dir: &Path) -> Vec<Value> {
     std::fs::read_to_string(data_dir.join("notifications.jsonl"))
         .unwrap_or_default()
