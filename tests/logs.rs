@@ -1,6 +1,7 @@
 //! Logs never carry a secret, a signature, an e-mail address or a phone number: every fixture
 //! is run through the pipeline and the fan-out, accepted and refused, and the captured log is
-//! searched for each.
+//! searched for each. Then the same through the functions as Lambda runs them, at every level
+//! Lambda's log controls offer, where the Lambda runtime and the AWS SDK log too.
 
 mod support;
 
@@ -11,6 +12,9 @@ use common::config::DEV_SECRETS;
 use common::event::Provider;
 use common::fanout::Fanout;
 use common::notify::MemoryNotifier;
+use serde_json::Value;
+use support::aws as moto;
+use support::emulator::{base_env, invoke, read, setup, start, webhook_env};
 use support::{Harness, fixture, now, signed};
 
 #[derive(Clone, Default)]
@@ -65,11 +69,16 @@ async fn no_secret_signature_email_or_phone_in_logs() {
     let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     assert!(log.lines().count() > 50, "the run logged: {} lines", log.lines().count());
     assert!(log.contains("accepted") && log.contains("refused"));
+    assert_nothing_personal_or_secret(&log, &signatures);
+    assert!(Provider::ALL.iter().all(|p| log.contains(p.as_str())));
+}
+
+fn assert_nothing_personal_or_secret(log: &str, signatures: &[String]) {
     for (_, secret) in DEV_SECRETS {
         assert!(!log.contains(secret), "a secret leaked");
         assert!(!log.contains(secret.trim_start_matches("whsec_")), "a secret leaked");
     }
-    for sig in &signatures {
+    for sig in signatures {
         let bare = sig.trim_start_matches("v1,");
         assert!(!log.contains(bare), "a signature leaked: {sig}");
     }
@@ -79,5 +88,92 @@ async fn no_secret_signature_email_or_phone_in_logs() {
     {
         assert!(!log.contains(phone), "a phone number leaked: {phone}");
     }
-    assert!(Provider::ALL.iter().all(|p| log.contains(p.as_str())));
+}
+
+/// Credentials the functions get from their environment, as Lambda gives a role's: distinctive,
+/// so that a log carrying one (a signed request, a canonical request) is caught.
+const SECRET_ACCESS_KEY: &str = "secret-access-key-that-must-never-be-logged";
+const SESSION_TOKEN: &str = "session-token-that-must-never-be-logged";
+
+/// Each bootstrap under the emulator against moto, at TRACE in JSON and at DEBUG in text (what
+/// `AWS_LAMBDA_LOG_LEVEL` and `AWS_LAMBDA_LOG_FORMAT` select): accepted, duplicate and refused
+/// deliveries, then the fan-out publishing. The Lambda runtime logs each raw event at TRACE and
+/// the SDK each signed request; none of it may reach the log.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_or_personal_data_in_the_functions_logs_at_trace_or_debug() {
+    let Some((rie, bootstraps, endpoint)) = setup() else { return };
+    let sdk = moto::sdk(&endpoint).await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let topics = moto::topics_with_queues(&sdk).await;
+    let events = tempfile::tempdir().unwrap();
+    refund_relay::events::write_all(events.path(), &support::fixtures_dir(), now()).await.unwrap();
+    let mut signatures = Vec::new();
+    for entry in std::fs::read_dir(events.path()).unwrap() {
+        let event = read(&entry.unwrap().path());
+        for (name, value) in event["headers"].as_object().into_iter().flatten() {
+            if name.contains("signature") || name.contains("token") || name.contains("authorization") {
+                signatures.push(value.as_str().unwrap().to_owned());
+            }
+        }
+    }
+    assert!(signatures.len() >= 6, "the signed events/ files: {signatures:?}");
+
+    for (level, format) in [("TRACE", "JSON"), ("DEBUG", "TEXT")] {
+        let table = moto::unique("logs");
+        moto::create_table(&ddb, &table).await;
+        let lambda_env = |mut env: Vec<(String, String)>| {
+            env.retain(|(k, _)| !k.starts_with("AWS_SECRET") && k != "RUST_LOG");
+            env.extend(
+                [
+                    ("AWS_LAMBDA_LOG_LEVEL", level),
+                    ("AWS_LAMBDA_LOG_FORMAT", format),
+                    ("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY),
+                    ("AWS_SESSION_TOKEN", SESSION_TOKEN),
+                ]
+                .map(|(k, v)| (k.to_owned(), v.to_owned())),
+            );
+            env
+        };
+        let mut log = Vec::new();
+        for p in Provider::ALL {
+            let em = start(&rie, &bootstraps.join(p.as_str()), &lambda_env(webhook_env(p, &endpoint, &table)));
+            for case in ["valid", "duplicate", "bad-signature", "valid-query-token"] {
+                let path = events.path().join(format!("{p}-{case}.json"));
+                if path.exists() {
+                    let res = invoke(&em, &read(&path));
+                    assert!(res["statusCode"] == 200 || case == "bad-signature", "{p} {case} at {level}: {res}");
+                }
+            }
+            log.extend(em.log.lock().unwrap().drain(..));
+        }
+        let mut env = lambda_env(base_env(&endpoint, &table));
+        env.push(("INTERNAL_TOPIC_ARN".into(), topics.arns.internal.clone()));
+        env.push(("MERCHANT_TOPIC_ARN".into(), topics.arns.merchant.clone()));
+        env.push(("PAYOR_TOPIC_ARN".into(), topics.arns.payor.clone()));
+        env.push(("ROUTING_RAINFOREST".into(), support::GENERAL_ROUTING.into()));
+        let em = start(&rie, &bootstraps.join("fanout"), &env);
+        let stream = read(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("events/fanout-stream.json"));
+        assert_eq!(invoke(&em, &stream), serde_json::json!({ "batchItemFailures": [] }), "at {level}");
+        log.extend(em.log.lock().unwrap().drain(..));
+
+        // The functions' lines: the level asked for took effect, in the format asked for. Only
+        // other crates log below INFO today, and they at most at DEBUG.
+        let level_of = |line: &str| match format {
+            "JSON" => serde_json::from_str::<Value>(line).ok().and_then(|v| v["level"].as_str().map(str::to_owned)),
+            _ => ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"]
+                .into_iter()
+                .find(|l| line.trim_start().starts_with(l))
+                .map(str::to_owned),
+        };
+        let levels: Vec<String> = log.iter().filter_map(|l| level_of(l)).collect();
+        let count = |l: &str| levels.iter().filter(|x| *x == l).count();
+        assert!(count("DEBUG") > 50, "at {level} in {format}: {} DEBUG lines of {}", count("DEBUG"), levels.len());
+        assert!(count("INFO") >= 10, "at {level} in {format}: {} INFO lines", count("INFO"));
+        assert_eq!(count("TRACE"), 0, "at {level}: another crate logged at TRACE");
+        let text = log.join("\n");
+        assert_nothing_personal_or_secret(&text, &signatures);
+        for credential in [SECRET_ACCESS_KEY, SESSION_TOKEN, "Signature=", "AWS4-HMAC-SHA256 Credential"] {
+            assert!(!text.contains(credential), "at {level}, a credential or request signature leaked: {credential}");
+        }
+    }
 }

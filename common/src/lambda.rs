@@ -17,6 +17,7 @@ pub use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResp
 use lambda_http::{Body, Request, RequestExt, Response};
 use lambda_runtime::LambdaEvent;
 use time::OffsetDateTime;
+use tracing_subscriber::filter::LevelFilter;
 
 use crate::config::{Config, ConfigError, Env, Secrets, process_env};
 use crate::event::Provider;
@@ -32,18 +33,43 @@ pub type Error = lambda_runtime::Error;
 /// past every provider's retry horizon (Memberful's is the longest, about five days).
 pub const DEFAULT_RETENTION_DAYS: u64 = 90;
 
-/// JSON logs, one line per event; CloudWatch adds the time. The request id comes from the
-/// runtime's per-invocation span.
+/// The most other crates may log, whatever level is asked for. At TRACE the Lambda runtime logs
+/// every raw event (payors' e-mail addresses, signature headers) and the SDK every request it
+/// signs (the session token); at DEBUG neither does (tests/logs.rs runs both levels).
+pub const THIRD_PARTY_MAX_LEVEL: LevelFilter = LevelFilter::DEBUG;
+
+/// Logs set up as `lambda_runtime::tracing::init_default_subscriber` sets them up, so that Lambda's
+/// advanced logging controls apply: `AWS_LAMBDA_LOG_FORMAT=JSON` for JSON lines (text
+/// otherwise), `AWS_LAMBDA_LOG_LEVEL` over `RUST_LOG` for the level (INFO when neither is set),
+/// `RUST_LOG`'s per-target directives, no time (CloudWatch adds it), and the request id from the
+/// runtime's per-invocation span. One thing that set-up cannot do is added: other crates than
+/// ours log at most [`THIRD_PARTY_MAX_LEVEL`].
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .without_time()
-        .with_current_span(true)
-        .with_target(false)
-        .try_init();
+    let _ = tracing::subscriber::set_global_default(log_subscriber(&process_env, std::io::stdout));
+}
+
+/// [`init_tracing`]'s subscriber, writing to `writer`.
+pub fn log_subscriber<W>(env: Env<'_>, writer: W) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::{EnvFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let level = env("AWS_LAMBDA_LOG_LEVEL").or_else(|| env("RUST_LOG"));
+    let level = level.and_then(|l| l.trim().parse::<LevelFilter>().ok()).unwrap_or(LevelFilter::INFO);
+    let requested =
+        EnvFilter::builder().with_default_directive(level.into()).parse_lossy(env("RUST_LOG").unwrap_or_default());
+    let capped = Targets::new().with_default(THIRD_PARTY_MAX_LEVEL).with_target("common", LevelFilter::TRACE);
+    // No colour codes: CloudWatch shows them as text.
+    let format =
+        tracing_subscriber::fmt::layer().with_ansi(false).with_target(false).without_time().with_writer(writer);
+    let format = match env("AWS_LAMBDA_LOG_FORMAT") {
+        Some(f) if f.eq_ignore_ascii_case("json") => format.json().boxed(),
+        _ => format.boxed(),
+    };
+    Box::new(tracing_subscriber::registry().with(format).with(requested).with(capped))
 }
 
 fn required(env: Env, var: &'static str) -> Result<String, ConfigError> {
@@ -235,37 +261,35 @@ pub async fn handle_stream(fanout: &Fanout, batch: StreamEvent) -> BatchResponse
         if record.event_name != "INSERT" {
             continue;
         }
+        let id = record.change.sequence_number.clone().unwrap_or_else(|| record.event_id.clone());
+        // A record we can never read would block its shard forever if retried: it is logged with
+        // what finds its item in the table again (which keeps it, for `refund-relay replay`),
+        // counted, and skipped.
+        let skip = |what: &str, error: &dyn std::fmt::Display| {
+            fanout.metrics().skipped_record();
+            let keys = serde_json::to_value(&record.change.keys).unwrap_or_default();
+            let (pk, sk) = (keys["pk"]["S"].as_str().unwrap_or_default(), keys["sk"]["S"].as_str().unwrap_or_default());
+            tracing::error!(sequence_number = %id, pk, sk, %error, "unreadable {what} in stream; skipped");
+        };
         let image = match serde_json::to_value(&record.change.new_image) {
             Ok(v) => v,
             Err(e) => {
-                fanout.metrics().skipped_record();
-                tracing::error!(error = %e, "unreadable stream image; skipped");
+                skip("image", &e);
                 continue;
             }
         };
         if let Some(notice) = crate::store::layout::held_notice_from_image(&image) {
             match notice {
-                Ok(n) => held.push((record.change.sequence_number.unwrap_or(record.event_id), n)),
-                Err(e) => {
-                    fanout.metrics().skipped_record();
-                    tracing::error!(error = %e, "unreadable held item in stream; skipped")
-                }
+                Ok(n) => held.push((id, n)),
+                Err(e) => skip("held item", &e),
             }
             continue;
         }
-        let event = match crate::store::layout::event_from_image(&image) {
-            None => continue,
-            Some(Ok(e)) => e,
-            Some(Err(e)) => {
-                // A record we can never read would block its shard forever if retried; it is
-                // logged, counted and skipped, and its item stays in the table for replay.
-                fanout.metrics().skipped_record();
-                tracing::error!(error = %e, "unreadable event in stream; skipped");
-                continue;
-            }
-        };
-        let id = record.change.sequence_number.unwrap_or(record.event_id);
-        events.push(((id, event.event_id.clone()), event));
+        match crate::store::layout::event_from_image(&image) {
+            None => {}
+            Some(Ok(event)) => events.push(((id, event.event_id.clone()), event)),
+            Some(Err(e)) => skip("event", &e),
+        }
     }
 
     let mut response = BatchResponse::default();

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod aws;
+pub mod emulator;
 pub mod faults;
 pub mod foloosi_api;
 pub mod runner;
