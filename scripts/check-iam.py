@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Least-privilege check of template.yaml: each function may do only its own job.
+"""Least-privilege check of template.yaml (each function may do only its own job), and the guards
+operating it relies on (topic policy, table protection, alarms, dashboard).
 
 Runs with the test venv's Python (cfn-lint and the SAM translator come with it):
 
@@ -19,6 +20,14 @@ listed pair must be granted, no action or resource may contain a wildcard, and N
 NotResource are refused. The only grants on "*" are the AWS managed policies in MANAGED_POLICIES,
 allowed per function. Roles must be assumable by Lambda only, and the functions' resource policies
 (AWS::Lambda::Permission) must let only this stack's HTTP API invoke them.
+
+It also checks what operating the stack relies on: the notification topics' policy denies
+sns:Publish to every principal but the fan-out's role and without TLS; every DynamoDB table has
+deletion protection and DeletionPolicy/UpdateReplacePolicy Retain; every alarm notifies AlarmTopic
+(AlarmActions and OKActions); every provider with a /webhooks/<provider> route has a burst and a
+sustained unauthorized alarm; every alarm and dashboard graph in the RefundRelay namespace reads a
+metric under a dimension set the functions write; a metric filter on the API's access log compares
+fields as the log format writes them; the dashboard body is JSON after !Sub.
 
 Exit status: 0 when the template complies, 1 on any violation (each one printed), 2 on a usage or
 template error.
@@ -324,6 +333,289 @@ def print_summary(summary) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Operations: who may publish, what cannot be deleted, what every alarm watches and tells
+# ---------------------------------------------------------------------------------------------
+
+NOTIFICATION_TOPICS = ("InternalTopic", "MerchantTopic", "PayorTopic")
+ALARM_TOPIC = "${AlarmTopic}"
+NAMESPACE = "RefundRelay"
+
+# What the functions write in Embedded Metric Format (common/src/metrics.rs): each metric's
+# dimension sets, and the values each dimension takes (Provider: the template's routes). CloudWatch
+# keeps a metric only under the exact set it was written with, so an alarm or a graph on any other
+# combination watches a metric that never exists, and stays quiet forever.
+EMITTED = {
+    "Webhooks": [frozenset({"Provider", "Outcome"}), frozenset({"Outcome"})],
+    "Notifications": [frozenset({"Audience", "Result"}), frozenset({"Result"})],
+    "StaleEvents": [frozenset()],
+    "SkippedRecords": [frozenset()],
+}
+VALUES = {
+    "Outcome": {"accepted", "duplicate", "ignored", "held", "unauthorized", "rejected", "store_unavailable"},
+    "Audience": {"internal", "merchant", "payor"},
+    "Result": {"published", "failed"},
+}
+
+ROUTE = re.compile(r"/webhooks/([a-z0-9_-]+)")
+
+
+def webhook_providers(sam: dict) -> dict[str, str]:
+    """provider -> function, for every function with a /webhooks/<provider> route."""
+    found = {}
+    for name, resource in sam.get("Resources", {}).items():
+        if resource.get("Type") != "AWS::Serverless::Function":
+            continue
+        for event in resource.get("Properties", {}).get("Events", {}).values():
+            m = ROUTE.fullmatch(str(event.get("Properties", {}).get("Path", "")))
+            if event.get("Type") in ("HttpApi", "Api") and m:
+                found[m.group(1)] = name
+    return found
+
+
+def _metric(namespace, name, dimensions) -> tuple[str, str, dict[str, str]]:
+    return (render(namespace), render(name), {render(d.get("Name")): render(d.get("Value")) for d in as_list(dimensions or [])})
+
+
+def alarm_metrics(props: dict) -> list[tuple[str, str, dict[str, str]]]:
+    """(namespace, metric, {dimension: value}) for each metric an alarm reads."""
+    if "MetricName" in props:
+        return [_metric(props.get("Namespace"), props["MetricName"], props.get("Dimensions"))]
+    found = []
+    for query in as_list(props.get("Metrics", [])):
+        metric = query.get("MetricStat", {}).get("Metric")
+        if metric:
+            found.append(_metric(metric.get("Namespace"), metric.get("MetricName"), metric.get("Dimensions")))
+    return found
+
+
+def dashboard_metrics(widget: dict) -> list[tuple[str, str, dict[str, str]]]:
+    """The same for a dashboard graph: ["Namespace", "Name", "Dim", "value", ..., {options}],
+    where "." repeats the previous row's entry."""
+    found, previous = [], []
+    for row in widget.get("properties", {}).get("metrics", []):
+        cells = [c for c in row if not isinstance(c, dict)]
+        cells = [previous[i] if c == "." and i < len(previous) else c for i, c in enumerate(cells)]
+        previous = cells
+        if len(cells) >= 2 and len(cells) % 2 == 0:
+            found.append((cells[0], cells[1], dict(zip(cells[2::2], cells[3::2]))))
+    return found
+
+
+def emitted_metrics(sam: dict) -> dict[str, list[frozenset]]:
+    """EMITTED, plus what the template's metric filters publish in the namespace."""
+    emitted = {name: list(sets) for name, sets in EMITTED.items()}
+    for resource in sam.get("Resources", {}).values():
+        if resource.get("Type") == "AWS::Logs::MetricFilter":
+            for t in as_list(resource.get("Properties", {}).get("MetricTransformations", [])):
+                if t.get("MetricNamespace") == NAMESPACE:
+                    dims = frozenset(d.get("Key") for d in as_list(t.get("Dimensions") or []))
+                    emitted.setdefault(t.get("MetricName"), []).append(dims)
+    return emitted
+
+
+def metric_violations(where: str, metric, emitted, providers) -> list[str]:
+    namespace, name, dims = metric
+    if namespace != NAMESPACE:
+        return []
+    shown = f"{NAMESPACE} {name} by [{', '.join(sorted(dims))}]"
+    if name not in emitted:
+        return [f"{where}: {NAMESPACE} {name}: no function writes this metric (known: {', '.join(sorted(emitted))})"]
+    if frozenset(dims) not in emitted[name]:
+        sets = " or ".join("[" + ", ".join(sorted(s)) + "]" for s in emitted[name])
+        return [f"{where}: {shown} is not written (only {sets}), so this never sees a data point"]
+    allowed = dict(VALUES, Provider=set(providers))
+    return [
+        f"{where}: {shown}: {dim}={value} is never written (one of {', '.join(sorted(allowed[dim]))})"
+        for dim, value in sorted(dims.items())
+        if dim in allowed and value not in allowed[dim]
+    ]
+
+
+def _everyone(principal) -> bool:
+    return principal == "*" or (isinstance(principal, dict) and set(principal) == {"AWS"} and as_list(principal["AWS"]) == ["*"])
+
+
+def _condition(st: dict) -> dict:
+    """A statement's condition with keys in lower case (IAM compares them so) and values rendered."""
+    out = {}
+    for op, keys in (st.get("Condition") or {}).items():
+        if isinstance(keys, dict):
+            out[op] = {
+                k.lower(): sorted(str(v).lower() if isinstance(v, bool) or op == "Bool" else render(v) for v in as_list(value))
+                for k, value in keys.items()
+            }
+        else:
+            out[op] = keys
+    return out
+
+
+def _denies_publish(st: dict, topic_ref: str) -> bool:
+    """A Deny of sns:Publish to every principal, on this topic, with no NotAction/NotResource."""
+    if st.get("Effect") != "Deny" or not _everyone(st.get("Principal")) or "NotAction" in st or "NotResource" in st:
+        return False
+    actions = {str(a).lower() for a in as_list(st.get("Action", []))}
+    resources = {render(r) for r in as_list(st.get("Resource", []))}
+    return bool(actions & {"sns:publish", "sns:*", "*"}) and bool(resources & {topic_ref, "*"})
+
+
+def _int(value) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def check_operations(sam: dict, cfn: dict) -> tuple[list[str], list[str]]:
+    """Violations, and a summary line per kind of check. `sam` is the template as written (routes
+    live there), `cfn` its expansion (the fan-out's role exists only there)."""
+    violations: list[str] = []
+    summary: list[str] = []
+    resources = sam.get("Resources", {})
+    providers = webhook_providers(sam)
+    emitted = emitted_metrics(sam)
+
+    # Only the fan-out's role publishes to the notification topics, and only over TLS. SNS
+    # keeps one policy per topic (the last applied), so a topic must be in exactly one.
+    fanout_role = role_of(cfn.get("Resources", {}).get("FanoutFunction", {}), cfn.get("Resources", {}))
+    if fanout_role is None:
+        violations.append("FanoutFunction: its role is not found in the expanded template, so the topic policy cannot be checked")
+    only_fanout = {"ArnNotEquals": {"aws:principalarn": ["${%s.Arn}" % fanout_role]}}
+    tls_only = {"Bool": {"aws:securetransport": ["false"]}}
+    policies = {n: r.get("Properties", {}) for n, r in resources.items() if r.get("Type") == "AWS::SNS::TopicPolicy"}
+    for topic in NOTIFICATION_TOPICS:
+        ref = "${%s}" % topic
+        covering = [n for n, p in policies.items() if ref in {render(t) for t in as_list(p.get("Topics", []))}]
+        if not covering:
+            violations.append(f"{topic}: no AWS::SNS::TopicPolicy names it, so any principal of the account allowed sns:Publish may publish to it")
+            continue
+        if len(covering) > 1:
+            violations.append(f"{topic}: in {len(covering)} topic policies ({', '.join(sorted(covering))}); SNS keeps only the last one applied")
+        for pname in covering:
+            statements = [st for st in as_list(policies[pname].get("PolicyDocument", {}).get("Statement", [])) if _denies_publish(st, ref)]
+            if not any(_condition(st) == only_fanout for st in statements):
+                violations.append(f"{topic}: {pname} does not deny sns:Publish to every principal but {fanout_role} (Deny, Principal *, ArnNotEquals aws:PrincipalArn {fanout_role}.Arn, no other condition)")
+            if not any(_condition(st) == tls_only for st in statements):
+                violations.append(f"{topic}: {pname} does not deny sns:Publish without TLS (Deny, Principal *, Bool aws:SecureTransport false, no other condition)")
+    summary.append(f"topics: {', '.join(NOTIFICATION_TOPICS)}: only {fanout_role} publishes, over TLS only")
+
+    # The table is the record of every webhook: a stack delete, a replacement or an update
+    # must not be able to remove it.
+    tables = [n for n, r in resources.items() if r.get("Type") == "AWS::DynamoDB::Table"]
+    if "EventsTable" not in tables:
+        violations.append("EventsTable: expected in the template, not found")
+    for name in tables:
+        resource = resources[name]
+        for attribute in ("DeletionPolicy", "UpdateReplacePolicy"):
+            if resource.get(attribute) != "Retain":
+                violations.append(f"{name}: {attribute} is {resource.get(attribute, 'unset (Delete)')}, not Retain")
+        if str(resource.get("Properties", {}).get("DeletionProtectionEnabled")).lower() != "true":
+            violations.append(f"{name}: DeletionProtectionEnabled is not true")
+    summary.append(f"tables: {', '.join(tables)}: DeletionProtectionEnabled, DeletionPolicy and UpdateReplacePolicy Retain")
+
+    # Every alarm tells AlarmTopic when it fires and when it clears, and watches a metric
+    # that exists.
+    alarms = {n: r.get("Properties", {}) for n, r in resources.items() if r.get("Type") in ("AWS::CloudWatch::Alarm", "AWS::CloudWatch::CompositeAlarm")}
+    for name, props in sorted(alarms.items()):
+        for key in ("AlarmActions", "OKActions"):
+            if ALARM_TOPIC not in {render(a) for a in as_list(props.get(key, []))}:
+                violations.append(f"{name}: {key} does not include AlarmTopic")
+        if str(props.get("ActionsEnabled", True)).lower() == "false":
+            violations.append(f"{name}: ActionsEnabled is false")
+        for metric in alarm_metrics(props):
+            violations += metric_violations(name, metric, emitted, providers)
+    summary.append(f"alarms: {len(alarms)}, each to AlarmTopic (alarm and OK), each on a metric that is written")
+
+    # Every provider has both unauthorized alarms: a burst on the one metric, and a sustained
+    # one (metric math over unauthorized and accepted, every one of 3 or more periods breaching).
+    def reads(props, provider, outcome):
+        return (NAMESPACE, "Webhooks", {"Provider": provider, "Outcome": outcome}) in alarm_metrics(props)
+
+    for provider, function in sorted(providers.items()):
+        burst = [n for n, p in alarms.items() if "MetricName" in p and reads(p, provider, "unauthorized")]
+        sustained = [
+            n for n, p in alarms.items()
+            if "Metrics" in p and reads(p, provider, "unauthorized") and reads(p, provider, "accepted")
+            and _int(p.get("EvaluationPeriods")) >= 3 and _int(p.get("DatapointsToAlarm", p.get("EvaluationPeriods"))) == _int(p.get("EvaluationPeriods"))
+        ]
+        if not burst:
+            violations.append(f"{provider} ({function}, /webhooks/{provider}): no burst unauthorized alarm (Webhooks, Provider={provider}, Outcome=unauthorized)")
+        if not sustained:
+            violations.append(f"{provider} ({function}, /webhooks/{provider}): no sustained unauthorized alarm (metric math over Webhooks unauthorized and accepted for Provider={provider}, 3 or more periods, all breaching)")
+    summary.append(f"providers: {', '.join(sorted(providers))}: each with a burst and a sustained unauthorized alarm")
+
+    # A metric filter on the access log must compare a field as the format writes it: "429"
+    # matches a quoted status, 429 an unquoted one; the wrong one never matches.
+    access = {}
+    for name, resource in resources.items():
+        settings = resource.get("Properties", {}).get("AccessLogSettings", {}) if resource.get("Type") == "AWS::Serverless::HttpApi" else {}
+        destination = render(settings.get("DestinationArn", ""))
+        m = re.fullmatch(r"\$\{(\w+)\.Arn\}", destination)
+        if m and isinstance(settings.get("Format"), str):
+            access[m.group(1)] = settings["Format"]
+    filters = 0
+    for name, resource in resources.items():
+        if resource.get("Type") != "AWS::Logs::MetricFilter":
+            continue
+        props = resource.get("Properties", {})
+        group = render(props.get("LogGroupName", ""))[2:-1]
+        if group not in access:
+            continue
+        filters += 1
+        for field, quote in re.findall(r"\$\.(\w+)\s*!?=\s*(\"?)", str(props.get("FilterPattern", ""))):
+            if re.search(r'"%s"\s*:\s*"\$context' % re.escape(field), access[group]):
+                written = '"'
+            elif re.search(r'"%s"\s*:\s*\$context' % re.escape(field), access[group]):
+                written = ""
+            else:
+                violations.append(f"{name}: $.{field} is not in {group}'s access log format")
+                continue
+            if quote != written:
+                kind = "a string" if written else "a number"
+                violations.append(f"{name}: $.{field} is written as {kind} in the access log format, and the pattern compares it {'as a string' if quote else 'as a number'}: it never matches")
+    summary.append(f"access-log metric filters: {filters}, each comparing fields as the log format writes them")
+
+    # Dashboards: JSON once !Sub has substituted, and graphs only of metrics that exist.
+    dashboards = [n for n, r in resources.items() if r.get("Type") == "AWS::CloudWatch::Dashboard"]
+    for name in dashboards:
+        body = resources[name].get("Properties", {}).get("DashboardBody")
+        sub = body.get("Fn::Sub") if isinstance(body, dict) else None
+        if isinstance(sub, list) and len(sub) == 2 and isinstance(sub[0], str):
+            sub, variables = sub[0], sub[1]
+        else:
+            variables = {}
+        if isinstance(sub, str):
+            known = set(cfn.get("Resources", {})) | set(sam.get("Parameters", {})) | set(variables)
+            for ref in re.findall(r"\$\{([^}!]+)\}", sub):
+                if ref.split(".")[0] not in known and not ref.startswith("AWS::"):
+                    violations.append(f"{name}: DashboardBody refers to ${{{ref}}}, not a resource, parameter or pseudo parameter")
+            text = re.sub(r"\$\{([^}!]+)\}", lambda m: "sub-" + re.sub(r"\W", "-", m.group(1)), sub)
+        elif isinstance(body, str):
+            text = body
+        else:
+            violations.append(f"{name}: DashboardBody is neither a string nor a !Sub of one")
+            continue
+        try:
+            widgets = json.loads(text).get("widgets", [])
+        except (ValueError, AttributeError) as e:
+            violations.append(f"{name}: DashboardBody is not JSON after substitution: {e}")
+            continue
+        for i, widget in enumerate(widgets):
+            title = widget.get("properties", {}).get("title", f"widget {i}")
+            for metric in dashboard_metrics(widget):
+                violations += metric_violations(f"{name} ({title})", metric, emitted, providers)
+    summary.append(f"dashboards: {', '.join(dashboards) or '-'}: JSON after substitution, each graph on a metric that is written")
+    return violations, summary
+
+
+def check_all(sam: dict) -> tuple[list[str], list, list[str]]:
+    """Least privilege and operations: violations, the IAM summary, the operations summary."""
+    cfn = expand(sam)
+    violations, summary = check(cfn)
+    ops_violations, ops_summary = check_operations(sam, cfn)
+    return violations + ops_violations, summary, ops_summary
+
+
+# ---------------------------------------------------------------------------------------------
 # Self-test: the check must reject templates that grant too much (or too little)
 # ---------------------------------------------------------------------------------------------
 
@@ -392,6 +684,85 @@ def _drop_put(t):
     _props(t, "RainforestFunction")["Policies"] = []
 
 
+def _topic_statements(t):
+    return _props(t, "NotificationTopicsPolicy")["PolicyDocument"]["Statement"]
+
+
+def _drop_statement(sid):
+    def mutate(t):
+        _props(t, "NotificationTopicsPolicy")["PolicyDocument"]["Statement"] = [st for st in _topic_statements(t) if st.get("Sid") != sid]
+    return mutate
+
+
+def _publisher_memberful(t):
+    for st in _topic_statements(t):
+        if "ArnNotEquals" in st.get("Condition", {}):
+            st["Condition"]["ArnNotEquals"]["aws:PrincipalArn"] = {"Fn::GetAtt": ["MemberfulFunctionRole", "Arn"]}
+
+
+def _tls_deny_narrowed(t):
+    for st in _topic_statements(t):
+        if "Bool" in st.get("Condition", {}):
+            st["Condition"]["StringEquals"] = {"aws:PrincipalAccount": "123456789012"}
+
+
+def _payor_unlisted(t):
+    _props(t, "NotificationTopicsPolicy")["Topics"] = [{"Ref": "InternalTopic"}, {"Ref": "MerchantTopic"}]
+
+
+def _second_topic_policy(t):
+    t["Resources"]["OpenMerchantTopic"] = {
+        "Type": "AWS::SNS::TopicPolicy",
+        "Properties": {
+            "Topics": [{"Ref": "MerchantTopic"}],
+            "PolicyDocument": {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "sns:Publish", "Resource": {"Ref": "MerchantTopic"}}]},
+        },
+    }
+
+
+def _table_unprotected(t):
+    _props(t, "EventsTable")["DeletionProtectionEnabled"] = False
+
+
+def _table_deletable(t):
+    t["Resources"]["EventsTable"]["DeletionPolicy"] = "Delete"
+
+
+def _drop_key(name, key):
+    def mutate(t):
+        del _props(t, name)[key]
+    return mutate
+
+
+def _remove(name):
+    def mutate(t):
+        del t["Resources"][name]
+    return mutate
+
+
+def _sixth_provider(t):
+    stripe = copy.deepcopy(t["Resources"]["MemberfulFunction"])
+    stripe["Properties"]["Events"]["Webhook"]["Properties"]["Path"] = "/webhooks/stripe"
+    t["Resources"]["StripeFunction"] = stripe
+
+
+def _set_dimensions(name, dimensions):
+    def mutate(t):
+        _props(t, name)["Dimensions"] = dimensions
+    return mutate
+
+
+def _numeric_429(t):
+    _props(t, "ApiThrottledMetricFilter")["FilterPattern"] = "{ $.status = 429 }"
+
+
+def _edit_dashboard(old, new):
+    def mutate(t):
+        body = _props(t, "Dashboard")["DashboardBody"]
+        body["Fn::Sub"] = body["Fn::Sub"].replace(old, new, 1)
+    return mutate
+
+
 SELF_TESTS = [
     # (what, mutation, a text the violations must contain)
     ("MemberfulFunction also gets dynamodb:Scan", _add_statement("MemberfulFunction", {"Effect": "Allow", "Action": "dynamodb:Scan", "Resource": {"Fn::GetAtt": ["EventsTable", "Arn"]}}), "MemberfulFunction: dynamodb:Scan on EventsTable.Arn"),
@@ -407,12 +778,30 @@ SELF_TESTS = [
     ("FanoutFunction's DLQ destination loses Type: SQS", _drop_dlq_type, "FanoutFunction: sqs:SendMessage on FanoutDeadLetterQueue.Arn missing"),
     ("an AWS::IAM::Policy attached to MemberfulFunctionRole", _standalone_policy, "MemberfulFunction: s3:GetObject on arn:aws:s3:::bucket/key: not this function's job"),
     ("anyone may invoke MemberfulFunction", _public_invoke, "PublicInvoke: lets * lambda:InvokeFunction"),
+    # Operations: the topic policy, the table, the alarms, the metric filter, the dashboard.
+    ("the topic policy stops denying other publishers", _drop_statement("OnlyTheFanoutPublishes"), "InternalTopic: NotificationTopicsPolicy does not deny sns:Publish to every principal but FanoutFunctionRole"),
+    ("the topic policy excepts a webhook function's role instead", _publisher_memberful, "PayorTopic: NotificationTopicsPolicy does not deny sns:Publish to every principal but FanoutFunctionRole"),
+    ("the topic policy stops requiring TLS", _drop_statement("RequireTls"), "MerchantTopic: NotificationTopicsPolicy does not deny sns:Publish without TLS"),
+    ("the TLS deny gets a second condition (so it denies less)", _tls_deny_narrowed, "InternalTopic: NotificationTopicsPolicy does not deny sns:Publish without TLS"),
+    ("PayorTopic is left out of the topic policy", _payor_unlisted, "PayorTopic: no AWS::SNS::TopicPolicy names it"),
+    ("a second topic policy on MerchantTopic", _second_topic_policy, "MerchantTopic: in 2 topic policies"),
+    ("the events table loses deletion protection", _table_unprotected, "EventsTable: DeletionProtectionEnabled is not true"),
+    ("the events table's DeletionPolicy becomes Delete", _table_deletable, "EventsTable: DeletionPolicy is Delete, not Retain"),
+    ("HeldDeliveriesAlarm notifies nobody", _drop_key("HeldDeliveriesAlarm", "AlarmActions"), "HeldDeliveriesAlarm: AlarmActions does not include AlarmTopic"),
+    ("SkippedRecordsAlarm does not say when it clears", _drop_key("SkippedRecordsAlarm", "OKActions"), "SkippedRecordsAlarm: OKActions does not include AlarmTopic"),
+    ("Foloosi loses its sustained unauthorized alarm", _remove("FoloosiUnauthorizedSustainedAlarm"), "foloosi (FoloosiFunction, /webhooks/foloosi): no sustained unauthorized alarm"),
+    ("a sixth provider without unauthorized alarms", _sixth_provider, "stripe (StripeFunction, /webhooks/stripe): no burst unauthorized alarm"),
+    ("an alarm on a dimension set no function writes", _set_dimensions("NotificationsFailedAlarm", [{"Name": "Audience", "Value": "payor"}]), "NotificationsFailedAlarm: RefundRelay Notifications by [Audience] is not written"),
+    ("an alarm on an outcome no function writes", _set_dimensions("HeldDeliveriesAlarm", [{"Name": "Outcome", "Value": "hold"}]), "HeldDeliveriesAlarm: RefundRelay Webhooks by [Outcome]: Outcome=hold is never written"),
+    ("the 429 filter compares the quoted status as a number", _numeric_429, "ApiThrottledMetricFilter: $.status is written as a string"),
+    ("the dashboard body is not JSON", _edit_dashboard("]}}", "]}},,"), "Dashboard: DashboardBody is not JSON after substitution"),
+    ("a dashboard graph of a provider no route has", _edit_dashboard('"Provider", "memberful"', '"Provider", "memberfull"'), "Provider=memberfull is never written"),
 ]
 
 
 def self_test(sam: dict) -> int:
     failures = 0
-    violations, _ = check(expand(sam))
+    violations, _, _ = check_all(sam)
     if violations:
         print("FAIL  the unchanged template must pass first:")
         for v in violations:
@@ -423,7 +812,7 @@ def self_test(sam: dict) -> int:
         mutated = copy.deepcopy(sam)
         mutate(mutated)
         try:
-            violations, _ = check(expand(mutated))
+            violations, _, _ = check_all(mutated)
         except TemplateError as e:
             violations = [f"(template error) {e}"]
         hit = [v for v in violations if needle in v]
@@ -447,7 +836,7 @@ def main() -> int:
         sam = load(args.template)
         if args.self_test:
             return self_test(sam)
-        violations, summary = check(expand(sam))
+        violations, summary, ops_summary = check_all(sam)
     except TemplateError as e:
         print(f"check-iam: {args.template}: {e}", file=sys.stderr)
         return 2
@@ -456,12 +845,16 @@ def main() -> int:
     print("managed policies allowed (AWS-owned, on Resource \"*\"):")
     for policy, grants in MANAGED_POLICIES.items():
         print(f"  {policy}: {grants}")
+    print()
+    print("operations checked:")
+    for line in ops_summary:
+        print("  " + line)
     if violations:
-        print(f"\ncheck-iam: FAILED, {len(violations)} violation(s) of least privilege in {args.template.name}:", file=sys.stderr)
+        print(f"\ncheck-iam: FAILED, {len(violations)} violation(s) in {args.template.name}:", file=sys.stderr)
         for v in violations:
             print("  - " + v, file=sys.stderr)
         return 1
-    print(f"\ncheck-iam: ok, {len(summary)} functions, each with only its own actions and resources")
+    print(f"\ncheck-iam: ok, {len(summary)} functions, each with only its own actions and resources; operations as listed")
     return 0
 
 
