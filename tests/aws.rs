@@ -512,3 +512,70 @@ async fn operators_redrive_replay_and_list_from_the_table() {
     );
     assert_eq!(later, "");
 }
+
+/// A webhook function whose secret is named by `MEMBERFUL_WEBHOOK_SECRET_ARN`, on moto's Secrets
+/// Manager: read at start-up, rotated through `old,new` to `new` without a restart, and still
+/// verifying with what it read while the secret cannot be read.
+#[tokio::test]
+async fn a_secret_in_secrets_manager_rotates_without_a_restart() {
+    let Some(endpoint) = moto::endpoint() else { return };
+    let s = stack(&endpoint).await;
+    let sm = aws_sdk_secretsmanager::Client::new(&s.sdk);
+    const OLD: &str = "memberful-secret-before-the-rotation";
+    const NEW: &str = "memberful-secret-after-the-rotation";
+    let arn = sm.create_secret().name(moto::unique("memberful")).secret_string(OLD).send().await.unwrap().arn.unwrap();
+    let env = |extra: &[(&str, &str)]| {
+        let mut pairs = vec![("EVENTS_TABLE", s.table.as_str()), ("SECRETS_TTL_SECONDS", "1")];
+        pairs.extend_from_slice(extra);
+        support::env_of(&pairs)
+    };
+    let receiver =
+        lambda::webhook_receiver_with(Provider::Memberful, &env(&[("MEMBERFUL_WEBHOOK_SECRET_ARN", &arn)]), &s.sdk)
+            .await
+            .expect("starts with the secret read from Secrets Manager");
+    let body = fixture("memberful/order.refunded.json");
+    let send = |secret: &'static str| {
+        let headers = signed(
+            &config(&[("MEMBERFUL_WEBHOOK_SECRET", secret)]),
+            Provider::Memberful,
+            "application/json",
+            &body,
+            now(),
+            "msg",
+        );
+        let receiver = receiver.clone();
+        let body = body.clone();
+        async move {
+            let req =
+                common::WebhookRequest { method: &http::Method::POST, headers: &headers, query: None, body: &body };
+            receiver.receive(Provider::Memberful, req).await.status
+        }
+    };
+    let ttl = || tokio::time::sleep(Duration::from_millis(1100));
+    assert_eq!(send(OLD).await, StatusCode::OK);
+    assert_eq!(send(NEW).await, StatusCode::UNAUTHORIZED, "not in the store yet");
+
+    sm.put_secret_value().secret_id(&arn).secret_string(format!("{OLD},{NEW}")).send().await.unwrap();
+    ttl().await;
+    assert_eq!(send(NEW).await, StatusCode::OK, "read again after the TTL");
+    assert_eq!(send(OLD).await, StatusCode::OK, "both, while the secret lists both");
+
+    sm.put_secret_value().secret_id(&arn).secret_string(NEW).send().await.unwrap();
+    ttl().await;
+    assert_eq!(send(OLD).await, StatusCode::UNAUTHORIZED, "the old secret is gone");
+    assert_eq!(send(NEW).await, StatusCode::OK);
+
+    // Secrets Manager cannot give the secret any more: what was read stays in use.
+    sm.delete_secret().secret_id(&arn).force_delete_without_recovery(true).send().await.unwrap();
+    ttl().await;
+    assert_eq!(send(NEW).await, StatusCode::OK);
+
+    // At start-up a secret that cannot be read, or a variable set both ways, stops the function.
+    let e = lambda::webhook_receiver_with(Provider::Memberful, &env(&[("MEMBERFUL_WEBHOOK_SECRET_ARN", &arn)]), &s.sdk)
+        .await
+        .err()
+        .expect("a deleted secret");
+    assert!(e.to_string().contains("MEMBERFUL_WEBHOOK_SECRET"), "{e}");
+    let both = env(&[("MEMBERFUL_WEBHOOK_SECRET_ARN", &arn), ("MEMBERFUL_WEBHOOK_SECRET", NEW)]);
+    assert!(lambda::webhook_receiver_with(Provider::Memberful, &both, &s.sdk).await.is_err());
+}

@@ -46,6 +46,20 @@ async fn every_bootstrap_under_the_runtime_interface_emulator() {
     }
     assert_eq!(moto::item_count(&ddb, &table, "EVT#").await, 5);
 
+    // Its secret named by an ARN instead: read from Secrets Manager at init.
+    let sm = aws_sdk_secretsmanager::Client::new(&sdk);
+    let mut env = webhook_env(Provider::Memberful, &endpoint, &table);
+    let (var, secret) = env.iter().find(|(k, _)| k == "MEMBERFUL_WEBHOOK_SECRET").cloned().unwrap();
+    let arn = sm.create_secret().name(moto::unique("rie")).secret_string(secret).send().await.unwrap().arn.unwrap();
+    env.retain(|(k, _)| *k != var);
+    env.push((format!("{var}_ARN"), arn));
+    let em = start(&rie, &bootstraps.join("memberful"), &env);
+    let res = invoke(&em, &read(&events.path().join("memberful-valid.json")));
+    assert_eq!(res["statusCode"], 200, "{res}");
+    let res = invoke(&em, &read(&events.path().join("memberful-bad-signature.json")));
+    assert_eq!(res["statusCode"], 401, "{res}");
+    eprintln!("memberful, secret from Secrets Manager: INIT REPORT durationMs {:.1}", init_ms(&em));
+
     // Without its secret a function refuses to start: the emulator reports an init error.
     let em = start(&rie, &bootstraps.join("memberful"), &base_env(&endpoint, &table));
     let (status, body) = refund_relay::cli::post(&em.invoke_url, &[], b"{}").unwrap();

@@ -19,12 +19,13 @@ use lambda_runtime::LambdaEvent;
 use time::OffsetDateTime;
 use tracing_subscriber::filter::LevelFilter;
 
-use crate::config::{Config, ConfigError, Env, Secrets, process_env};
+use crate::config::{ALLOW_DEV_SECRETS, Config, ConfigError, Env, Secrets, process_env, secret_vars};
 use crate::event::Provider;
 use crate::fanout::{Fanout, Outcome};
 use crate::metrics;
 use crate::notify::sns::{SnsNotifier, TopicArns};
 use crate::receive::{Receipt, Receiver, WebhookRequest};
+use crate::secrets::{self, Rotation, SecretSource, SourceError};
 use crate::store::dynamodb::DynamoStore;
 
 pub type Error = lambda_runtime::Error;
@@ -140,11 +141,74 @@ pub async fn aws_config(setup: SdkSetup) -> aws_config::SdkConfig {
 
 /// A webhook function's handler state, built once per cold start.
 pub async fn webhook_receiver(provider: Provider, env: Env<'_>) -> Result<Receiver, ConfigError> {
-    let config = Config::load(&[provider], Secrets::Production, env)?;
+    webhook_receiver_with(provider, env, &aws_config(SdkSetup::Lambda).await).await
+}
+
+/// [`webhook_receiver`] on a given SDK configuration. Secrets named by `<VAR>_ARN` are read from
+/// Secrets Manager before anything else; its client is built only when one is.
+pub async fn webhook_receiver_with(
+    provider: Provider,
+    env: Env<'_>,
+    sdk: &aws_config::SdkConfig,
+) -> Result<Receiver, ConfigError> {
     let table = required(env, "EVENTS_TABLE")?;
-    let store =
-        DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws_config(SdkSetup::Lambda).await), table, retention(env)?);
-    Ok(Receiver::new(&config, Arc::new(store)))
+    let named = secrets::named(secret_vars(provider), env)?;
+    // Foloosi's API key is read from the store at start-up only: a new key takes effect at the
+    // next cold start (a rejected key makes the API unavailable, so deliveries get 503s and come
+    // back).
+    let api_key = match provider {
+        Provider::Foloosi => secrets::named(&["FOLOOSI_SECRET_KEY"], env)?,
+        _ => Vec::new(),
+    };
+    let (config, rotation) = if named.is_empty() && api_key.is_empty() {
+        (Config::load(&[provider], Secrets::Production, env)?, None)
+    } else {
+        let ttl = secrets::ttl(env)?;
+        let source: Arc<dyn SecretSource> = Arc::new(SecretsManager(aws_sdk_secretsmanager::Client::new(sdk)));
+        let values = secrets::read_all(source.as_ref(), &named).await?;
+        let api_key = secrets::read_all(source.as_ref(), &api_key).await?;
+        let from_store = |var: &str| values.get(var).or_else(|| api_key.get(var)).cloned();
+        let config = Config::load(&[provider], Secrets::Production, &|var| from_store(var).or_else(|| env(var)))?;
+        // What the verifier is rebuilt from besides the secrets read again: the variables that
+        // are not named in the store, read once here.
+        let fixed: Vec<(String, String)> = ["REPLAY_TOLERANCE_SECONDS", ALLOW_DEV_SECRETS]
+            .iter()
+            .chain(secret_vars(provider))
+            .filter(|var| !values.contains_key(**var))
+            .filter_map(|var| env(var).map(|v| ((*var).to_owned(), v)))
+            .collect();
+        let build: secrets::BuildVerifier = Box::new(move |read: Env<'_>| {
+            let env = |var: &str| read(var).or_else(|| fixed.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone()));
+            let mut config = Config::load(&[provider], Secrets::Production, &env)?;
+            Ok(config.verifiers.remove(0).1)
+        });
+        let rotation = (!named.is_empty()).then(|| Rotation::new(source, named, values, build, ttl));
+        (config, rotation)
+    };
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), table, retention(env)?);
+    let receiver = Receiver::new(&config, Arc::new(store));
+    Ok(match rotation {
+        Some(rotation) => receiver.with_rotation(provider, rotation),
+        None => receiver,
+    })
+}
+
+/// Secrets Manager as a [`SecretSource`]: a secret's `SecretString`, its current version.
+struct SecretsManager(aws_sdk_secretsmanager::Client);
+
+#[async_trait::async_trait]
+impl SecretSource for SecretsManager {
+    async fn read(&self, id: &str) -> Result<String, SourceError> {
+        let out = self
+            .0
+            .get_secret_value()
+            .secret_id(id)
+            .send()
+            .await
+            .map_err(|e| SourceError(aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string()))?;
+        out.secret_string
+            .ok_or_else(|| SourceError("the secret has no SecretString (binary secrets are not read)".into()))
+    }
 }
 
 /// `main` of a provider's function: refuses to start without its configuration.

@@ -15,6 +15,7 @@ pub mod money;
 pub mod notify;
 pub mod providers;
 pub mod receive;
+pub mod secrets;
 pub mod store;
 pub mod verify;
 

@@ -18,8 +18,9 @@ use crate::metrics::WebhookOutcome;
 use crate::providers::foloosi;
 use crate::providers::foloosi_api::{ApiUnavailable, FoloosiApi};
 use crate::providers::{Media, Parsed, PayloadError, ProviderSettings};
+use crate::secrets::{ProviderVerifier, Rotation};
 use crate::store::{EventStore, Hold, Put, StoreError, layout};
-use crate::verify::{Presented, Verified, Verifier, VerifyError};
+use crate::verify::{Presented, Verified, VerifyError};
 
 /// One webhook delivery as any HTTP front sees it.
 #[derive(Debug, Clone, Copy)]
@@ -150,7 +151,7 @@ pub enum Reprocessed {
 /// The receiving half of refund-relay, built once at start-up.
 #[derive(Clone)]
 pub struct Receiver {
-    verifiers: Vec<(Provider, Arc<dyn Verifier>)>,
+    verifiers: Vec<(Provider, Arc<ProviderVerifier>)>,
     settings: ProviderSettings,
     foloosi_api: Option<FoloosiApi>,
     body_limit: usize,
@@ -161,13 +162,28 @@ pub struct Receiver {
 impl Receiver {
     pub fn new(config: &Config, store: Arc<dyn EventStore>) -> Self {
         Receiver {
-            verifiers: config.verifiers.clone(),
+            verifiers: config
+                .verifiers
+                .iter()
+                .map(|(p, v)| (*p, Arc::new(ProviderVerifier::fixed(v.clone()))))
+                .collect(),
             settings: config.settings.clone(),
             foloosi_api: config.foloosi_api.clone(),
             body_limit: config.body_limit,
             store,
             clock: OffsetDateTime::now_utc,
         }
+    }
+
+    /// Verifies `provider`'s deliveries with secrets read from a store, re-read as `rotation` says.
+    pub fn with_rotation(mut self, provider: Provider, rotation: Rotation) -> Self {
+        for (p, v) in &mut self.verifiers {
+            if *p == provider {
+                *v = Arc::new(ProviderVerifier::rotating(v.current(), rotation));
+                break;
+            }
+        }
+        self
     }
 
     /// Replaces the wall clock, for tests of the replay window.
@@ -215,7 +231,8 @@ impl Receiver {
         let now = (self.clock)();
         // Verify the raw bytes before anything parses them.
         let verified = verifier
-            .verify(&Presented { headers: req.headers, query: req.query, body: req.body }, now.unix_timestamp())?;
+            .verify(&Presented { headers: req.headers, query: req.query, body: req.body }, now.unix_timestamp())
+            .await?;
 
         // Authenticated: from here on the delivery is stored, ignored or held, never refused.
         let received_at = now.format(&Rfc3339).unwrap_or_default();

@@ -58,6 +58,13 @@ pub fn fixture_query(rel: &str) -> Option<String> {
 }
 
 /// An environment of the development secrets plus `extra` (which wins).
+/// Exactly `pairs`, as an environment.
+pub fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+    move |k| map.get(k).cloned()
+}
+
+/// The development secrets, with `extra` added or replacing them.
 pub fn env_with(extra: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
     let mut map: HashMap<String, String> = DEV_SECRETS.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
     for (k, v) in extra {
