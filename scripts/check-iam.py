@@ -21,6 +21,12 @@ NotResource are refused. The only grants on "*" are the AWS managed policies in 
 allowed per function. Roles must be assumable by Lambda only, and the functions' resource policies
 (AWS::Lambda::Permission) must let only this stack's HTTP API invoke them.
 
+A statement (or policy, or value) inside !If is checked in each branch, under that branch's
+condition; a branch of !Ref AWS::NoValue grants nothing. A grant EXPECTED lists under a condition
+(a webhook function reading its provider's secret when the secret's Arn parameter is set) must be
+granted when the condition holds and only then; the condition must be "that parameter is not
+empty", and the parameter's AllowedPattern must refuse a wildcard ARN.
+
 It also checks what operating the stack relies on: the notification topics' policy denies
 sns:Publish to every principal but the fan-out's role and without TLS; every DynamoDB table has
 deletion protection and DeletionPolicy/UpdateReplacePolicy Retain; every alarm notifies AlarmTopic
@@ -65,16 +71,22 @@ def topic(name: str) -> frozenset[str]:
     })
 
 
-WEBHOOK = {
-    "managed": BASIC,
-    "grants": {("dynamodb:PutItem", EVENTS_TABLE)},
-}
+def webhook(*secrets: str) -> dict:
+    """A webhook function: the one PutItem, always, and secretsmanager:GetSecretValue on each of its
+    provider's secrets by the parameter <Name>Arn, only under the condition Has<Name>Arn."""
+    return {
+        "managed": BASIC,
+        "grants": {("dynamodb:PutItem", EVENTS_TABLE)},
+        "if": {("secretsmanager:GetSecretValue", "${%sArn}" % s, "Has%sArn" % s) for s in secrets},
+    }
+
+
 EXPECTED = {
-    "MemberfulFunction": WEBHOOK,
-    "ConscentFunction": WEBHOOK,
-    "RainforestFunction": WEBHOOK,
-    "WebforceFunction": WEBHOOK,
-    "FoloosiFunction": WEBHOOK,
+    "MemberfulFunction": webhook("MemberfulWebhookSecret"),
+    "ConscentFunction": webhook("ConscentWebhookSecret", "ConscentBasicAuth"),
+    "RainforestFunction": webhook("RainforestWebhookSecret"),
+    "WebforceFunction": webhook("WebforceWebhookToken"),
+    "FoloosiFunction": webhook("FoloosiWebhookToken", "FoloosiSecretKey"),
     "FanoutFunction": {
         "managed": BASIC | {"service-role/AWSLambdaDynamoDBExecutionRole"},
         "grants": {
@@ -176,6 +188,64 @@ def as_list(value) -> list:
     return value if isinstance(value, list) else [value]
 
 
+ABSENT = object()  # what !Ref AWS::NoValue resolves to: the key or list item is left out
+
+
+def variants(value, assumed: frozenset = frozenset()):
+    """Every way the !If in `value` can resolve: (assumed, resolved) pairs, `assumed` being the
+    (condition, holds) choices made on the way. A condition already assumed takes only its own
+    branch; !Ref AWS::NoValue resolves to ABSENT."""
+    if isinstance(value, dict):
+        args = value.get("Fn::If")
+        if len(value) == 1 and isinstance(args, list) and len(args) == 3 and isinstance(args[0], str):
+            for holds, branch in ((True, args[1]), (False, args[2])):
+                if (args[0], not holds) not in assumed:
+                    yield from variants(branch, assumed | {(args[0], holds)})
+            return
+        if value == {"Ref": "AWS::NoValue"}:
+            yield assumed, ABSENT
+            return
+        for chosen, items in variants(list(value.values()), assumed):
+            yield chosen, {k: v for k, v in zip(value, items, strict=True)}
+        return
+    if isinstance(value, list):
+        partial = [(assumed, [])]
+        for item in value:
+            partial = [(a2, done + [v]) for a, done in partial for a2, v in variants(item, a)]
+        # ABSENT items stay in place (the dict case above pairs values with keys); resolved() drops them.
+        yield from partial
+        return
+    yield assumed, value
+
+
+def resolved(value, assumed: frozenset = frozenset()):
+    """variants() with ABSENT list items and dict entries removed, ABSENT itself kept."""
+    def strip(v):
+        if isinstance(v, dict):
+            return {k: strip(x) for k, x in v.items() if x is not ABSENT}
+        if isinstance(v, list):
+            return [strip(x) for x in v if x is not ABSENT]
+        return v
+    for chosen, v in variants(value, assumed):
+        yield chosen, (v if v is ABSENT else strip(v))
+
+
+def branches(value, assumed: frozenset = frozenset()):
+    """Like resolved(), but only for the !If around `value` itself, not the ones inside it."""
+    args = value.get("Fn::If") if isinstance(value, dict) and len(value) == 1 else None
+    if isinstance(args, list) and len(args) == 3 and isinstance(args[0], str):
+        for holds, branch in ((True, args[1]), (False, args[2])):
+            if (args[0], not holds) not in assumed:
+                yield from branches(branch, assumed | {(args[0], holds)})
+        return
+    yield assumed, (ABSENT if value == {"Ref": "AWS::NoValue"} else value)
+
+
+def when(assumed) -> str:
+    """The conditions a grant depends on, readably: "if A and not B", or "" for always."""
+    return "if " + " and ".join(c if holds else "not " + c for c, holds in sorted(assumed)) if assumed else ""
+
+
 def short(resource: str) -> str:
     """A readable name for the summary table."""
     m = re.fullmatch(r"arn:\$\{AWS::Partition\}:sns:\$\{AWS::Region\}:\$\{AWS::AccountId\}:\$\{(\w+)\.TopicName\}", resource)
@@ -203,8 +273,46 @@ def refers_to(value, logical: str) -> bool:
     return render(value) in ("${%s}" % logical, "${%s.Arn}" % logical)
 
 
-def check(cfn: dict) -> tuple[list[str], list[tuple[str, list[str], list[tuple[str, str]]]]]:
-    """Violations, and per function (name, managed policies, (action, resource) grants)."""
+SAMPLE_SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:refund-relay/provider-AbC123"
+WILDCARD_SECRETS = (
+    "*",
+    "arn:aws:secretsmanager:us-east-1:123456789012:secret:*",
+    "arn:aws:secretsmanager:us-east-1:123456789012:secret:refund-relay/*",
+    "arn:aws:secretsmanager:us-east-1:123456789012:secret:refund-relay/provider-??????",
+)
+
+
+def conditional_grant_violations(cfn: dict, target: str, condition: str) -> list[str]:
+    """A grant on a parameter's value under `condition`: the condition must be exactly "the
+    parameter is set", and the parameter must refuse a wildcard ARN (IAM would match every secret
+    it covers). CloudFormation matches AllowedPattern against the whole value, as fullmatch does."""
+    m = re.fullmatch(r"\$\{(\w+)\}", target)
+    parameter = cfn.get("Parameters", {}).get(m.group(1)) if m else None
+    if parameter is None:
+        return [f"{short(target)}: not a parameter of the template (EXPECTED grants on it under {condition})"]
+    name = m.group(1)
+    found = []
+    operands = [{"Ref": name}, ""]
+    if cfn.get("Conditions", {}).get(condition) not in ({"Fn::Not": [{"Fn::Equals": operands}]}, {"Fn::Not": [{"Fn::Equals": operands[::-1]}]}):
+        found.append(f"{condition}: not !Not [!Equals [!Ref {name}, \"\"]], so the grant on {name} does not follow {name} being set")
+    pattern = parameter.get("AllowedPattern")
+    if not isinstance(pattern, str):
+        return found + [f"{name}: no AllowedPattern, so it may be a wildcard ARN"]
+    try:
+        regex = re.compile(pattern)
+    except re.error as e:
+        return found + [f"{name}: AllowedPattern does not compile: {e}"]
+    for value in WILDCARD_SECRETS:
+        if regex.fullmatch(value):
+            found.append(f"{name}: AllowedPattern accepts {value}: the role could read every secret it matches")
+    for value in ("", SAMPLE_SECRET):
+        if not regex.fullmatch(value):
+            found.append(f"{name}: AllowedPattern refuses {value or 'the empty string (unset)'}")
+    return found
+
+
+def check(cfn: dict) -> tuple[list[str], list[tuple[str, list[str], list[tuple[str, str, str]]]]]:
+    """Violations, and per function (name, managed policies, (action, resource, when) grants)."""
     violations: list[str] = []
     summary = []
     resources = cfn.get("Resources", {})
@@ -253,42 +361,69 @@ def check(cfn: dict) -> tuple[list[str], list[tuple[str, list[str], list[tuple[s
         for policy in sorted(expected["managed"] - set(managed)):
             violations.append(f"{name}: managed policy {policy} missing (the function needs it, or update EXPECTED in scripts/check-iam.py)")
 
-        # Inline policies, and AWS::IAM::Policy resources attached to the role.
-        documents = [(f"{role_name}/{p.get('PolicyName')}", p.get("PolicyDocument", {})) for p in as_list(role.get("Policies", []))]
+        # Inline policies, and AWS::IAM::Policy resources attached to the role, each with the
+        # conditions it exists under (a conditional policy, a resource's Condition).
+        documents = [
+            (f"{role_name}/{p.get('PolicyName')}", p.get("PolicyDocument", {}), assumed)
+            for item in as_list(role.get("Policies", []))
+            for assumed, p in branches(item)
+            if isinstance(p, dict)
+        ]
         for pname, presource in resources.items():
             if presource.get("Type") in ("AWS::IAM::Policy", "AWS::IAM::RolePolicy", "AWS::IAM::ManagedPolicy"):
                 props = presource.get("Properties", {})
                 attached = as_list(props.get("Roles", [])) + ([props["RoleName"]] if "RoleName" in props else [])
                 if any(refers_to(r, role_name) for r in attached):
-                    documents.append((pname, props.get("PolicyDocument", {})))
+                    condition = presource.get("Condition")
+                    documents.append((pname, props.get("PolicyDocument", {}), frozenset({(condition, True)}) if isinstance(condition, str) else frozenset()))
 
-        granted: set[tuple[str, str]] = set()
-        for where, document in documents:
-            for st in as_list(document.get("Statement", [])):
-                if st.get("Effect") != "Allow":
-                    continue  # a Deny only takes permissions away
-                for key in ("NotAction", "NotResource"):
-                    if key in st:
-                        violations.append(f"{name}: {where}: {key} grants everything not listed")
-                actions = [str(a) for a in as_list(st.get("Action", []))]
-                targets = [render(r) for r in as_list(st.get("Resource", []))]
-                for action in actions:
-                    if "*" in action or "?" in action:
-                        violations.append(f"{name}: {where}: wildcard action {action}")
-                    for target in targets:
-                        if "*" in target or "?" in target:
-                            violations.append(f"{name}: {where}: {action} on wildcard resource {target}")
-                        granted.add((action, target))
+        # (action, resource) -> every set of conditions it is granted under (empty: always).
+        granted: dict[tuple[str, str], set[frozenset]] = {}
+        for where, document, base in documents:
+            for raw in as_list(document.get("Statement", [])):
+                for assumed, statements in resolved(raw, base):
+                    for st in as_list(statements) if statements is not ABSENT else []:
+                        if not isinstance(st, dict) or st.get("Effect") != "Allow":
+                            continue  # a Deny only takes permissions away
+                        for key in ("NotAction", "NotResource"):
+                            if key in st:
+                                violations.append(f"{name}: {where}: {key} grants everything not listed")
+                        actions = [str(a) for a in as_list(st.get("Action", []))]
+                        targets = [render(r) for r in as_list(st.get("Resource", []))]
+                        for action in actions:
+                            if "*" in action or "?" in action:
+                                violations.append(f"{name}: {where}: wildcard action {action}")
+                            for target in targets:
+                                if "*" in target or "?" in target:
+                                    violations.append(f"{name}: {where}: {action} on wildcard resource {target}")
+                                granted.setdefault((action, target), set()).add(assumed)
 
         allowed = {(a.lower(), r) for a, rs in expected["grants"] for r in ([rs] if isinstance(rs, str) else rs)}
-        for action, target in sorted(granted):
-            if (action.lower(), target) not in allowed and "*" not in action + target:
-                violations.append(f"{name}: {action} on {short(target)}: not this function's job")
+        allowed_if = {(a.lower(), r): c for a, r, c in expected.get("if", set())}
+        for (action, target), conditions in sorted(granted.items()):
+            if (action.lower(), target) in allowed or "*" in action + target:
+                continue
+            condition = allowed_if.get((action.lower(), target))
+            for assumed in sorted(conditions, key=sorted):
+                if condition is None:
+                    shown = f" ({when(assumed)})" if assumed else ""
+                    violations.append(f"{name}: {action} on {short(target)}{shown}: not this function's job")
+                elif (condition, True) not in assumed:
+                    violations.append(f"{name}: {action} on {short(target)} is granted {when(assumed) or 'always'}, not only if {condition}")
         for action, rs in sorted(expected["grants"], key=str):
             options = [rs] if isinstance(rs, str) else sorted(rs)
-            if not any((g.lower(), t) in {(action.lower(), o) for o in options} for g, t in granted):
-                violations.append(f"{name}: {action} on {short(options[0])} missing (the function needs it, or update EXPECTED)")
-        summary.append((name, managed, sorted(granted)))
+            found = [c for (g, t), cs in granted.items() if g.lower() == action.lower() and t in options for c in cs]
+            if frozenset() not in found:
+                only = f", granted only {' or '.join(sorted(when(c) for c in found))}" if found else ""
+                violations.append(f"{name}: {action} on {short(options[0])} missing{only} (the function needs it, or update EXPECTED)")
+        for action, target, condition in sorted(expected.get("if", set())):
+            if not any(g.lower() == action.lower() and t == target and any(a <= {(condition, True)} for a in c) for (g, t), c in granted.items()):
+                violations.append(f"{name}: {action} on {short(target)} missing if {condition} (the function needs it then, or update EXPECTED)")
+            violations += conditional_grant_violations(cfn, target, condition)
+        summary.append((name, managed, sorted(
+            ((a, r, when(c)) for (a, r), cs in granted.items() for c in cs),
+            key=lambda g: (g[2] != "", g),
+        )))
 
     # IAM principals or policies not belonging to a checked function.
     for rname, resource in resources.items():
@@ -314,13 +449,14 @@ def check(cfn: dict) -> tuple[list[str], list[tuple[str, list[str], list[tuple[s
                 f"{pname}: lets {props.get('Principal')} {props.get('Action')} from {source or 'anywhere'}; "
                 "only apigateway.amazonaws.com invoking from HttpApi is expected"
             )
-    return violations, summary
+    # A statement under a nested !If is seen once per branch around it: say each thing once.
+    return list(dict.fromkeys(violations)), summary
 
 
 def print_summary(summary) -> None:
     rows = []
     for name, managed, grants in summary:
-        lines = [f"{a} on {short(r)}" for a, r in grants] or ["-"]
+        lines = [f"{a} on {short(r)}" + (f" {w}" if w else "") for a, r, w in grants] or ["-"]
         policies = [m.split("/")[-1] for m in managed] or ["-"]
         for i in range(max(len(lines), len(policies))):
             rows.append((name if i == 0 else "", lines[i] if i < len(lines) else "", policies[i] if i < len(policies) else ""))
@@ -642,6 +778,36 @@ def _add_policy(name, policy):
     return mutate
 
 
+def _secret_statement(t, name, index=0):
+    """The index-th !If of a webhook function's statements: [condition, statement, AWS::NoValue]."""
+    return [st for st in _props(t, name)["Policies"][0]["Statement"] if "Fn::If" in st][index]["Fn::If"]
+
+
+def _secret_resource(name, resource, index=0):
+    def mutate(t):
+        _secret_statement(t, name, index)[1]["Resource"] = resource
+    return mutate
+
+
+def _secret_always(name):
+    def mutate(t):
+        statements = _props(t, name)["Policies"][0]["Statement"]
+        statements[:] = [st["Fn::If"][1] if "Fn::If" in st else st for st in statements]
+    return mutate
+
+
+def _set_parameter(name, key, value):
+    def mutate(t):
+        t["Parameters"][name][key] = value
+    return mutate
+
+
+def _set_condition(name, value):
+    def mutate(t):
+        t["Conditions"][name] = value
+    return mutate
+
+
 def _drop_dlq_type(t):
     del _props(t, "FanoutFunction")["Events"]["Stream"]["Properties"]["DestinationConfig"]["OnFailure"]["Type"]
 
@@ -778,6 +944,12 @@ SELF_TESTS = [
     ("FanoutFunction's DLQ destination loses Type: SQS", _drop_dlq_type, "FanoutFunction: sqs:SendMessage on FanoutDeadLetterQueue.Arn missing"),
     ("an AWS::IAM::Policy attached to MemberfulFunctionRole", _standalone_policy, "MemberfulFunction: s3:GetObject on arn:aws:s3:::bucket/key: not this function's job"),
     ("anyone may invoke MemberfulFunction", _public_invoke, "PublicInvoke: lets * lambda:InvokeFunction"),
+    # Secrets Manager: each webhook function reads its own provider's secrets, only when set.
+    ("MemberfulFunction reads every secret (GetSecretValue on \"*\")", _secret_resource("MemberfulFunction", "*"), "MemberfulFunction: MemberfulFunctionRole/MemberfulFunctionRolePolicy0: secretsmanager:GetSecretValue on wildcard resource *"),
+    ("WebforceFunction reads Foloosi's token secret", _secret_resource("WebforceFunction", {"Ref": "FoloosiWebhookTokenArn"}), "WebforceFunction: secretsmanager:GetSecretValue on FoloosiWebhookTokenArn (if HasWebforceWebhookTokenArn): not this function's job"),
+    ("RainforestFunction may read its secret with no Arn parameter set", _secret_always("RainforestFunction"), "RainforestFunction: secretsmanager:GetSecretValue on RainforestWebhookSecretArn is granted always, not only if HasRainforestWebhookSecretArn"),
+    ("ConscentBasicAuthArn accepts a wildcard ARN", _set_parameter("ConscentBasicAuthArn", "AllowedPattern", "^$|^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+$"), "ConscentBasicAuthArn: AllowedPattern accepts arn:aws:secretsmanager:us-east-1:123456789012:secret:*"),
+    ("HasFoloosiSecretKeyArn holds whatever FoloosiSecretKeyArn is", _set_condition("HasFoloosiSecretKeyArn", {"Fn::Equals": ["", ""]}), "HasFoloosiSecretKeyArn: not !Not [!Equals [!Ref FoloosiSecretKeyArn, \"\"]]"),
     # Operations: the topic policy, the table, the alarms, the metric filter, the dashboard.
     ("the topic policy stops denying other publishers", _drop_statement("OnlyTheFanoutPublishes"), "InternalTopic: NotificationTopicsPolicy does not deny sns:Publish to every principal but FanoutFunctionRole"),
     ("the topic policy excepts a webhook function's role instead", _publisher_memberful, "PayorTopic: NotificationTopicsPolicy does not deny sns:Publish to every principal but FanoutFunctionRole"),
