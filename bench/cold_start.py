@@ -231,11 +231,34 @@ def start_terminator(services, tls, upstream_port):
 # --- one cold start -----------------------------------------------------------------------
 
 
+class SecretsManagerSubject(harness.Subject):
+    """One of our webhook functions with its secrets named by `<VAR>_ARN`: read from Secrets
+    Manager (moto, behind its own TLS terminator) at init."""
+
+    @property
+    def label(self):
+        return f"{self.name} (ours, Secrets Manager)"
+
+
+def name_secrets_in_store(env, services, run_id):
+    import boto3  # from .venv (moto depends on it)
+
+    sm = boto3.client("secretsmanager", endpoint_url=services.moto, region_name=harness.REGION,
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    for var in [k for k in env if k.endswith(("_SECRET", "_TOKEN", "_BASIC_AUTH"))]:
+        arn = sm.create_secret(Name=f"bench-{run_id}-{var}", SecretString=env.pop(var))["ARN"]
+        env[f"{var}_ARN"] = arn
+
+
 def https_env(subject, services, secrets, run_id, endpoints, tls):
     env = harness.env_for(subject, services, secrets, run_id)
     del env["AWS_ENDPOINT_URL"]
-    # One endpoint per service, as in a region: the fan-out opens two TLS connections.
-    env["AWS_ENDPOINT_URL_DYNAMODB"], env["AWS_ENDPOINT_URL_SNS"] = endpoints
+    # One endpoint per service, as in a region: the fan-out opens two TLS connections, a
+    # function whose secret is in Secrets Manager one more at init.
+    env["AWS_ENDPOINT_URL_DYNAMODB"], env["AWS_ENDPOINT_URL_SNS"], secrets_manager = endpoints
+    if isinstance(subject, SecretsManagerSubject):
+        name_secrets_in_store(env, services, run_id)
+        env["AWS_ENDPOINT_URL_SECRETS_MANAGER"] = secrets_manager
     if subject.side == "peer":
         # botocore reads AWS_CA_BUNDLE (instead of certifi's ~140 roots): the bundle costs what
         # certifi's would.
@@ -413,6 +436,8 @@ def main():
                         help="init at the CPU share (as the invocations), at full CPU, or both (default)")
     parser.add_argument("--system-bundle", action="store_true",
                         help="give ours the system's certificate store too (as the SDK's default client loads it)")
+    parser.add_argument("--secrets-manager", action="store_true",
+                        help="each webhook function also with its secrets read from Secrets Manager at init")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     global SYSTEM_BUNDLE_FOR_OURS
@@ -431,6 +456,8 @@ def main():
             if not path.exists():
                 sys.exit(f"no {path}: cargo build --release --workspace --bins")
             subjects.append(harness.Subject(name, "ours", path))
+            if args.secrets_manager and name != "fanout":
+                subjects.append(SecretsManagerSubject(name, "ours", path))
     if args.only != "ours":
         harness.ensure_peer_venv()
         subjects.append(harness.Subject("rainforest", "peer", harness.PEER_DIR / "bootstrap"))
@@ -452,7 +479,7 @@ def main():
         results["bundle_certs"] = tls.bundle_certs
         results["ours_trust"] = (f"the same {tls.bundle_certs}" if args.system_bundle
                                  else "Amazon Trust Services' 5 roots and the run's root")
-        endpoints = [start_terminator(services, tls, services.proxy_port) for _ in ("dynamodb", "sns")]
+        endpoints = [start_terminator(services, tls, services.proxy_port) for _ in ("dynamodb", "sns", "secretsmanager")]
         for mb in sizes:
             share = CpuShare(mb)
             shares.append(share)
