@@ -5,12 +5,12 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::event::Provider;
 use serde_json::Value;
 use support::aws as moto;
-use support::emulator::{base_env, emf_documents, init_ms, invoke, read, setup, start, webhook_env};
+use support::emulator::{Machine, base_env, emf_documents, init_ms, invoke, read, setup, start, start_on, webhook_env};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_bootstrap_under_the_runtime_interface_emulator() {
@@ -86,4 +86,58 @@ async fn every_bootstrap_under_the_runtime_interface_emulator() {
         .map(|d| (d["Audience"].as_str().unwrap().to_owned(), d["Notifications"].as_u64().unwrap()))
         .collect();
     assert_eq!(published, [("internal".into(), 5), ("merchant".into(), 5), ("payor".into(), 5)]);
+}
+
+/// The artifact the template deploys: arm64 bootstraps built as `sam build` builds them (`cargo
+/// lambda build --release --arm64`, which scripts/test runs and names in `ARM64_BOOTSTRAP_DIR`),
+/// run by the emulator's own arm64 binary, both under Debian's qemu-user-static.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_arm64_bootstraps_under_qemu() {
+    let Some((rie, _, endpoint)) = setup() else { return };
+    let Ok(dir) = std::env::var("ARM64_BOOTSTRAP_DIR") else {
+        eprintln!("skipped: ARM64_BOOTSTRAP_DIR is not set (scripts/test sets it in its arm64 step)");
+        return;
+    };
+    let qemu = PathBuf::from(std::env::var("QEMU_AARCH64").unwrap_or_else(|_| "/usr/bin/qemu-aarch64-static".into()));
+    let sysroot = Path::new("/usr/aarch64-linux-gnu");
+    let machine = Machine::Arm64 { qemu: &qemu, sysroot };
+    let rie = rie.with_file_name("aws-lambda-rie-arm64");
+    let bootstrap = |name: &str| Path::new(&dir).join(name).join("bootstrap");
+    for binary in [rie.clone(), bootstrap("rainforest"), bootstrap("fanout")] {
+        let elf = std::fs::read(&binary).unwrap_or_else(|e| panic!("{}: {e}", binary.display()));
+        // ELF e_machine 183 is AArch64: not an x86-64 binary run by mistake.
+        assert_eq!((&elf[..4], u16::from_le_bytes([elf[18], elf[19]])), (&b"\x7fELF"[..], 183), "{}", binary.display());
+    }
+
+    let sdk = moto::sdk(&endpoint).await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = moto::unique("arm64");
+    moto::create_table(&ddb, &table).await;
+    let events = tempfile::tempdir().unwrap();
+    refund_relay::events::write_all(events.path(), &support::fixtures_dir(), support::now()).await.unwrap();
+    let em = start_on(machine, &rie, &bootstrap("rainforest"), &webhook_env(Provider::Rainforest, &endpoint, &table));
+    for (case, status, outcome) in
+        [("valid", 200, "accepted"), ("duplicate", 200, "duplicate"), ("bad-signature", 401, "unauthorized")]
+    {
+        let res = invoke(&em, &read(&events.path().join(format!("rainforest-{case}.json"))));
+        assert_eq!(res["statusCode"], status, "{case}: {res}");
+        let body: Value = serde_json::from_str(res["body"].as_str().unwrap()).unwrap();
+        assert_eq!(body["status"].as_str().or(body["error"].as_str()), Some(outcome), "{case}: {body}");
+    }
+    eprintln!("rainforest arm64 under qemu: INIT REPORT durationMs {:.1}", init_ms(&em));
+    assert_eq!(moto::item_count(&ddb, &table, "EVT#").await, 1);
+
+    let topics = moto::topics_with_queues(&sdk).await;
+    let mut env = base_env(&endpoint, &table);
+    env.push(("INTERNAL_TOPIC_ARN".into(), topics.arns.internal.clone()));
+    env.push(("MERCHANT_TOPIC_ARN".into(), topics.arns.merchant.clone()));
+    env.push(("PAYOR_TOPIC_ARN".into(), topics.arns.payor.clone()));
+    env.push(("ROUTING_RAINFOREST".into(), support::GENERAL_ROUTING.into()));
+    let em = start_on(machine, &rie, &bootstrap("fanout"), &env);
+    let stream = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("events/fanout-stream.json"));
+    assert_eq!(invoke(&em, &stream), serde_json::json!({ "batchItemFailures": [] }));
+    eprintln!("fanout arm64 under qemu: INIT REPORT durationMs {:.1}", init_ms(&em));
+    for audience in ["internal", "merchant", "payor"] {
+        assert_eq!(moto::drain(&sdk, &topics.queues[audience]).await.len(), 5, "{audience}");
+    }
 }

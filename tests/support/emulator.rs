@@ -19,6 +19,8 @@ pub struct Emulator {
     pub invoke_url: String,
     /// Every line the emulator and the function wrote, stdout and stderr.
     pub log: Arc<Mutex<Vec<String>>>,
+    /// Where a wrapper script lives while the emulator runs it.
+    _scratch: tempfile::TempDir,
 }
 
 impl Drop for Emulator {
@@ -32,16 +34,46 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// How the emulator and the function run: natively, or both arm64 binaries under qemu-user.
+#[derive(Debug, Clone, Copy)]
+pub enum Machine<'a> {
+    Native,
+    /// `qemu` (qemu-aarch64-static) runs the emulator, and the bootstrap through a wrapper script
+    /// (qemu-user does not follow `execve`), with `sysroot` the arm64 glibc the bootstrap links.
+    Arm64 {
+        qemu: &'a Path,
+        sysroot: &'a Path,
+    },
+}
+
 /// Starts the emulator on loopback only (both its invoke API and its runtime API) with
 /// `bootstrap` as the function.
 pub fn start(rie: &Path, bootstrap: &Path, env: &[(String, String)]) -> Emulator {
+    start_on(Machine::Native, rie, bootstrap, env)
+}
+
+pub fn start_on(machine: Machine<'_>, rie: &Path, bootstrap: &Path, env: &[(String, String)]) -> Emulator {
     let (invoke, runtime) = (free_port(), free_port());
-    let mut child = Command::new(rie)
+    let scratch = tempfile::tempdir().unwrap();
+    let (mut command, bootstrap, patience) = match machine {
+        Machine::Native => (Command::new(rie), bootstrap.to_owned(), Duration::from_secs(10)),
+        Machine::Arm64 { qemu, sysroot } => {
+            let wrapper = scratch.path().join("bootstrap");
+            let script =
+                format!("#!/bin/sh\nexec '{}' -L '{}' '{}'\n", qemu.display(), sysroot.display(), bootstrap.display());
+            std::fs::write(&wrapper, script).unwrap();
+            std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            let mut command = Command::new(qemu);
+            command.arg(rie);
+            (command, wrapper, Duration::from_secs(60))
+        }
+    };
+    let mut child = command
         .arg("--runtime-interface-emulator-address")
         .arg(format!("127.0.0.1:{invoke}"))
         .arg("--runtime-api-address")
         .arg(format!("127.0.0.1:{runtime}"))
-        .arg(bootstrap)
+        .arg(&bootstrap)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(env.iter().cloned())
@@ -61,12 +93,17 @@ pub fn start(rie: &Path, bootstrap: &Path, env: &[(String, String)]) -> Emulator
             }
         });
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + patience;
     while std::net::TcpStream::connect(("127.0.0.1", invoke)).is_err() {
-        assert!(Instant::now() < deadline, "the emulator did not listen");
+        assert!(Instant::now() < deadline, "the emulator did not listen: {:?}", log.lock().unwrap());
         std::thread::sleep(Duration::from_millis(20));
     }
-    Emulator { child, invoke_url: format!("http://127.0.0.1:{invoke}/2015-03-31/functions/function/invocations"), log }
+    Emulator {
+        child,
+        invoke_url: format!("http://127.0.0.1:{invoke}/2015-03-31/functions/function/invocations"),
+        log,
+        _scratch: scratch,
+    }
 }
 
 pub fn invoke(em: &Emulator, event: &Value) -> Value {
