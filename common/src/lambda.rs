@@ -151,7 +151,6 @@ pub async fn webhook_receiver_with(
     env: Env<'_>,
     sdk: &aws_config::SdkConfig,
 ) -> Result<Receiver, ConfigError> {
-    let table = required(env, "EVENTS_TABLE")?;
     let named = secrets::named(secret_vars(provider), env)?;
     // Foloosi's API key is read from the store at start-up only: a new key takes effect at the
     // next cold start (a rejected key makes the API unavailable, so deliveries get 503s and come
@@ -185,6 +184,7 @@ pub async fn webhook_receiver_with(
         let rotation = (!named.is_empty()).then(|| Rotation::new(source, named, values, build, ttl));
         (config, rotation)
     };
+    let table = required(env, "EVENTS_TABLE")?;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), table, retention(env)?);
     let receiver = Receiver::new(&config, Arc::new(store));
     Ok(match rotation {
