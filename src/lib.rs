@@ -2,7 +2,8 @@
 //! SQLite store and a notifier that appends to a JSON-lines file. Nothing here runs in AWS.
 
 pub mod cli;
-pub mod events;
+pub mod lambda_events;
 pub mod notifier;
+pub mod sender;
 pub mod serve;
 pub mod store;

@@ -20,7 +20,7 @@ async fn every_bootstrap_under_the_runtime_interface_emulator() {
     let table = moto::unique("rie");
     moto::create_table(&ddb, &table).await;
     let events = tempfile::tempdir().unwrap();
-    refund_relay::events::write_all(events.path(), &support::fixtures_dir(), support::now()).await.unwrap();
+    refund_relay::lambda_events::write_all(events.path(), &support::fixtures_dir(), support::now()).await.unwrap();
 
     for p in Provider::ALL {
         let em = start(&rie, &bootstraps.join(p.as_str()), &webhook_env(p, &endpoint, &table));
@@ -62,7 +62,7 @@ async fn every_bootstrap_under_the_runtime_interface_emulator() {
 
     // Without its secret a function refuses to start: the emulator reports an init error.
     let em = start(&rie, &bootstraps.join("memberful"), &base_env(&endpoint, &table));
-    let (status, body) = refund_relay::cli::post(&em.invoke_url, &[], b"{}").unwrap();
+    let (status, body) = refund_relay::sender::post(&em.invoke_url, &[], b"{}").unwrap();
     assert!(status != 200 || body.contains("errorType"), "started without a secret: {status} {body}");
 
     // The fan-out, on the committed stream event, publishing to real topics.
@@ -114,7 +114,7 @@ async fn the_arm64_bootstraps_under_qemu() {
     let table = moto::unique("arm64");
     moto::create_table(&ddb, &table).await;
     let events = tempfile::tempdir().unwrap();
-    refund_relay::events::write_all(events.path(), &support::fixtures_dir(), support::now()).await.unwrap();
+    refund_relay::lambda_events::write_all(events.path(), &support::fixtures_dir(), support::now()).await.unwrap();
     let em = start_on(machine, &rie, &bootstrap("rainforest"), &webhook_env(Provider::Rainforest, &endpoint, &table));
     for (case, status, outcome) in
         [("valid", 200, "accepted"), ("duplicate", 200, "duplicate"), ("bad-signature", 401, "unauthorized")]

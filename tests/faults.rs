@@ -111,7 +111,12 @@ fn stream_of(events: &[common::RefundEvent]) -> StreamEvent {
         .iter()
         .enumerate()
         .map(|(i, e)| {
-            refund_relay::events::stream_record(i, "INSERT", layout::to_dynamodb_json(&layout::event_item(e, 0)), 0)
+            refund_relay::lambda_events::stream_record(
+                i,
+                "INSERT",
+                layout::to_dynamodb_json(&layout::event_item(e, 0)),
+                0,
+            )
         })
         .collect();
     serde_json::from_value(json!({ "Records": records })).unwrap()

@@ -36,7 +36,7 @@ fn read(path: &std::path::Path) -> Value {
 #[tokio::test]
 async fn fresh_events_valid_duplicate_bad_signature() {
     let dir = tempfile::tempdir().unwrap();
-    refund_relay::events::write_all(dir.path(), &fixtures_dir(), support::now()).await.unwrap();
+    refund_relay::lambda_events::write_all(dir.path(), &fixtures_dir(), support::now()).await.unwrap();
     for p in Provider::ALL {
         let (receiver, store) = receiver(p, &[]);
         let (status, body) = invoke(&receiver, p, &read(&dir.path().join(format!("{p}-valid.json")))).await;

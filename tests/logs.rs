@@ -106,7 +106,7 @@ async fn no_secret_or_personal_data_in_the_functions_logs_at_trace_or_debug() {
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     let topics = moto::topics_with_queues(&sdk).await;
     let events = tempfile::tempdir().unwrap();
-    refund_relay::events::write_all(events.path(), &support::fixtures_dir(), now()).await.unwrap();
+    refund_relay::lambda_events::write_all(events.path(), &support::fixtures_dir(), now()).await.unwrap();
     let mut signatures = Vec::new();
     for entry in std::fs::read_dir(events.path()).unwrap() {
         let event = read(&entry.unwrap().path());

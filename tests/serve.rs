@@ -104,7 +104,7 @@ fn a_new_user_sends_every_provider_and_reads_it_back() {
     assert_eq!(missing["error"], "not_found");
 
     // Refusals come back as JSON with the right status.
-    let (code, body) = refund_relay::cli::post(
+    let (code, body) = refund_relay::sender::post(
         &format!("{}/webhooks/memberful", server.url),
         &[("Content-Type".into(), "application/json".into())],
         b"{}",
@@ -113,7 +113,7 @@ fn a_new_user_sends_every_provider_and_reads_it_back() {
     assert_eq!(code, 401);
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"], "unauthorized");
     let big = vec![b'x'; 300 * 1024];
-    let (code, _) = refund_relay::cli::post(&format!("{}/webhooks/memberful", server.url), &[], &big).unwrap();
+    let (code, _) = refund_relay::sender::post(&format!("{}/webhooks/memberful", server.url), &[], &big).unwrap();
     assert_eq!(code, 413);
 
     // Every answer above, counted as the Lambda functions count it for CloudWatch.
@@ -187,7 +187,7 @@ fn held_deliveries_are_listed_told_once_and_reprocessed_locally() {
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
         .collect();
         let (code, reply) =
-            refund_relay::cli::post(&format!("{}/webhooks/foloosi", server.url), &headers, body).unwrap();
+            refund_relay::sender::post(&format!("{}/webhooks/foloosi", server.url), &headers, body).unwrap();
         (code, serde_json::from_str::<Value>(&reply).unwrap())
     };
     let held_id = {

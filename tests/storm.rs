@@ -273,7 +273,7 @@ fn storm_through_the_local_runner() {
                     };
                     let h: Vec<(String, String)> =
                         h.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned())).collect();
-                    let (status, body) = refund_relay::cli::post(&url(provider), &h, body).unwrap();
+                    let (status, body) = refund_relay::sender::post(&url(provider), &h, body).unwrap();
                     tally.count(status, &serde_json::from_str(&body).unwrap_or(Value::Null));
                 }
             });

@@ -12,10 +12,10 @@ use http::HeaderMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::echo::bounded;
 use crate::event::Provider;
 use crate::money::MoneyError;
 use crate::providers::PayloadError;
-use crate::receive::bounded;
 
 /// Why a delivery was held: a code and the field at fault. It names the field and never quotes a
 /// value, so a reason can be logged, notified and answered without leaking payload data.

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::config::Config;
+use crate::echo::bounded;
 use crate::event::{Proof, Provider, RefundEvent};
 use crate::held::{HeldDelivery, HoldCode, HoldReason};
 use crate::metrics::WebhookOutcome;
@@ -437,18 +438,6 @@ pub fn refusal(route: &str, e: ReceiveError) -> Receipt {
         tracing::warn!(%provider, status = status.as_u16(), %error, "refused");
     }
     Receipt { status, outcome: e.outcome(), body: e.body(), stored: None, held: None }
-}
-
-/// Provider-supplied text quoted in an answer or a log line (an unknown event name, a repeated
-/// key, an amount) is cut to this many characters: enough to recognise, never the whole body.
-pub const MAX_ECHO: usize = 120;
-
-/// `text` cut to [`MAX_ECHO`] characters, marked with `…` where cut.
-pub fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
-    match text.char_indices().nth(MAX_ECHO) {
-        None => std::borrow::Cow::Borrowed(text),
-        Some((at, _)) => std::borrow::Cow::Owned(format!("{}…", &text[..at])),
-    }
 }
 
 /// JSON for everyone; form-encoded where the provider posts forms; no content type is read as

@@ -107,7 +107,7 @@ pub fn start_on(machine: Machine<'_>, rie: &Path, bootstrap: &Path, env: &[(Stri
 }
 
 pub fn invoke(em: &Emulator, event: &Value) -> Value {
-    let (status, body) = refund_relay::cli::post(&em.invoke_url, &[], event.to_string().as_bytes()).unwrap();
+    let (status, body) = refund_relay::sender::post(&em.invoke_url, &[], event.to_string().as_bytes()).unwrap();
     assert_eq!(status, 200, "the emulator answered {status}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"))
 }

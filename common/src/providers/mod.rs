@@ -175,7 +175,7 @@ pub(crate) fn form_to_json(body: &[u8]) -> Result<Vec<u8>, PayloadError> {
     let mut map = serde_json::Map::new();
     for (k, v) in form_urlencoded::parse(body) {
         if map.insert(k.clone().into_owned(), serde_json::Value::String(v.into_owned())).is_some() {
-            let field = if k.is_empty() { "body".to_owned() } else { crate::receive::bounded(&k).into_owned() };
+            let field = if k.is_empty() { "body".to_owned() } else { crate::echo::bounded(&k).into_owned() };
             return Err(PayloadError::invalid(field, "a key appears more than once"));
         }
     }
@@ -208,7 +208,7 @@ fn strip_position(message: &str) -> String {
 /// An event that is not in a provider's table: ignored, unless it looks like a refund, which
 /// must not be dropped silently.
 pub(crate) fn unhandled(provider: Provider, field: &'static str, name: &str) -> Result<Parsed, PayloadError> {
-    let quoted = crate::receive::bounded(name);
+    let quoted = crate::echo::bounded(name);
     if name.to_ascii_lowercase().contains("refund") {
         Err(PayloadError::UnknownRefundEvent { field, name: quoted.into_owned() })
     } else {

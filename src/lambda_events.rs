@@ -13,7 +13,7 @@ use common::store::MemoryStore;
 use common::store::layout;
 use serde_json::{Value, json};
 
-use crate::cli::content_type;
+use crate::sender::{content_type, signed_headers};
 
 /// The fixture each provider's events are made from: its main refund (or payment) event.
 pub fn main_fixture(provider: Provider) -> &'static str {
@@ -63,17 +63,6 @@ pub fn apigw_v2(provider: Provider, headers: &[(String, String)], body: &[u8], q
     })
 }
 
-fn signed(
-    config: &Config,
-    provider: Provider,
-    file: &Path,
-    body: &[u8],
-    now: i64,
-    id: &str,
-) -> anyhow::Result<Vec<(String, String)>> {
-    crate::cli::signed_headers(config, provider, file, body, now, id)
-}
-
 /// Writes every event into `out` and returns the paths written. `now` is the signing time of the
 /// Rainforest events (their replay window is 300 s: regenerate, or raise `REPLAY_TOLERANCE_SECONDS`).
 pub async fn write_all(out: &Path, fixtures: &Path, now: i64) -> anyhow::Result<Vec<PathBuf>> {
@@ -94,10 +83,10 @@ pub async fn write_all(out: &Path, fixtures: &Path, now: i64) -> anyhow::Result<
     for provider in Provider::ALL {
         let file = fixtures.join(main_fixture(provider));
         let body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-        let first = signed(&good, provider, &file, &body, now, &format!("msg_events_{provider}_1"))?;
+        let first = signed_headers(&good, provider, &file, &body, now, &format!("msg_events_{provider}_1"))?;
         // The duplicate is a manual resend: the same event, a new delivery id.
-        let again = signed(&good, provider, &file, &body, now, &format!("msg_events_{provider}_2"))?;
-        let forged = signed(&bad, provider, &file, &body, now, &format!("msg_events_{provider}_3"))?;
+        let again = signed_headers(&good, provider, &file, &body, now, &format!("msg_events_{provider}_2"))?;
+        let forged = signed_headers(&bad, provider, &file, &body, now, &format!("msg_events_{provider}_3"))?;
         write(format!("{provider}-valid.json"), &apigw_v2(provider, &first, &body, "", now))?;
         write(format!("{provider}-duplicate.json"), &apigw_v2(provider, &again, &body, "", now))?;
         write(format!("{provider}-bad-signature.json"), &apigw_v2(provider, &forged, &body, "", now))?;
