@@ -6,38 +6,44 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// The providers refund-relay receives webhooks from. Adding one: a variant here, a module in
-/// `providers`, a `functions/<name>` crate, fixtures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Provider {
-    Memberful,
-    Conscent,
-    Rainforest,
-    Webforce,
-    Foloosi,
+/// Declares [`Provider`], [`Provider::ALL`] and [`Provider::as_str`] from one list, so that no
+/// variant can be left out of `ALL`, which every route, test and bench iterates.
+macro_rules! providers {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)+) => {
+        /// The providers refund-relay receives webhooks from. Adding one: a line here, a module
+        /// in `providers`, a `functions/<name>` crate, fixtures.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum Provider {
+            $($(#[$doc])* #[serde(rename = $name)] $variant,)+
+        }
+
+        impl Provider {
+            pub const ALL: [Provider; [$($name),+].len()] = [$(Provider::$variant),+];
+
+            /// The route segment and the name used in keys, logs and message attributes.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Provider::$variant => $name,)+
+                }
+            }
+        }
+    };
+}
+
+providers! {
+    Memberful => "memberful",
+    Conscent => "conscent",
+    Rainforest => "rainforest",
+    Webforce => "webforce",
+    Foloosi => "foloosi",
 }
 
 impl Provider {
-    pub const ALL: [Provider; 5] =
-        [Provider::Memberful, Provider::Conscent, Provider::Rainforest, Provider::Webforce, Provider::Foloosi];
-
     /// The proof its verifier gives: a held delivery reprocessed keeps what it was received with.
     pub fn proof(self) -> Proof {
         match self {
             Provider::Memberful | Provider::Conscent | Provider::Rainforest => Proof::Signature,
             Provider::Webforce | Provider::Foloosi => Proof::Token,
-        }
-    }
-
-    /// The route segment and the name used in keys, logs and message attributes.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::Memberful => "memberful",
-            Provider::Conscent => "conscent",
-            Provider::Rainforest => "rainforest",
-            Provider::Webforce => "webforce",
-            Provider::Foloosi => "foloosi",
         }
     }
 }
@@ -353,6 +359,18 @@ impl RefundEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_provider_has_one_name_everywhere() {
+        let names: Vec<&str> = Provider::ALL.iter().map(|p| p.as_str()).collect();
+        let unique: std::collections::HashSet<&str> = names.iter().copied().collect();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        for p in Provider::ALL {
+            assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
+            assert_eq!(p.as_str().parse::<Provider>(), Ok(p));
+            assert_eq!(p.as_str().to_uppercase().parse::<Provider>(), Ok(p), "routes ignore case");
+        }
+    }
 
     #[test]
     fn terminal_statuses_share_the_top_rank() {
