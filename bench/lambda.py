@@ -40,8 +40,7 @@ answer as expected (status code, accepted / duplicate) fails the run with a non-
 
 import argparse
 import base64
-import hashlib
-import hmac
+import functools
 import http.client
 import json
 import math
@@ -52,6 +51,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -311,7 +311,7 @@ class Services:
                     "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["event"]},
                 },
                 {
-                    "IndexName": "by_held",
+                    "IndexName": held_index(),
                     "KeySchema": [
                         {"AttributeName": "held_pk", "KeyType": "HASH"},
                         {"AttributeName": "held_sk", "KeyType": "RANGE"},
@@ -467,44 +467,49 @@ class Emulator:
 # --- events -------------------------------------------------------------------------------
 
 
+@functools.cache
+def describe():
+    """`refund-relay describe`: the development secrets and the events table's index names, from
+    the release binary (bench/run builds it)."""
+    out = subprocess.run([str(RELEASE / "refund-relay"), "describe"], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
 def dev_secrets():
-    """DEV_SECRETS from common/src/config.rs: the secrets events/ is signed with."""
-    src = (ROOT / "common" / "src" / "config.rs").read_text()
-    block = src.split("pub const DEV_SECRETS", 1)[1].split("];", 1)[0]
-    return dict(re.findall(r'\("([A-Z_]+)",\s*"([^"]*)"\)', block))
+    """The secrets events/ is signed with."""
+    return describe()["dev_secrets"]
 
 
 def merchant_index():
-    """MERCHANT_INDEX from common/src/store/layout.rs, the GSI's name."""
-    src = (ROOT / "common" / "src" / "store" / "layout.rs").read_text()
-    return re.search(r'MERCHANT_INDEX:\s*&str\s*=\s*"([^"]+)"', src).group(1)
+    return describe()["events_table"]["merchant_index"]
+
+
+def held_index():
+    return describe()["events_table"]["held_index"]
 
 
 def load_event(name):
     return json.loads((EVENTS / f"{name}.json").read_text())
 
 
-def sign_standard_webhooks(secret, msg_id, ts, body):
-    """Standard Webhooks / Svix: v1,base64(HMAC-SHA256(base64 key after whsec_, id.ts.body))."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    mac = hmac.new(key, f"{msg_id}.{ts}.{body}".encode(), hashlib.sha256).digest()
-    return "v1," + base64.b64encode(mac).decode()
-
-
 def fresh_rainforest_event(secret):
-    """events/rainforest-valid.json as a new event: a new refund id, a new delivery, signed now."""
+    """events/rainforest-valid.json as a new event: a new refund id, a new delivery, signed now by
+    `refund-relay sign` with `secret`."""
     event = load_event("rainforest-valid")
     payload = json.loads(event["body"])
     payload["data"]["refund_id"] = f"rfd_bench{uuid.uuid4().hex}"
     body = json.dumps(payload)
     msg_id, now = f"msg_bench{uuid.uuid4().hex}", int(time.time())
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+        f.write(body)
+        f.flush()
+        signed = subprocess.run(
+            [str(RELEASE / "refund-relay"), "sign", "rainforest", f.name, "--json", "--timestamp", str(now),
+             "--delivery-id", msg_id],
+            check=True, capture_output=True, text=True, env={**os.environ, "RAINFOREST_WEBHOOK_SECRET": secret},
+        )
     event["body"] = body
-    event["headers"] = {
-        "content-type": "application/json",
-        "svix-id": msg_id,
-        "svix-timestamp": str(now),
-        "svix-signature": sign_standard_webhooks(secret, msg_id, now, body),
-    }
+    event["headers"] = {k.lower(): v for k, v in json.loads(signed.stdout).items()}
     event["requestContext"]["requestId"] = f"req-{uuid.uuid4().hex}"
     event["requestContext"]["timeEpoch"] = now * 1000
     return event

@@ -49,7 +49,13 @@ pub enum Command {
         /// Delivery id to sign (Rainforest); a fresh one by default.
         #[arg(long)]
         delivery_id: Option<String>,
+        /// One JSON object of the headers, for scripts, instead of `Name: value` lines.
+        #[arg(long)]
+        json: bool,
     },
+    /// What scripts need to know of this build, as JSON: the development secrets (which sign
+    /// `events/`) and the names of the events table's indexes.
+    Describe,
     /// Sign the body in FILE as the provider would and POST it to the receiver.
     Send {
         provider: Provider,
@@ -269,13 +275,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             crate::serve::serve(config, addr, data_dir).await
         }
-        Command::Sign { provider, file, timestamp, delivery_id } => {
+        Command::Sign { provider, file, timestamp, delivery_id, json } => {
             let config = local_config()?;
             let body = read(&file)?;
             let id = delivery_id.unwrap_or_else(fresh_delivery_id);
-            for (k, v) in signed_headers(&config, provider, &file, &body, timestamp.unwrap_or_else(now), &id)? {
-                println!("{k}: {v}");
+            let headers = signed_headers(&config, provider, &file, &body, timestamp.unwrap_or_else(now), &id)?;
+            if json {
+                let object: serde_json::Map<String, serde_json::Value> =
+                    headers.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+                println!("{}", serde_json::Value::Object(object));
+            } else {
+                for (k, v) in headers {
+                    println!("{k}: {v}");
+                }
             }
+            Ok(())
+        }
+        Command::Describe => {
+            let secrets: serde_json::Map<String, serde_json::Value> =
+                DEV_SECRETS.iter().map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v))).collect();
+            let described = serde_json::json!({
+                "dev_secrets": secrets,
+                "events_table": {
+                    "merchant_index": common::store::layout::MERCHANT_INDEX,
+                    "held_index": common::store::layout::HELD_INDEX,
+                },
+            });
+            println!("{described}");
             Ok(())
         }
         Command::Refunds { command: RefundsCommand::Get { provider, id, kind, store } } => {

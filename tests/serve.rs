@@ -259,3 +259,42 @@ fn operators_replay_redrive_and_list_on_the_data_directory() {
     let listed = cli(&["refunds", "list", "--merchant", "65015ff10070846629fb981e", "--data-dir", &data], &[]);
     assert_eq!(listed.lines().count(), 1, "{listed}");
 }
+
+/// What scripts (bench/, fuzz/make-corpus) read from the CLI instead of from Rust source.
+#[test]
+fn the_cli_describes_itself_and_signs_as_json() {
+    let described: Value = serde_json::from_str(&cli(&["describe"], &[])).unwrap();
+    let secrets = described["dev_secrets"].as_object().unwrap();
+    assert_eq!(secrets.len(), common::config::DEV_SECRETS.len());
+    for (var, value) in common::config::DEV_SECRETS {
+        assert_eq!(secrets[*var], *value, "{var}");
+    }
+    assert_eq!(described["events_table"]["merchant_index"], common::store::layout::MERCHANT_INDEX);
+    assert_eq!(described["events_table"]["held_index"], common::store::layout::HELD_INDEX);
+
+    let fixture = support::fixtures_dir().join("rainforest/refund.succeeded.json");
+    let at = support::now();
+    let printed = cli(
+        &[
+            "sign",
+            "rainforest",
+            fixture.to_str().unwrap(),
+            "--json",
+            "--timestamp",
+            &at.to_string(),
+            "--delivery-id",
+            "msg_x",
+        ],
+        &[],
+    );
+    let headers: serde_json::Map<String, Value> = serde_json::from_str(&printed).unwrap();
+    assert_eq!(headers["svix-id"], "msg_x");
+    let mut map = http::HeaderMap::new();
+    for (k, v) in &headers {
+        map.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.as_str().unwrap().parse().unwrap());
+    }
+    let body = std::fs::read(&fixture).unwrap();
+    let verifier = support::config(&[]).verifier(common::event::Provider::Rainforest).unwrap().clone();
+    let presented = common::verify::Presented { headers: &map, query: None, body: &body };
+    assert!(verifier.verify(&presented, at).is_ok(), "the printed headers verify: {printed}");
+}
