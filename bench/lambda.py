@@ -294,7 +294,7 @@ class Services:
             conn.close()
 
     def create_events_table(self, name):
-        """The events table as tests/support/aws.rs (and template.yaml) declare it."""
+        """The events table as tests/it/support/aws.rs (and template.yaml) declare it."""
         attrs = ["pk", "sk", "merchant_pk", "merchant_sk", "held_pk", "held_sk"]
         self.ddb.create_table(
             TableName=name,

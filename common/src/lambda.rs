@@ -36,7 +36,7 @@ pub const DEFAULT_RETENTION_DAYS: u64 = 90;
 
 /// The most other crates may log, whatever level is asked for. At TRACE the Lambda runtime logs
 /// every raw event (payors' e-mail addresses, signature headers) and the SDK every request it
-/// signs (the session token); at DEBUG neither does (tests/logs.rs runs both levels).
+/// signs (the session token); at DEBUG neither does (tests/it/logs.rs runs both levels).
 pub const THIRD_PARTY_MAX_LEVEL: LevelFilter = LevelFilter::DEBUG;
 
 /// Logs set up as `lambda_runtime::tracing::init_default_subscriber` sets them up, so that Lambda's

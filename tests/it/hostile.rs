@@ -6,7 +6,7 @@
 //! `docs/reliability.md` ("Fuzzing and hostile input"); the tests at the end are regression tests
 //! for the two findings of the first run, fixed since.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! events. `scripts/test` builds the bootstraps and names the emulator (`RIE_BIN`,
 //! `BOOTSTRAP_DIR`); without them this test skips, unless `REQUIRE_MOTO` is set.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 

@@ -3,7 +3,7 @@
 //! No timing is asserted. `scripts/test` builds `loadgen` (`cargo build --workspace --bins`);
 //! without it this test skips, unless `REQUIRE_MOTO` is set (a full run).
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::process::Command;

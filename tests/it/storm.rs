@@ -10,7 +10,7 @@
 //!
 //! `STORM_SEED` replays an arrival order; the seed in use is printed.
 
-mod support;
+use crate::support;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -372,7 +372,7 @@ async fn storm_through_dynamodb_and_the_stream_fanout() {
 
     // The stream, in Lambda-sized batches, through the fan-out, whose aggregate updates go to
     // DynamoDB. Its messages are recorded in memory: SNS delivery itself (attributes, filter
-    // policies, SQS) is proven in tests/aws.rs, and 5,000 publishes through moto would cost this
+    // policies, SQS) is proven in tests/it/aws.rs, and 5,000 publishes through moto would cost this
     // test minutes without proving more about "once".
     let notifier = Arc::new(common::notify::MemoryNotifier::new());
     let fanout = Fanout::new(store.clone(), notifier.clone(), support::general_routing(), "Storm".into());

@@ -1,7 +1,7 @@
 //! Faults on the way: a store that is down, throttled, or loses its answer after writing; SNS
 //! failing for part of a stream batch. Nothing is lost, nothing is doubled, no false 2xx.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -12,7 +12,7 @@
 //!
 //! 256 cases per property (a few seconds in a debug build); `PROPTEST_CASES` overrides it.
 
-mod support;
+use crate::support;
 
 use common::Receipt;
 use common::event::Provider;

@@ -1,7 +1,7 @@
 //! The receiving pipeline, provider by provider, through `Receiver::receive`: what every entry
 //! point (Lambda, local runner) runs.
 
-mod support;
+use crate::support;
 
 use common::event::{EventKind, Provider, Status};
 use http::{HeaderMap, Method, StatusCode};

@@ -1,7 +1,7 @@
 //! The Lambda entry points in-process: API Gateway v2 events (as `refund-relay events` writes
 //! them) through `handle_webhook`, and a stream batch through `handle_stream`.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

@@ -3,7 +3,7 @@
 //! searched for each. Then the same through the functions as Lambda runs them, at every level
 //! Lambda's log controls offer, where the Lambda runtime and the AWS SDK log too.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

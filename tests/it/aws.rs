@@ -1,7 +1,7 @@
 //! The AWS path on a real wire protocol: the DynamoDB store, the stream fan-out and SNS → SQS,
 //! all through the real SDK clients against moto's server (`scripts/test` starts it).
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! fixtures posted with `refund-relay send`, answers read over HTTP, notifications read from
 //! `notifications.jsonl`.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;
