@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use common::event::Provider;
 use serde_json::Value;
 use support::aws as moto;
-use support::emulator::{Machine, base_env, emf_documents, init_ms, invoke, read, setup, start, start_on, webhook_env};
+use support::emulator::{
+    Machine, base_env, emf_documents, fanout_env, init_ms, invoke, read, setup, start, start_on, webhook_env,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_bootstrap_under_the_runtime_interface_emulator() {
@@ -67,12 +69,7 @@ async fn every_bootstrap_under_the_runtime_interface_emulator() {
 
     // The fan-out, on the committed stream event, publishing to real topics.
     let topics = moto::topics_with_queues(&sdk).await;
-    let mut env = base_env(&endpoint, &table);
-    env.push(("INTERNAL_TOPIC_ARN".into(), topics.arns.internal.clone()));
-    env.push(("MERCHANT_TOPIC_ARN".into(), topics.arns.merchant.clone()));
-    env.push(("PAYOR_TOPIC_ARN".into(), topics.arns.payor.clone()));
-    // The stream holds Rainforest's `succeeded`, which its own table tells nobody.
-    env.push(("ROUTING_RAINFOREST".into(), support::GENERAL_ROUTING.into()));
+    let env = fanout_env(&endpoint, &table, &topics.arns);
     let em = start(&rie, &bootstraps.join("fanout"), &env);
     let stream = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("events/fanout-stream.json"));
     let res = invoke(&em, &stream);
@@ -128,11 +125,7 @@ async fn the_arm64_bootstraps_under_qemu() {
     assert_eq!(moto::item_count(&ddb, &table, "EVT#").await, 1);
 
     let topics = moto::topics_with_queues(&sdk).await;
-    let mut env = base_env(&endpoint, &table);
-    env.push(("INTERNAL_TOPIC_ARN".into(), topics.arns.internal.clone()));
-    env.push(("MERCHANT_TOPIC_ARN".into(), topics.arns.merchant.clone()));
-    env.push(("PAYOR_TOPIC_ARN".into(), topics.arns.payor.clone()));
-    env.push(("ROUTING_RAINFOREST".into(), support::GENERAL_ROUTING.into()));
+    let env = fanout_env(&endpoint, &table, &topics.arns);
     let em = start_on(machine, &rie, &bootstrap("fanout"), &env);
     let stream = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("events/fanout-stream.json"));
     assert_eq!(invoke(&em, &stream), serde_json::json!({ "batchItemFailures": [] }));

@@ -14,7 +14,7 @@ use common::fanout::Fanout;
 use common::notify::MemoryNotifier;
 use serde_json::Value;
 use support::aws as moto;
-use support::emulator::{base_env, invoke, read, setup, start, webhook_env};
+use support::emulator::{fanout_env, invoke, read, setup, start, webhook_env};
 use support::{Harness, fixture, now, signed};
 
 #[derive(Clone, Default)]
@@ -146,11 +146,7 @@ async fn no_secret_or_personal_data_in_the_functions_logs_at_trace_or_debug() {
             }
             log.extend(em.log.lock().unwrap().drain(..));
         }
-        let mut env = lambda_env(base_env(&endpoint, &table));
-        env.push(("INTERNAL_TOPIC_ARN".into(), topics.arns.internal.clone()));
-        env.push(("MERCHANT_TOPIC_ARN".into(), topics.arns.merchant.clone()));
-        env.push(("PAYOR_TOPIC_ARN".into(), topics.arns.payor.clone()));
-        env.push(("ROUTING_RAINFOREST".into(), support::GENERAL_ROUTING.into()));
+        let env = lambda_env(fanout_env(&endpoint, &table, &topics.arns));
         let em = start(&rie, &bootstraps.join("fanout"), &env);
         let stream = read(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("events/fanout-stream.json"));
         assert_eq!(invoke(&em, &stream), serde_json::json!({ "batchItemFailures": [] }), "at {level}");

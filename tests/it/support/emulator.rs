@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::config::DEV_SECRETS;
 use common::event::Provider;
+use common::notify::sns::TopicArns;
 use serde_json::Value;
 
 use super::aws as moto;
@@ -165,6 +166,18 @@ pub fn webhook_env(provider: Provider, endpoint: &str, table: &str) -> Vec<(Stri
             env.push(((*k).to_owned(), (*v).to_owned()));
         }
     }
+    env
+}
+
+/// [`base_env`] for the fan-out, publishing to `topics`. The committed stream event holds
+/// Rainforest's `succeeded`, which Rainforest's own table tells nobody: the general routing
+/// tells every audience.
+pub fn fanout_env(endpoint: &str, table: &str, topics: &TopicArns) -> Vec<(String, String)> {
+    let mut env = base_env(endpoint, table);
+    env.push(("INTERNAL_TOPIC_ARN".into(), topics.internal.clone()));
+    env.push(("MERCHANT_TOPIC_ARN".into(), topics.merchant.clone()));
+    env.push(("PAYOR_TOPIC_ARN".into(), topics.payor.clone()));
+    env.push(("ROUTING_RAINFOREST".into(), super::GENERAL_ROUTING.into()));
     env
 }
 
