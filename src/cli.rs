@@ -6,16 +6,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use aws_adapters::dynamodb::DynamoStore;
+use aws_adapters::sns::{SnsNotifier, TopicArns};
 use clap::{Parser, Subcommand};
 use common::config::{Config, DEV_SECRETS, Secrets, process_env};
 use common::event::{EventKind, Provider};
 use common::fanout::{Delivery, Fanout, Outcome};
 use common::held::HeldStatus;
 use common::notify::Notifier;
-use common::notify::sns::{SnsNotifier, TopicArns};
 use common::receive::{Receiver, Reprocessed};
 use common::store::EventStore;
-use common::store::dynamodb::DynamoStore;
 
 use crate::sender::{fresh_delivery_id, now, post, signed_headers};
 
@@ -164,9 +164,9 @@ impl StoreArgs {
         Ok(match &self.table {
             Some(table) => {
                 let client = aws_sdk_dynamodb::Client::new(
-                    &common::lambda::aws_config(common::lambda::SdkSetup::Operator).await,
+                    &aws_adapters::lambda::aws_config(aws_adapters::lambda::SdkSetup::Operator).await,
                 );
-                Arc::new(DynamoStore::new(client, table, common::lambda::retention(&process_env)?))
+                Arc::new(DynamoStore::new(client, table, aws_adapters::lambda::retention(&process_env)?))
             }
             None => Arc::new(crate::store::SqliteStore::open(&self.data_dir.join("events.sqlite3"))?),
         })
@@ -189,7 +189,9 @@ impl StoreArgs {
                     payor: var("PAYOR_TOPIC_ARN")?,
                 };
                 Arc::new(SnsNotifier::new(
-                    aws_sdk_sns::Client::new(&common::lambda::aws_config(common::lambda::SdkSetup::Operator).await),
+                    aws_sdk_sns::Client::new(
+                        &aws_adapters::lambda::aws_config(aws_adapters::lambda::SdkSetup::Operator).await,
+                    ),
                     topics,
                 ))
             }

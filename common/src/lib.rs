@@ -9,8 +9,6 @@ pub mod echo;
 pub mod event;
 pub mod fanout;
 pub mod held;
-#[cfg(feature = "aws")]
-pub mod lambda;
 pub mod metrics;
 pub mod money;
 pub mod notify;

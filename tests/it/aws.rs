@@ -6,13 +6,13 @@ use crate::support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_adapters::dynamodb::DynamoStore;
+use aws_adapters::lambda;
+use aws_adapters::sns::SnsNotifier;
 use common::event::{EventKind, Provider, Status};
 use common::fanout::Fanout;
-use common::lambda;
-use common::notify::sns::SnsNotifier;
 use common::receive::Receiver;
 use common::store::EventStore;
-use common::store::dynamodb::DynamoStore;
 use common::store::layout;
 use http::StatusCode;
 use serde_json::Value;
@@ -32,7 +32,7 @@ struct Stack {
 
 impl Stack {
     /// The fan-out as the Lambda builds it: this stack's store, the real SNS client.
-    fn sns_fanout(&self, topics: &common::notify::sns::TopicArns) -> Fanout {
+    fn sns_fanout(&self, topics: &aws_adapters::sns::TopicArns) -> Fanout {
         let sns = SnsNotifier::new(aws_sdk_sns::Client::new(&self.sdk), topics.clone());
         Fanout::new(self.store.clone(), Arc::new(sns), support::general_routing(), "PlatformPay".into())
     }

@@ -6,10 +6,10 @@ use crate::support;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use aws_adapters::lambda::{self, StreamEvent};
 use common::config::{Config, Secrets};
 use common::event::Provider;
 use common::fanout::Fanout;
-use common::lambda::{self, StreamEvent};
 use common::notify::Audience;
 use common::receive::Receiver;
 use common::store::{MemoryStore, layout};

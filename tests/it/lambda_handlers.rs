@@ -5,10 +5,10 @@ use crate::support;
 
 use std::sync::Arc;
 
+use aws_adapters::lambda::{self, lambda_http};
 use common::config::{Config, Secrets};
 use common::event::Provider;
 use common::fanout::Fanout;
-use common::lambda::{self, lambda_http};
 use common::notify::{Audience, MemoryNotifier};
 use common::receive::Receiver;
 use common::store::MemoryStore;

@@ -327,9 +327,9 @@ fn storm_through_the_local_runner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn storm_through_dynamodb_and_the_stream_fanout() {
+    use aws_adapters::dynamodb::DynamoStore;
     use common::fanout::Fanout;
     use common::store::EventStore;
-    use common::store::dynamodb::DynamoStore;
     use futures::StreamExt;
     use support::aws as moto;
 
@@ -388,7 +388,7 @@ async fn storm_through_dynamodb_and_the_stream_fanout() {
             batch.records = chunk.to_vec();
             let fanout = &fanout;
             async move {
-                let res = common::lambda::handle_stream(fanout, batch).await;
+                let res = aws_adapters::lambda::handle_stream(fanout, batch).await;
                 assert!(res.batch_item_failures.is_empty(), "{res:?}");
             }
         })

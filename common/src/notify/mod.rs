@@ -2,8 +2,6 @@
 //! [`Notifier`] port that publishes one message to one audience.
 
 mod routing;
-#[cfg(feature = "aws")]
-pub mod sns;
 
 pub use routing::{Routing, RoutingError};
 

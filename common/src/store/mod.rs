@@ -1,8 +1,6 @@
 //! Where events are kept: one conditional write per delivery, and a per-object aggregate whose
 //! status only moves forward.
 
-#[cfg(feature = "aws")]
-pub mod dynamodb;
 pub mod layout;
 mod memory;
 

@@ -1,6 +1,6 @@
 //! The fan-out function: the events table's stream → routing → SNS topics.
 
-use common::lambda::{Error, run_fanout};
+use aws_adapters::lambda::{Error, run_fanout};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {

@@ -1,7 +1,7 @@
 //! The Rainforest webhook function: API Gateway → `common::receive` → DynamoDB.
 
+use aws_adapters::lambda::{Error, run_webhook};
 use common::Provider;
-use common::lambda::{Error, run_webhook};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {

@@ -140,7 +140,7 @@ pub async fn stream_batch(
     sdk: &aws_config::SdkConfig,
     ddb: &aws_sdk_dynamodb::Client,
     table: &str,
-) -> common::lambda::StreamEvent {
+) -> aws_adapters::lambda::StreamEvent {
     let streams = aws_sdk_dynamodbstreams::Client::new(sdk);
     let arn = ddb.describe_table().table_name(table).send().await.unwrap().table.unwrap().latest_stream_arn.unwrap();
     let desc = streams.describe_stream().stream_arn(&arn).send().await.unwrap().stream_description.unwrap();
@@ -186,7 +186,7 @@ pub async fn stream_batch(
 
 /// The three topics, each with one SQS queue subscribed (raw delivery), as a subscriber would.
 pub struct Topics {
-    pub arns: common::notify::sns::TopicArns,
+    pub arns: aws_adapters::sns::TopicArns,
     pub queues: HashMap<&'static str, String>,
 }
 
@@ -200,7 +200,7 @@ pub async fn topics_with_queues(sdk: &aws_config::SdkConfig) -> Topics {
         arns.insert(audience, topic);
     }
     Topics {
-        arns: common::notify::sns::TopicArns {
+        arns: aws_adapters::sns::TopicArns {
             internal: arns["internal"].clone(),
             merchant: arns["merchant"].clone(),
             payor: arns["payor"].clone(),

@@ -8,9 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aws_adapters::sns::TopicArns;
 use common::config::DEV_SECRETS;
 use common::event::Provider;
-use common::notify::sns::TopicArns;
 use serde_json::Value;
 
 use super::aws as moto;

@@ -6,7 +6,7 @@ use aws_sdk_sns::Client;
 use aws_sdk_sns::error::DisplayErrorContext;
 use aws_sdk_sns::types::MessageAttributeValue;
 
-use super::{Audience, Notification, Notifier, NotifyError};
+use common::notify::{Audience, Notification, Notifier, NotifyError};
 
 #[derive(Debug, Clone)]
 pub struct TopicArns {

@@ -19,14 +19,14 @@ use lambda_runtime::LambdaEvent;
 use time::OffsetDateTime;
 use tracing_subscriber::filter::LevelFilter;
 
-use crate::config::{ALLOW_DEV_SECRETS, Config, ConfigError, Env, Secrets, process_env, secret_vars};
-use crate::event::Provider;
-use crate::fanout::{Fanout, Outcome};
-use crate::metrics;
-use crate::notify::sns::{SnsNotifier, TopicArns};
-use crate::receive::{Receipt, Receiver, WebhookRequest};
-use crate::secrets::{self, Rotation, SecretSource, SourceError};
-use crate::store::dynamodb::DynamoStore;
+use crate::dynamodb::DynamoStore;
+use crate::sns::{SnsNotifier, TopicArns};
+use common::config::{ALLOW_DEV_SECRETS, Config, ConfigError, Env, Secrets, process_env, secret_vars};
+use common::event::Provider;
+use common::fanout::{Fanout, Outcome};
+use common::metrics;
+use common::receive::{Receipt, Receiver, WebhookRequest};
+use common::secrets::{self, Rotation, SecretSource, SourceError};
 
 pub type Error = lambda_runtime::Error;
 
@@ -342,14 +342,14 @@ pub async fn handle_stream(fanout: &Fanout, batch: StreamEvent) -> BatchResponse
                 continue;
             }
         };
-        if let Some(notice) = crate::store::layout::held_notice_from_image(&image) {
+        if let Some(notice) = common::store::layout::held_notice_from_image(&image) {
             match notice {
                 Ok(n) => held.push((id, n)),
                 Err(e) => skip("held item", &e),
             }
             continue;
         }
-        match crate::store::layout::event_from_image(&image) {
+        match common::store::layout::event_from_image(&image) {
             None => {}
             Some(Ok(event)) => events.push(((id, event.event_id.clone()), event)),
             Some(Err(e)) => skip("event", &e),

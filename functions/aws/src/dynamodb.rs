@@ -1,6 +1,6 @@
 //! The product's store: one DynamoDB table.
 //!
-//! Item layout: see [`super::layout`].
+//! Item layout: see [`common::store::layout`].
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -14,10 +14,10 @@ use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
-use super::layout::{self, AGGREGATE_SK, Attr, EVENT_SK_PREFIX, HELD_INDEX, HELD_SK};
-use super::{Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Put, StoreError, newest_first};
-use crate::event::{EventKind, Provider, RefundEvent, Status};
-use crate::held::{HeldDelivery, HeldStatus};
+use common::event::{EventKind, Provider, RefundEvent, Status};
+use common::held::{HeldDelivery, HeldStatus};
+use common::store::layout::{self, AGGREGATE_SK, Attr, EVENT_SK_PREFIX, HELD_INDEX, HELD_SK};
+use common::store::{Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Put, StoreError, newest_first};
 
 #[derive(Clone)]
 pub struct DynamoStore {
@@ -322,7 +322,7 @@ impl EventStore for DynamoStore {
             }
             let event = Self::from_item(item)?;
             let aggregate = text(item, "pk").and_then(|pk| aggregates.get(&pk));
-            if super::untold(aggregate.map(|(s, last, told)| (*s, last.as_str(), told.as_deref())), &event) {
+            if common::store::untold(aggregate.map(|(s, last, told)| (*s, last.as_str(), told.as_deref())), &event) {
                 events.push(event);
             }
         }
