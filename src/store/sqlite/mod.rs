@@ -15,100 +15,18 @@ use async_trait::async_trait;
 use common::event::{EventKind, Provider, RefundEvent, Status};
 use common::held::{HeldDelivery, HeldStatus};
 use common::store::{Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Put, StoreError, advances, newest_first};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use tokio::sync::{mpsc, oneshot};
+use rusqlite::{Connection, OptionalExtension, params};
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS events (
-    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
-    idempotency_key TEXT NOT NULL UNIQUE,
-    event_id        TEXT NOT NULL,
-    provider        TEXT NOT NULL,
-    kind            TEXT NOT NULL,
-    object_id       TEXT NOT NULL,
-    event_type      TEXT NOT NULL,
-    status          TEXT NOT NULL,
-    received_at     TEXT NOT NULL,
-    event_json      TEXT NOT NULL
-);
--- The outbox: the events not yet fanned out, by `seq`. A table of its own, so marking an event
--- notified deletes a few bytes here instead of rewriting the event's row and an index.
-CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY);
--- In the inserting statement itself, so an event is never stored without its outbox entry.
-CREATE TRIGGER IF NOT EXISTS events_enter_outbox AFTER INSERT ON events
-BEGIN
-    INSERT INTO outbox (seq) VALUES (new.seq);
-END;
-CREATE TABLE IF NOT EXISTS aggregates (
-    provider      TEXT NOT NULL,
-    kind          TEXT NOT NULL,
-    object_id     TEXT NOT NULL,
-    status        TEXT NOT NULL,
-    last_event_id TEXT NOT NULL,
-    updated_at    TEXT NOT NULL,
-    PRIMARY KEY (provider, kind, object_id)
-) WITHOUT ROWID; -- one b-tree, so moving an object writes one page, not a row and an index
--- Authenticated deliveries no adapter could read, keyed by provider and body hash. `told` is
--- their outbox: the internal audience hears of each once.
-CREATE TABLE IF NOT EXISTS held (
-    provider     TEXT NOT NULL,
-    held_id      TEXT NOT NULL,
-    received_at  TEXT NOT NULL,
-    content_type TEXT,
-    body         BLOB NOT NULL,
-    reason       TEXT NOT NULL,
-    query        TEXT,
-    headers      TEXT NOT NULL,
-    status       TEXT NOT NULL,
-    resolution   TEXT,
-    told         INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (provider, held_id)
-) WITHOUT ROWID;
-";
+mod schema;
+mod writer;
 
-/// A data directory from before the outbox table kept the outbox in an `events.notified` column
-/// (and two more indexes, for `GET /refunds` and the outbox), and the aggregates in a rowid table
-/// beside its key's index. Each page a commit touches is a page it writes out: the unique key
-/// alone now finds an object's events too, as its range. Runs after [`SCHEMA`], which made the new
-/// tables beside the old aggregates (renamed `aggregates_v1` first, see [`migrate`]).
-const MIGRATE_V1: &str = "
-DELETE FROM outbox;
-INSERT INTO outbox (seq) SELECT seq FROM events WHERE notified = 0;
-DROP INDEX IF EXISTS events_by_object;
-DROP INDEX IF EXISTS events_pending;
-DROP INDEX IF EXISTS events_unnotified;
-ALTER TABLE events DROP COLUMN notified;
-INSERT INTO aggregates SELECT provider, kind, object_id, status, last_event_id, updated_at FROM aggregates_v1;
-DROP TABLE aggregates_v1;
-";
-
-/// Per connection: a 200 means the event is on disk, so every commit is fsynced (in WAL mode
-/// `NORMAL` would only survive a crash of this process, not of the machine).
-const CONNECTION: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;";
-
-/// The writer never checkpoints (copying the WAL back into the database and fsyncing it would
-/// stall every webhook in that commit); a thread of its own does, this often.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
-
-/// Most writes one transaction takes: bounds the latency of the last write in a burst.
-const MAX_BATCH: usize = 512;
-
-/// Writes waiting for the writer. Past this, callers wait (backpressure) instead of queueing
-/// without bound.
-const QUEUE: usize = 8192;
-
-/// A write as the writer thread runs it: the statement runs inside the batch's transaction and
-/// hands back what answers the caller once the batch's commit is known.
-/// It is handed the connection, or the error that kept the batch from starting.
-type Job = Box<dyn FnOnce(Result<&Connection, StoreError>) -> Answer + Send>;
-type Answer = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+use schema::{CONNECTION, migrate};
+use writer::Writer;
 
 #[derive(Clone)]
 pub struct SqliteStore {
-    jobs: mpsc::Sender<Job>,
+    writer: Writer,
     reader: Arc<Mutex<Connection>>,
-    /// The checkpoint thread runs while any handle holds this.
-    _alive: Arc<()>,
     fresh: Arc<Mutex<Fresh>>,
 }
 
@@ -163,47 +81,9 @@ impl SqliteStore {
         };
         let mut writer = connect().map_err(unavailable)?;
         migrate(&mut writer).map_err(unavailable)?;
-        writer.pragma_update(None, "wal_autocheckpoint", 0).map_err(unavailable)?;
         let (reader, checkpointer) = (connect().map_err(unavailable)?, connect().map_err(unavailable)?);
-        let (jobs, queue) = mpsc::channel(QUEUE);
-        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new().name(name.into()).spawn(f).map(drop).map_err(unavailable)
-        };
-        spawn("sqlite-writer", Box::new(move || write_loop(writer, queue)))?;
-        let alive = Arc::new(());
-        let watch = Arc::downgrade(&alive);
-        spawn("sqlite-checkpoint", Box::new(move || checkpoint_loop(checkpointer, watch)))?;
-        Ok(SqliteStore { jobs, reader: Arc::new(Mutex::new(reader)), _alive: alive, fresh: Arc::default() })
-    }
-
-    /// Runs `f` in the writer's next transaction and answers once that transaction is committed.
-    async fn write<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        self.write_then(f, |_| {}).await
-    }
-
-    /// [`write`](Self::write), and `on_commit` with `f`'s result once it is committed: on the
-    /// writer thread, so in commit order.
-    async fn write_then<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-        on_commit: impl FnOnce(&mut T) + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let outcome = conn.and_then(f);
-            Box::new(move |committed| {
-                let mut answer = committed.and(outcome);
-                if let Ok(value) = &mut answer {
-                    on_commit(value);
-                }
-                let _ = tx.send(answer);
-            })
-        });
-        self.jobs.send(job).await.map_err(|_| unavailable("the store's writer has stopped"))?;
-        rx.await.map_err(|_| unavailable("the store's writer has stopped"))?
+        let writer = Writer::start(writer, checkpointer)?;
+        Ok(SqliteStore { writer, reader: Arc::new(Mutex::new(reader)), fresh: Arc::default() })
     }
 
     /// Runs `f` on the read connection off the async threads.
@@ -278,14 +158,15 @@ impl SqliteStore {
 
     /// Takes events (by `Pending::seq`) out of the outbox, all in one write.
     pub async fn mark_notified(&self, seqs: Vec<i64>) -> Result<(), StoreError> {
-        self.write(move |c| {
-            let mut stmt = c.prepare_cached("DELETE FROM outbox WHERE seq = ?1").map_err(unavailable)?;
-            for seq in &seqs {
-                stmt.execute(params![seq]).map_err(unavailable)?;
-            }
-            Ok(())
-        })
-        .await
+        self.writer
+            .write(move |c| {
+                let mut stmt = c.prepare_cached("DELETE FROM outbox WHERE seq = ?1").map_err(unavailable)?;
+                for seq in &seqs {
+                    stmt.execute(params![seq]).map_err(unavailable)?;
+                }
+                Ok(())
+            })
+            .await
     }
 
     /// Held deliveries the internal audience has not been told of yet, oldest first.
@@ -304,16 +185,17 @@ impl SqliteStore {
 
     /// Records that the internal audience was told of these held deliveries.
     pub async fn mark_held_told(&self, held: Vec<(Provider, String)>) -> Result<(), StoreError> {
-        self.write(move |c| {
-            let mut stmt = c
-                .prepare_cached("UPDATE held SET told = 1 WHERE provider = ?1 AND held_id = ?2")
-                .map_err(unavailable)?;
-            for (provider, id) in &held {
-                stmt.execute(params![provider.as_str(), id]).map_err(unavailable)?;
-            }
-            Ok(())
-        })
-        .await
+        self.writer
+            .write(move |c| {
+                let mut stmt = c
+                    .prepare_cached("UPDATE held SET told = 1 WHERE provider = ?1 AND held_id = ?2")
+                    .map_err(unavailable)?;
+                for (provider, id) in &held {
+                    stmt.execute(params![provider.as_str(), id]).map_err(unavailable)?;
+                }
+                Ok(())
+            })
+            .await
     }
 
     /// Number of stored events, for tests and the start-up line.
@@ -353,62 +235,6 @@ fn held_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<HeldDelivery, Stor
     })())
 }
 
-/// The writer thread: takes whatever is queued (up to `MAX_BATCH`), runs it in one transaction,
-/// commits, then answers. Ends when every `SqliteStore` handle is gone.
-fn write_loop(mut conn: Connection, mut queue: mpsc::Receiver<Job>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
-        let answers: Vec<Answer>;
-        let committed = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-            Ok(tx) => {
-                answers = batch.drain(..).map(|job| job(Ok(&tx))).collect();
-                // Some errors (a full disk, an I/O error) roll the whole transaction back; then
-                // nothing in the batch was stored and every caller must hear so.
-                if tx.is_autocommit() {
-                    Err(unavailable("the transaction was rolled back"))
-                } else {
-                    tx.commit().map_err(unavailable)
-                }
-            }
-            Err(e) => {
-                let e = unavailable(e);
-                answers = batch.drain(..).map(|job| job(Err(e.clone()))).collect();
-                Err(e)
-            }
-        };
-        for answer in answers {
-            answer(committed.clone());
-        }
-    }
-}
-
-/// Creates the tables, or brings an older data directory up to date, in one transaction.
-fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let v1: bool =
-        tx.query_row("SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'notified'", [], |r| r.get(0))?;
-    if v1 {
-        // Out of the way, so SCHEMA makes the aggregates table as it is now.
-        tx.execute_batch("ALTER TABLE aggregates RENAME TO aggregates_v1")?;
-    }
-    tx.execute_batch(SCHEMA)?;
-    if v1 {
-        tx.execute_batch(MIGRATE_V1)?;
-    }
-    tx.commit()
-}
-
-/// Copies committed WAL pages back into the database beside the writer (`PASSIVE` never blocks
-/// it), so the WAL stays short without a commit paying for it. Ends with the last store handle.
-fn checkpoint_loop(conn: Connection, alive: std::sync::Weak<()>) {
-    while alive.strong_count() > 0 {
-        std::thread::sleep(CHECKPOINT_EVERY);
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
-        }
-    }
-}
-
 #[async_trait]
 impl EventStore for SqliteStore {
     async fn put_if_absent(&self, event: &RefundEvent) -> Result<Put, StoreError> {
@@ -416,6 +242,7 @@ impl EventStore for SqliteStore {
         let json = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let fresh = self.fresh.clone();
         let (put, _) = self
+            .writer
             .write_then(
                 move |c| {
                     let inserted = c
@@ -465,8 +292,9 @@ impl EventStore for SqliteStore {
         let e = event.clone();
         // The read and the write need no transaction of their own: the writer thread runs one
         // write at a time, inside its batch's transaction.
-        self.write(move |tx| {
-            let current: Option<(String, String)> = tx
+        self.writer
+            .write(move |tx| {
+                let current: Option<(String, String)> = tx
                 .prepare_cached(
                     "SELECT status, last_event_id FROM aggregates WHERE provider = ?1 AND kind = ?2 AND object_id = ?3",
                 )
@@ -477,45 +305,45 @@ impl EventStore for SqliteStore {
                     .optional()
                 })
                 .map_err(unavailable)?;
-            let current = match &current {
-                Some((s, id)) => Some((s.parse::<Status>().map_err(StoreError::Corrupt)?, id.as_str())),
-                None => None,
-            };
-            // An event out of the outbox was told in full: the outbox is the local told marker.
-            if current.is_some_and(|(_, last)| last == e.event_id) {
-                let pending: bool = tx
-                    .prepare_cached(
-                        "SELECT EXISTS (SELECT 1 FROM outbox JOIN events ON events.seq = outbox.seq \
+                let current = match &current {
+                    Some((s, id)) => Some((s.parse::<Status>().map_err(StoreError::Corrupt)?, id.as_str())),
+                    None => None,
+                };
+                // An event out of the outbox was told in full: the outbox is the local told marker.
+                if current.is_some_and(|(_, last)| last == e.event_id) {
+                    let pending: bool = tx
+                        .prepare_cached(
+                            "SELECT EXISTS (SELECT 1 FROM outbox JOIN events ON events.seq = outbox.seq \
                          WHERE events.idempotency_key = ?1)",
-                    )
-                    .and_then(|mut s| s.query_row(params![e.idempotency_key], |r| r.get(0)))
-                    .map_err(unavailable)?;
-                if !pending {
-                    return Ok(Advance::AlreadyTold);
+                        )
+                        .and_then(|mut s| s.query_row(params![e.idempotency_key], |r| r.get(0)))
+                        .map_err(unavailable)?;
+                    if !pending {
+                        return Ok(Advance::AlreadyTold);
+                    }
                 }
-            }
-            if !advances(current, &e) {
-                return Ok(Advance::Stale);
-            }
-            tx.prepare_cached(
-                "INSERT INTO aggregates (provider, kind, object_id, status, last_event_id, updated_at) \
+                if !advances(current, &e) {
+                    return Ok(Advance::Stale);
+                }
+                tx.prepare_cached(
+                    "INSERT INTO aggregates (provider, kind, object_id, status, last_event_id, updated_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (provider, kind, object_id) DO UPDATE SET \
                  status = excluded.status, last_event_id = excluded.last_event_id, updated_at = excluded.updated_at",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    e.provider.as_str(),
-                    e.kind.as_str(),
-                    e.object_id,
-                    e.status.as_str(),
-                    e.event_id,
-                    e.received_at
-                ])
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        e.provider.as_str(),
+                        e.kind.as_str(),
+                        e.object_id,
+                        e.status.as_str(),
+                        e.event_id,
+                        e.received_at
+                    ])
+                })
+                .map_err(unavailable)?;
+                Ok(Advance::Advanced)
             })
-            .map_err(unavailable)?;
-            Ok(Advance::Advanced)
-        })
-        .await
+            .await
     }
 
     /// The local runner's outbox is its told marker: an event leaves the `outbox` table once every
@@ -602,40 +430,41 @@ impl EventStore for SqliteStore {
     async fn hold(&self, held: &HeldDelivery) -> Result<Hold, StoreError> {
         let h = held.clone();
         let headers = serde_json::to_string(&h.headers).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.write(move |c| {
-            let inserted = c
-                .prepare_cached(
-                    "INSERT INTO held (provider, held_id, received_at, content_type, body, reason, query, headers, \
+        self.writer
+            .write(move |c| {
+                let inserted = c
+                    .prepare_cached(
+                        "INSERT INTO held (provider, held_id, received_at, content_type, body, reason, query, headers, \
                      status, resolution) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL) \
                      ON CONFLICT (provider, held_id) DO NOTHING",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        h.provider.as_str(),
-                        h.held_id,
-                        h.received_at,
-                        h.content_type,
-                        h.body,
-                        h.reason,
-                        h.query,
-                        headers,
-                        h.status.as_str()
-                    ])
-                })
-                .map_err(unavailable)?;
-            if inserted == 1 {
-                return Ok(Hold::Held);
-            }
-            let status: String = c
-                .query_row(
-                    "SELECT status FROM held WHERE provider = ?1 AND held_id = ?2",
-                    params![h.provider.as_str(), h.held_id],
-                    |r| r.get(0),
-                )
-                .map_err(unavailable)?;
-            Ok(Hold::AlreadyHeld(HeldStatus::parse(&status).unwrap_or(HeldStatus::Held)))
-        })
-        .await
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            h.provider.as_str(),
+                            h.held_id,
+                            h.received_at,
+                            h.content_type,
+                            h.body,
+                            h.reason,
+                            h.query,
+                            headers,
+                            h.status.as_str()
+                        ])
+                    })
+                    .map_err(unavailable)?;
+                if inserted == 1 {
+                    return Ok(Hold::Held);
+                }
+                let status: String = c
+                    .query_row(
+                        "SELECT status FROM held WHERE provider = ?1 AND held_id = ?2",
+                        params![h.provider.as_str(), h.held_id],
+                        |r| r.get(0),
+                    )
+                    .map_err(unavailable)?;
+                Ok(Hold::AlreadyHeld(HeldStatus::parse(&status).unwrap_or(HeldStatus::Held)))
+            })
+            .await
     }
 
     async fn held(&self, provider: Option<Provider>) -> Result<Vec<HeldDelivery>, StoreError> {
@@ -664,15 +493,16 @@ impl EventStore for SqliteStore {
 
     async fn resolve_held(&self, held: &HeldDelivery, resolution: &str) -> Result<(), StoreError> {
         let (provider, id, resolution) = (held.provider, held.held_id.clone(), resolution.to_owned());
-        self.write(move |c| {
-            c.execute(
-                "UPDATE held SET status = 'resolved', resolution = ?3 WHERE provider = ?1 AND held_id = ?2",
-                params![provider.as_str(), id, resolution],
-            )
-            .map(drop)
-            .map_err(unavailable)
-        })
-        .await
+        self.writer
+            .write(move |c| {
+                c.execute(
+                    "UPDATE held SET status = 'resolved', resolution = ?3 WHERE provider = ?1 AND held_id = ?2",
+                    params![provider.as_str(), id, resolution],
+                )
+                .map(drop)
+                .map_err(unavailable)
+            })
+            .await
     }
 }
 
@@ -768,7 +598,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_failing_write_does_not_take_its_batch_with_it() {
         let (dir, store) = open();
-        let bad = store.write(|c| c.execute("INSERT INTO no_such_table VALUES (1)", []).map_err(unavailable));
+        let bad = store.writer.write(|c| c.execute("INSERT INTO no_such_table VALUES (1)", []).map_err(unavailable));
         let created = event("rfd_1", Status::Created);
         let good = store.put_if_absent(&created);
         let (bad, good) = tokio::join!(bad, good);
