@@ -149,20 +149,27 @@ impl Metrics {
 /// The EMF document of one webhook invocation: `Webhooks` = 1 by provider and outcome, and by
 /// outcome alone (what the held alarm watches across providers).
 pub fn webhook_emf(provider: Provider, outcome: WebhookOutcome, timestamp_ms: i64) -> String {
-    json!({
+    counted(timestamp_ms, "Webhooks", 1, [("Provider", provider.as_str()), ("Outcome", outcome.as_str())]).to_string()
+}
+
+/// One EMF document: `metric` = `count`, by both dimensions of `by` and by the second alone.
+fn counted(timestamp_ms: i64, metric: &str, count: u64, by: [(&str, &str); 2]) -> Value {
+    let [(first, _), (second, _)] = by;
+    let mut document = json!({
         "_aws": {
             "Timestamp": timestamp_ms,
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
-                "Dimensions": [["Provider", "Outcome"], ["Outcome"]],
-                "Metrics": [{ "Name": "Webhooks", "Unit": "Count" }],
+                "Dimensions": [[first, second], [second]],
+                "Metrics": [{ "Name": metric, "Unit": "Count" }],
             }],
         },
-        "Provider": provider.as_str(),
-        "Outcome": outcome.as_str(),
-        "Webhooks": 1,
-    })
-    .to_string()
+    });
+    document[metric] = json!(count);
+    for (dimension, value) in by {
+        document[dimension] = json!(value);
+    }
+    document
 }
 
 impl Counts {
@@ -178,19 +185,8 @@ impl Counts {
                 if count == 0 {
                     continue;
                 }
-                documents.push(json!({
-                    "_aws": {
-                        "Timestamp": timestamp_ms,
-                        "CloudWatchMetrics": [{
-                            "Namespace": NAMESPACE,
-                            "Dimensions": [["Audience", "Result"], ["Result"]],
-                            "Metrics": [{ "Name": "Notifications", "Unit": "Count" }],
-                        }],
-                    },
-                    "Audience": audience.as_str(),
-                    "Result": result.as_str(),
-                    "Notifications": count,
-                }));
+                let by = [("Audience", audience.as_str()), ("Result", result.as_str())];
+                documents.push(counted(timestamp_ms, "Notifications", count, by));
             }
         }
         if self.stale_events > 0 || self.skipped_records > 0 {
