@@ -282,11 +282,10 @@ async fn every_fixture_normalizes_as_its_manifest_says() {
     }
 }
 
-/// DynamoDB bills a write by the kilobyte: an event item within 1 KB is one write unit (and its
-/// merchant-index copy one more), and what it packs must come back byte for byte. A payload of
-/// more than 1 KB (Conscent.ai's are 1.3 KB) may take a second unit, never a third.
+/// DynamoDB bills a write by the kilobyte: every fixture's event item is within 1 KB, one write
+/// unit (and its merchant-index copy one more), and what it packs comes back byte for byte.
 #[tokio::test]
-async fn an_event_item_is_one_write_unit_when_its_payload_is_under_1_kb_and_gives_it_back() {
+async fn every_event_item_is_one_write_unit_and_gives_its_payload_back() {
     use common::store::layout;
     let accepted = support::accepted_fixtures();
     assert!(!accepted.is_empty());
@@ -297,8 +296,7 @@ async fn an_event_item_is_one_write_unit_when_its_payload_is_under_1_kb_and_give
         let event = &h.store.events()[0];
         let item = layout::event_item(event, i64::from(u32::MAX));
         let size = layout::item_size(&item);
-        let units = size.div_ceil(1024);
-        if units > if event.raw_payload.len() < 1024 { 1 } else { 2 } {
+        if size > 1024 {
             over.push(format!("{rel}: {size} bytes"));
         }
         let projected: Vec<_> = item
@@ -311,7 +309,7 @@ async fn an_event_item_is_one_write_unit_when_its_payload_is_under_1_kb_and_give
         assert_eq!(back.raw_payload.as_bytes(), fixture(&rel).as_slice(), "{rel}: raw payload byte for byte");
         assert_eq!(&back, event, "{rel}");
     }
-    assert!(over.is_empty(), "event items over their write units: {over:#?}");
+    assert!(over.is_empty(), "event items over one write unit: {over:#?}");
 }
 
 #[tokio::test]

@@ -6,9 +6,10 @@
 //!   is exactly the idempotency key, so the one conditional `PutItem` (`attribute_not_exists(pk)`)
 //!   is the dedup. The item carries the canonical event as JSON (`event`) less what the keys
 //!   say (provider, kind, object id, event type, status, and so the idempotency key and event
-//!   id), the raw payload (`raw_deflate`, or `raw_payload` as text where DEFLATE would not
-//!   shrink it), and `expires_at` for TTL: nothing twice, so that an event item stays within one
-//!   write unit (1 KB). Items written before carry the whole event and the text; both read.
+//!   id), the raw payload (`raw_packed`: DEFLATE primed with the provider's dictionary, or
+//!   `raw_payload` as text where that would not shrink it), and `expires_at` for TTL: nothing
+//!   twice, so that an event item stays within one write unit (1 KB). Items of the earlier
+//!   layout (the whole event, the payload as text or `raw_deflate`) read too.
 //! - aggregate: same `pk`, `sk = AGG`, holding `status`, `status_rank` and `last_event_id`;
 //!   updated only when the rank rises.
 //! - GSI `by_merchant`: `merchant_pk = MERCHANT#<merchant id>`, `merchant_sk = <received at>#<event id>`,
@@ -22,6 +23,7 @@ use serde_json::{Value, json};
 
 use crate::event::{EventKind, Provider, RefundEvent, key_part};
 use crate::held::{HeldDelivery, HeldNotice, HeldStatus};
+use crate::store::packed;
 
 pub const EVENT_SK_PREFIX: &str = "EVT#";
 pub const AGGREGATE_SK: &str = "AGG";
@@ -97,7 +99,7 @@ pub fn event_item(event: &RefundEvent, expires_at: i64) -> Vec<(&'static str, At
         ("pk", s(&object_pk(event.provider, event.kind, &event.object_id))),
         ("sk", s(&event_sk(event))),
         ("event", Attr::S(event_json(event))),
-        raw_attr(&event.raw_payload),
+        raw_attr(event.provider, &event.raw_payload),
         ("expires_at", Attr::N(expires_at.to_string())),
     ];
     if let Some(m) = &event.merchant_id {
@@ -155,34 +157,28 @@ pub fn event_from_parts(pk: &str, sk: &str, json: &str) -> Result<RefundEvent, S
     serde_json::from_value(value).map_err(|e| format!("`event` attribute: {e}"))
 }
 
-/// The raw payload as DEFLATE (RFC 1951), or as text when that is no larger.
+/// The raw payload packed (`packed.rs`: a dictionary id, then DEFLATE primed with it), or as
+/// text when that is no larger. Items of the earlier layout hold `raw_deflate` (DEFLATE without
+/// a dictionary) or the text; all three read.
+pub const RAW_PACKED: &str = "raw_packed";
 pub const RAW_DEFLATE: &str = "raw_deflate";
 pub const RAW_TEXT: &str = "raw_payload";
-/// miniz_oxide's level 9: on our fixtures it packs a few bytes more than 6 at the same speed
-/// (bench/README.md, "Raw payloads").
-const DEFLATE_LEVEL: u8 = 9;
-/// A stored payload never inflates beyond this: bodies are refused above 384 KiB, so anything
-/// bigger is a corrupt item, not a payload.
-const MAX_INFLATED: usize = 1 << 20;
 
-fn raw_attr(raw: &str) -> (&'static str, Attr) {
-    let packed = miniz_oxide::deflate::compress_to_vec(raw.as_bytes(), DEFLATE_LEVEL);
-    if packed.len() < raw.len() { (RAW_DEFLATE, Attr::B(packed)) } else { (RAW_TEXT, Attr::S(raw.to_owned())) }
+fn raw_attr(provider: Provider, raw: &str) -> (&'static str, Attr) {
+    match packed::pack(provider, raw.as_bytes()) {
+        Some(packed) if packed.len() < raw.len() => (RAW_PACKED, Attr::B(packed)),
+        _ => (RAW_TEXT, Attr::S(raw.to_owned())),
+    }
 }
 
-/// The raw payload back, byte for byte, from the attribute `raw_attr` wrote: `deflated` is
-/// `raw_deflate`'s bytes, `text` is `raw_payload`'s (also what items written before
-/// compression hold).
-pub fn raw_payload(deflated: Option<&[u8]>, text: Option<&str>) -> Result<String, String> {
-    match (deflated, text) {
-        (Some(packed), _) => {
-            let bytes = miniz_oxide::inflate::decompress_to_vec_with_limit(packed, MAX_INFLATED)
-                .map_err(|e| format!("`{RAW_DEFLATE}` does not inflate: {e:?}"))?;
-            String::from_utf8(bytes).map_err(|_| format!("`{RAW_DEFLATE}` is not UTF-8"))
-        }
-        (None, Some(text)) => Ok(text.to_owned()),
-        (None, None) => Ok(String::new()),
-    }
+/// The raw payload back, byte for byte, from whichever of its attributes an item has.
+pub fn raw_payload(packed: Option<&[u8]>, deflated: Option<&[u8]>, text: Option<&str>) -> Result<String, String> {
+    let bytes = match (packed, deflated, text) {
+        (Some(packed), _, _) => packed::unpack(packed).map_err(|e| format!("`{RAW_PACKED}`: {e}"))?,
+        (None, Some(deflated), _) => packed::inflate(deflated, &[]).map_err(|e| format!("`{RAW_DEFLATE}`: {e}"))?,
+        (None, None, text) => return Ok(text.unwrap_or_default().to_owned()),
+    };
+    String::from_utf8(bytes).map_err(|_| "the packed raw payload is not UTF-8".into())
 }
 
 /// An item in DynamoDB's JSON form (`{"pk": {"S": "..."}}`), as stream records carry it.
@@ -216,16 +212,16 @@ pub fn event_from_image(image: &Value) -> Option<Result<RefundEvent, String>> {
         let pk = image.pointer("/pk/S").and_then(Value::as_str).ok_or("image has no `pk`")?;
         let json = image.pointer("/event/S").and_then(Value::as_str).ok_or("image has no `event` attribute")?;
         let mut event = event_from_parts(pk, sk, json)?;
-        let deflated = match image.pointer(&format!("/{RAW_DEFLATE}/B")).and_then(Value::as_str) {
-            Some(b64) => Some(
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64)
-                    .map_err(|_| format!("`{RAW_DEFLATE}` is not base64"))?,
-            ),
-            None => None,
+        let binary = |name: &str| match image.pointer(&format!("/{name}/B")).and_then(Value::as_str) {
+            Some(b64) => base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map(Some)
+                .map_err(|_| format!("`{name}` is not base64")),
+            None => Ok(None),
         };
+        let (packed, deflated) = (binary(RAW_PACKED)?, binary(RAW_DEFLATE)?);
         let text = image.pointer(&format!("/{RAW_TEXT}/S")).and_then(Value::as_str);
-        event.raw_payload = raw_payload(deflated.as_deref(), text)?;
+        event.raw_payload = raw_payload(packed.as_deref(), deflated.as_deref(), text)?;
         Ok(event)
     })())
 }
@@ -320,34 +316,37 @@ mod tests {
 
     fn raw_of(attr: &(&str, Attr)) -> Result<String, String> {
         match attr {
-            (RAW_DEFLATE, Attr::B(b)) => raw_payload(Some(b), None),
-            (RAW_TEXT, Attr::S(s)) => raw_payload(None, Some(s)),
+            (RAW_PACKED, Attr::B(b)) => raw_payload(Some(b), None, None),
+            (RAW_TEXT, Attr::S(s)) => raw_payload(None, None, Some(s)),
             other => panic!("not a raw payload attribute: {other:?}"),
         }
     }
 
     #[test]
-    fn a_payload_is_deflated_only_when_that_is_smaller_and_comes_back_exactly() {
+    fn a_payload_is_packed_only_when_that_is_smaller_and_comes_back_exactly() {
         let json = r#"{"event":"order.refunded","order":{"uuid":"4DACB7B0","total":9900,"currency":"USD"},"order_total":9900}"#;
-        let packed = raw_attr(&json.repeat(4));
-        assert_eq!(packed.0, RAW_DEFLATE);
-        assert_eq!(raw_of(&packed).unwrap(), json.repeat(4));
+        for provider in Provider::ALL {
+            let packed = raw_attr(provider, json);
+            assert_eq!(packed.0, RAW_PACKED, "{provider}");
+            assert_eq!(raw_of(&packed).unwrap(), json);
+        }
         // Short, unrepetitive text does not shrink: kept as text.
-        let tiny = raw_attr("ok=1");
-        assert_eq!(tiny, (RAW_TEXT, Attr::S("ok=1".into())));
-        assert_eq!(raw_of(&tiny).unwrap(), "ok=1");
+        let tiny = raw_attr(Provider::Foloosi, "q");
+        assert_eq!(tiny, (RAW_TEXT, Attr::S("q".into())));
+        assert_eq!(raw_of(&tiny).unwrap(), "q");
     }
 
     #[test]
-    fn an_item_written_before_compression_still_reads_and_a_corrupt_one_is_an_error() {
-        assert_eq!(raw_payload(None, Some("{\"a\":1}")).unwrap(), "{\"a\":1}");
-        assert!(raw_payload(Some(b"\xff\xff not deflate"), None).unwrap_err().contains(RAW_DEFLATE));
-        // DEFLATE of bytes that are not UTF-8.
-        let latin1 = miniz_oxide::deflate::compress_to_vec(b"caf\xe9", 9);
-        assert!(raw_payload(Some(&latin1), None).is_err());
-        // A bomb beyond any accepted body is refused, not inflated.
-        let bomb = miniz_oxide::deflate::compress_to_vec(&vec![b'a'; MAX_INFLATED + 1], 9);
-        assert!(raw_payload(Some(&bomb), None).is_err());
+    fn an_item_of_the_earlier_layout_still_reads_and_a_corrupt_one_is_an_error() {
+        assert_eq!(raw_payload(None, None, Some("{\"a\":1}")).unwrap(), "{\"a\":1}");
+        // `raw_deflate`: DEFLATE without a dictionary, and without an id.
+        let deflated = b"\xab\x56\x4a\x54\xb2\x32\xac\x05\x00";
+        assert_eq!(raw_payload(None, Some(deflated), None).unwrap(), "{\"a\":1}");
+        assert!(raw_payload(None, Some(b"\xff\xff not deflate"), None).unwrap_err().contains(RAW_DEFLATE));
+        assert!(raw_payload(Some(b"\x00\xff\xff"), None, None).unwrap_err().contains(RAW_PACKED));
+        // Packed bytes that are not UTF-8.
+        let latin1 = packed::pack(Provider::Memberful, b"caf\xe9 caf\xe9 caf\xe9").unwrap();
+        assert!(raw_payload(Some(&latin1), None, None).unwrap_err().contains("UTF-8"));
     }
 
     #[test]

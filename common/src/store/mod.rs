@@ -3,6 +3,7 @@
 
 pub mod layout;
 mod memory;
+mod packed;
 
 pub use memory::MemoryStore;
 

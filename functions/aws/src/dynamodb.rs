@@ -160,9 +160,10 @@ impl DynamoStore {
         };
         let mut event = layout::event_from_parts(required("pk")?, required("sk")?, required("event")?)
             .map_err(StoreError::Corrupt)?;
-        let deflated = item.get(layout::RAW_DEFLATE).and_then(|v| v.as_b().ok()).map(|b| b.as_ref());
+        let binary = |name: &str| item.get(name).and_then(|v| v.as_b().ok()).map(|b| b.as_ref());
         let text = item.get(layout::RAW_TEXT).and_then(|v| v.as_s().ok()).map(String::as_str);
-        event.raw_payload = layout::raw_payload(deflated, text).map_err(StoreError::Corrupt)?;
+        event.raw_payload = layout::raw_payload(binary(layout::RAW_PACKED), binary(layout::RAW_DEFLATE), text)
+            .map_err(StoreError::Corrupt)?;
         Ok(event)
     }
 }
