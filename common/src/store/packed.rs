@@ -129,7 +129,8 @@ mod tests {
         assert!(unpack(b"").is_err());
         assert!(unpack(b"\x00\xff\xff not deflate").is_err());
         assert_eq!(unpack(b"\xeesomething").unwrap_err(), "unknown dictionary 238");
-        let packed = pack(Provider::Conscent, br#"{"entity":"event","event":"refunded.pass","user_id":"65e0"}"#).unwrap();
+        let packed =
+            pack(Provider::Conscent, br#"{"entity":"event","event":"refunded.pass","user_id":"65e0"}"#).unwrap();
         assert!(unpack(&packed[..packed.len() - 2]).is_err(), "truncated");
         // The same stream read with another dictionary does not come back as it went in.
         let mut other = packed.clone();
