@@ -8,7 +8,8 @@
 //!   say (provider, kind, object id, event type, status, and so the idempotency key and event
 //!   id), the raw payload (`raw_deflate`, or `raw_payload` as text where DEFLATE would not
 //!   shrink it), and `expires_at` for TTL: nothing twice, so that an event item stays within one
-//!   write unit (1 KB). Items written before carry the whole event and the text; both read.
+//!   write unit (1 KB). Items in the older layout (the whole event JSON, the payload as text)
+//!   also read.
 //! - aggregate: same `pk`, `sk = AGG`, holding `status`, `status_rank` and `last_event_id`;
 //!   updated only when the rank rises.
 //! - GSI `by_merchant`: `merchant_pk = MERCHANT#<merchant id>`, `merchant_sk = <received at>#<event id>`,
@@ -124,7 +125,8 @@ fn event_json(event: &RefundEvent) -> String {
 }
 
 /// The canonical event of an item from its keys and its `event` JSON (the raw payload is the
-/// caller's to add). The JSON of an item written before the keys were left out has them all.
+/// caller's to add). An item in the older layout has the whole event, key fields included, in its
+/// JSON, which is then read as it is.
 pub fn event_from_parts(pk: &str, sk: &str, json: &str) -> Result<RefundEvent, String> {
     let mut value: Value = serde_json::from_str(json).map_err(|e| format!("`event` attribute: {e}"))?;
     let map = value.as_object_mut().ok_or("`event` attribute is not an object")?;
@@ -159,7 +161,7 @@ pub fn event_from_parts(pk: &str, sk: &str, json: &str) -> Result<RefundEvent, S
 pub const RAW_DEFLATE: &str = "raw_deflate";
 pub const RAW_TEXT: &str = "raw_payload";
 /// miniz_oxide's level 9: on our fixtures it packs a few bytes more than 6 at the same speed
-/// (bench/README.md, "Raw payloads").
+/// (bench/README.md, "Write units per webhook, and the raw payload packed").
 const DEFLATE_LEVEL: u8 = 9;
 /// A stored payload never inflates beyond this: bodies are refused above 384 KiB, so anything
 /// bigger is a corrupt item, not a payload.
@@ -171,8 +173,8 @@ fn raw_attr(raw: &str) -> (&'static str, Attr) {
 }
 
 /// The raw payload back, byte for byte, from the attribute `raw_attr` wrote: `deflated` is
-/// `raw_deflate`'s bytes, `text` is `raw_payload`'s (also what items written before
-/// compression hold).
+/// `raw_deflate`'s bytes, `text` is `raw_payload`'s (also where items in the older, uncompressed
+/// layout hold it).
 pub fn raw_payload(deflated: Option<&[u8]>, text: Option<&str>) -> Result<String, String> {
     match (deflated, text) {
         (Some(packed), _) => {
@@ -370,7 +372,7 @@ mod tests {
             assert!(json.get(key).is_none(), "{key} is in the keys, not in `event`");
         }
         assert_eq!(event_from_parts(&get("pk"), &get("sk"), &get("event")).unwrap(), event);
-        // An item written before: the whole event in its JSON.
+        // An item in the older layout: the whole event in its JSON.
         assert_eq!(event_from_parts(&get("pk"), &get("sk"), &full.to_string()).unwrap(), event);
         assert!(event_from_parts("HELD#x", &get("sk"), &get("event")).is_err());
     }
