@@ -1,8 +1,9 @@
 //! The hot path in process: per provider, `Receiver::receive` on its fixture (verify + parse +
-//! normalize + key; the store answers at once, so it is excluded), beside the floor the issue
-//! names: HMAC-SHA256 of the body plus a `serde_json` parse of it. Each provider is measured on
-//! its fixture and on a body of about 2 KB (the issue's size), made from the fixture by adding
-//! what real payloads carry more of (line items, metadata, longer texts); the name gives the size.
+//! normalize + key; the store answers at once, so it is excluded), beside the floor its goal is
+//! set against (bench/README.md, "Hot path"): HMAC-SHA256 of the body plus a `serde_json` parse of
+//! it. Each provider is measured on its fixture and on a body of about 2 KB (the size the goal
+//! names), made from the fixture by adding what real payloads carry more of (line items, metadata,
+//! longer texts); the name gives the size.
 //!
 //! `cargo bench -p refund-relay-common --bench pipeline -- conscent` runs one provider.
 
@@ -72,7 +73,7 @@ fn fixture(provider: Provider) -> (&'static str, Vec<u8>) {
     (rel, std::fs::read(path).expect("fixture"))
 }
 
-/// The issue's body size.
+/// The body size the goal is stated for (bench/README.md, "Hot path").
 const LARGE: usize = 2048;
 
 /// `fixture` grown to at least [`LARGE`] bytes the way a real payload of the provider grows: one

@@ -4,7 +4,7 @@
 //!
 //! Rows marked FINDING assert what the code does today and are discussed in
 //! `docs/reliability.md` ("Fuzzing and hostile input"); the tests at the end are regression tests
-//! for the two findings of the first run, fixed since.
+//! for the fixed findings listed there.
 
 use crate::support;
 
@@ -255,18 +255,18 @@ fn table() -> Vec<Row> {
         row("alias pair in a form (transactionId + transaction_id)", "webforce", "event=refund-applied&transactionId=T1&transaction_id=T2", HELD)
             .content_type(Some(FORM))
             .field("body"),
-        // A form naming a key twice is refused like a JSON body is (it was once "last wins",
-        // which let `transaction_id=T1&…&transaction_id=T2` store T2 while a reader saw T1).
+        // A form naming a key twice is refused like a JSON body is ("last wins" would let
+        // `transaction_id=T1&…&transaction_id=T2` store T2 while a reader of the body sees T1).
         row("duplicate transaction_id in a form", "webforce", "event=refund-applied&transaction_id=T1&amount=1&transaction_id=T2", HELD)
             .content_type(Some(FORM))
             .field("transaction_id"),
         row("duplicate event in a form", "webforce", "event=order-completed&transaction_id=T1&event=refund-applied", HELD)
             .content_type(Some(FORM))
             .field("event"),
-        // Found by fuzzing (normalize_webforce_form), fixed: a repeated EMPTY key names `body`.
+        // A repeated EMPTY key names `body` (a case fuzzing normalize_webforce_form found).
         row("repeated empty key in a form", "webforce", "=1&=2", HELD).content_type(Some(FORM)).field("body"),
-        // Found here, fixed: provider-supplied text in a refusal (a repeated key, an unknown
-        // event name, an amount) is quoted to at most 120 characters, in the answer and the log.
+        // Provider-supplied text in a refusal (a repeated key, an unknown event name, an
+        // amount) is quoted to at most 120 characters, in the answer and the log.
         row("repeated 10,000-character key in a form", "webforce", format!("{k}=1&{k}=2", k = "k".repeat(10_000)), HELD)
             .content_type(Some(FORM)),
         row("100 KB unknown refund event name", "rainforest", format!(r#"{{"event_type":"refund.{}","data":{{}}}}"#, "x".repeat(100_000)), HELD)
@@ -584,7 +584,7 @@ fn crlf_cannot_reach_a_header() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The two findings of the first hostile run, fixed in common/ and kept as regression tests.
+// Regression tests: findings of this table (docs/reliability.md, "Findings"), fixed in common/.
 // ---------------------------------------------------------------------------------------------
 
 /// A form postback that names `transaction_id` (or `event`, `refund_id`, `amount`) twice is
@@ -598,10 +598,10 @@ async fn form_duplicate_keys_are_refused() {
     assert!(h.store.events().is_empty());
 }
 
-/// Ids containing `#` once made the idempotency key ambiguous: Foloosi (whose event type carried
-/// the provider's free-text status) could map two different events to one key and one
-/// `event_id`, so the second was answered `duplicate` and never stored. Key parts are escaped
-/// now, and a status outside Foloosi's table is held rather than made part of a key.
+/// Ids containing `#` must not make the idempotency key ambiguous: joined unescaped, two different
+/// Foloosi events (an event type carrying the provider's free-text status) could share one key and
+/// one `event_id`, and the second would be answered `duplicate` and never stored. Key parts are
+/// escaped, and a status outside Foloosi's table is held rather than made part of a key.
 #[tokio::test]
 async fn ids_with_hash_do_not_collide() {
     let h = Harness::new();
@@ -621,11 +621,11 @@ async fn ids_with_hash_do_not_collide() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Regression tests for the findings of the second run, fixed since.
+// Regression tests: a finding of `scripts/fuzz` and one of this table's long-input rows.
 // ---------------------------------------------------------------------------------------------
 
-/// A repeated empty form key once gave `"field": ""`; every held reason names a field (`body` here).
-/// Found by `scripts/fuzz` (target normalize_webforce_form, input `m&=&=`).
+/// Every held reason names a field, a repeated empty form key's too (`body`, never `"field": ""`).
+/// The case `scripts/fuzz` found (target normalize_webforce_form, input `m&=&=`).
 #[tokio::test]
 async fn a_repeated_empty_form_key_names_a_field() {
     let h = Harness::new();
@@ -634,8 +634,8 @@ async fn a_repeated_empty_form_key_names_a_field() {
     assert_eq!(r.body["reason"], "malformed: body", "{}", r.body);
 }
 
-/// Refusal messages (and the `refused` log line) once carried provider-supplied text whole; they
-/// quote at most a short prefix now.
+/// Refusal messages (and the `refused` log line) quote at most a short prefix of provider-supplied
+/// text, never all of it: a 100 KB event name must not come back as a 100 KB answer.
 #[tokio::test]
 async fn refusals_do_not_echo_unbounded_input() {
     let h = Harness::new();

@@ -7,7 +7,7 @@ use crate::event::{Provider, Status};
 
 type Table = &'static [(Status, &'static [Audience])];
 
-/// The default table, from the seed's guidance on who to tell at each refund status.
+/// The default table, for providers that publish none: who to tell at each refund status.
 const DEFAULT: Table = &[
     (Status::Created, &[Audience::Internal, Audience::Merchant]),
     (Status::Processing, &[Audience::Merchant]),

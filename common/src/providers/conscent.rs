@@ -64,7 +64,7 @@ struct User {
     user_id: Option<String>,
 }
 
-/// A valid body is read in one pass ([`Whole`]). Any other body is read as before, envelope first
+/// A valid body is read in one pass ([`Whole`]). Any other body is read in two steps, envelope first
 /// and `payload` only for a refund event, so another event is ignored whatever its payload holds
 /// and an error names its field; a body that parses whole parses that way too, to the same values.
 pub fn normalize(body: &[u8]) -> Result<Parsed, PayloadError> {

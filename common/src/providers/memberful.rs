@@ -56,7 +56,7 @@ struct Member {
     phone_number: Option<String>,
 }
 
-/// A valid body is read in one pass ([`Whole`]). Any other body is read as before, envelope first
+/// A valid body is read in one pass ([`Whole`]). Any other body is read in two steps, envelope first
 /// and `order` only for a handled event, so an unhandled event is ignored whatever its order holds
 /// and an error names its field; a body that parses whole parses that way too, to the same values.
 pub fn normalize(body: &[u8], settings: &ProviderSettings) -> Result<Parsed, PayloadError> {

@@ -50,7 +50,7 @@ struct Refund {
     updated_at: Option<String>,
 }
 
-/// A valid body is read in one pass ([`Whole`]). Any other body is read as before, envelope first
+/// A valid body is read in one pass ([`Whole`]). Any other body is read in two steps, envelope first
 /// and `data` only for a handled event, so another family (`payin.*`) is ignored whatever its data
 /// holds and an error names its field; a body that parses whole parses that way too, to the same
 /// values.

@@ -126,7 +126,8 @@ fn event_json(event: &RefundEvent) -> String {
 }
 
 /// The canonical event of an item from its keys and its `event` JSON (the raw payload is the
-/// caller's to add). The JSON of an item written before the keys were left out has them all.
+/// caller's to add). An item in the older layout has the whole event, key fields included, in its
+/// JSON, which is then read as it is.
 pub fn event_from_parts(pk: &str, sk: &str, json: &str) -> Result<RefundEvent, String> {
     let mut value: Value = serde_json::from_str(json).map_err(|e| format!("`event` attribute: {e}"))?;
     let map = value.as_object_mut().ok_or("`event` attribute is not an object")?;
@@ -369,7 +370,7 @@ mod tests {
             assert!(json.get(key).is_none(), "{key} is in the keys, not in `event`");
         }
         assert_eq!(event_from_parts(&get("pk"), &get("sk"), &get("event")).unwrap(), event);
-        // An item written before: the whole event in its JSON.
+        // An item in the older layout: the whole event in its JSON.
         assert_eq!(event_from_parts(&get("pk"), &get("sk"), &full.to_string()).unwrap(), event);
         assert!(event_from_parts("HELD#x", &get("sk"), &get("event")).is_err());
     }

@@ -94,8 +94,8 @@ pub enum SdkSetup {
     /// A Lambda function, where a cold start pays for everything built before the first answer:
     /// - the HTTPS client trusts Amazon Trust Services' roots, which every AWS service endpoint
     ///   chains to, plus the system's store only when `SSL_CERT_FILE` or `SSL_CERT_DIR` is set (a
-    ///   local endpoint, or a proxy's CA). Parsing the system's ~150 certificates was more than
-    ///   half the instructions of a cold start.
+    ///   local endpoint, or a proxy's CA). Parsing the system's ~150 certificates would take more
+    ///   than half the instructions of a cold start.
     /// - credentials come from the environment, where Lambda puts the role's, without building
     ///   the rest of the default chain (web identity, SSO, profiles, IMDS); the whole chain when
     ///   the environment has none.

@@ -625,7 +625,8 @@ pub(crate) mod tests {
         assert_eq!(left, events[3..]);
     }
 
-    /// A data directory from before the outbox table: its unnotified events are still pending.
+    /// A data directory in the older layout (its outbox an `events.notified` column): its
+    /// unnotified events are still pending.
     #[tokio::test]
     async fn an_older_data_directory_keeps_its_outbox() {
         let dir = tempfile::tempdir().unwrap();

@@ -50,11 +50,12 @@ CREATE TABLE IF NOT EXISTS held (
 ) WITHOUT ROWID;
 ";
 
-/// A data directory from before the outbox table kept the outbox in an `events.notified` column
-/// (and two more indexes, for `GET /refunds` and the outbox), and the aggregates in a rowid table
-/// beside its key's index. Each page a commit touches is a page it writes out: the unique key
-/// alone now finds an object's events too, as its range. Runs after [`SCHEMA`], which made the new
-/// tables beside the old aggregates (renamed `aggregates_v1` first, see [`migrate`]).
+/// Brings a data directory in the older layout up to date: there the outbox is an `events.notified`
+/// column (with two more indexes, for `GET /refunds` and the outbox) and the aggregates a rowid
+/// table beside its key's index. Each page a commit touches is a page it writes out, and the unique
+/// key alone finds an object's events too, as its range, so those indexes go. Runs after
+/// [`SCHEMA`], which made the current tables beside the older aggregates (renamed `aggregates_v1`
+/// first, see [`migrate`]).
 pub(super) const MIGRATE_V1: &str = "
 DELETE FROM outbox;
 INSERT INTO outbox (seq) SELECT seq FROM events WHERE notified = 0;
@@ -76,7 +77,7 @@ pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let v1: bool =
         tx.query_row("SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'notified'", [], |r| r.get(0))?;
     if v1 {
-        // Out of the way, so SCHEMA makes the aggregates table as it is now.
+        // Out of the way, so SCHEMA makes the aggregates table in the current layout.
         tx.execute_batch("ALTER TABLE aggregates RENAME TO aggregates_v1")?;
     }
     tx.execute_batch(SCHEMA)?;
