@@ -16,21 +16,15 @@ use serde_json::{Value, json};
 use crate::sender::{content_type, signed_headers};
 
 /// The fixture each provider's events are made from: its main refund (or payment) event.
-pub fn main_fixture(provider: Provider) -> &'static str {
-    match provider {
-        Provider::Memberful => "memberful/order.refunded.json",
-        Provider::Conscent => "conscent/refunded.subscription.json",
-        Provider::Rainforest => "rainforest/refund.succeeded.json",
-        Provider::Webforce => "webforce/refund-applied.ours.json",
-        Provider::Foloosi => "foloosi/transaction.success.json",
-    }
+pub fn main_fixture(provider: Provider) -> String {
+    format!("{provider}/{}", provider.descriptor().example)
 }
 
 /// A secret no provider is configured with, for the bad-signature events.
 fn wrong_secrets(var: &str) -> Option<String> {
     match var {
         "RAINFOREST_WEBHOOK_SECRET" => Some("whsec_d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldC13cm9uZw==".into()),
-        v if common::config::DEV_SECRETS.iter().any(|(k, _)| *k == v) => Some("wrong-secret-wrong-secret-wrong".into()),
+        v if common::config::dev_secret(v).is_some() => Some("wrong-secret-wrong-secret-wrong".into()),
         _ => None,
     }
 }
@@ -66,7 +60,7 @@ pub fn apigw_v2(provider: Provider, headers: &[(String, String)], body: &[u8], q
 /// Writes every event into `out` and returns the paths written. `now` is the signing time of the
 /// Rainforest events (their replay window is 300 s: regenerate, or raise `REPLAY_TOLERANCE_SECONDS`).
 pub async fn write_all(out: &Path, fixtures: &Path, now: i64) -> anyhow::Result<Vec<PathBuf>> {
-    let env = |var: &str| common::config::DEV_SECRETS.iter().find(|(k, _)| *k == var).map(|(_, v)| (*v).to_owned());
+    let env = |var: &str| common::config::dev_secret(var).map(str::to_owned);
     let good = Config::load(&Provider::ALL, Secrets::Required, &env)?;
     let bad = Config::load(&Provider::ALL, Secrets::Required, &wrong_secrets)?;
     std::fs::create_dir_all(out)?;

@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use common::config::{Config, DEV_SECRETS, Secrets};
+use common::config::{Config, Secrets, dev_secret};
 use common::event::{EventKind, Provider, RefundEvent};
 use common::held::HeldDelivery;
 use common::receive::{Receiver, WebhookRequest};
@@ -184,7 +184,7 @@ fn pipeline(c: &mut Criterion) {
     // A wide replay window: the Rainforest signature is made once, before the measurements.
     let env = |var: &str| match var {
         "REPLAY_TOLERANCE_SECONDS" => Some("86400".to_owned()),
-        _ => DEV_SECRETS.iter().find(|(k, _)| *k == var).map(|(_, v)| (*v).to_owned()),
+        _ => dev_secret(var).map(str::to_owned),
     };
     let config = Config::load(&Provider::ALL, Secrets::Required, &env).expect("bench configuration");
     let receiver = Receiver::new(&config, Arc::new(NullStore));

@@ -8,18 +8,12 @@ use crate::money;
 use crate::notify::Routing;
 use crate::providers::ProviderSettings;
 use crate::providers::foloosi_api::{self, FoloosiApi};
-use crate::providers::{conscent, memberful, webforce};
-use crate::verify::{self, BasicAuth, FirstPresented, HmacSha256Hex, SharedToken, StandardWebhooks, Verifier};
+use crate::verify::{self, SecretError, SecretLists, Verifier};
+
+pub use crate::verify::{MIN_KEY_BYTES, MIN_TOKEN_LEN};
 
 /// Bodies larger than this are refused with 413 (`BODY_LIMIT_BYTES`).
 pub const DEFAULT_BODY_LIMIT: usize = 256 * 1024;
-
-/// Tokens for providers that sign nothing must be hard to guess.
-pub const MIN_TOKEN_LEN: usize = 16;
-
-/// HMAC and Standard Webhooks keys shorter than this are refused: a short key is guessable, and
-/// an empty one (`whsec_` alone) lets anyone sign.
-pub const MIN_KEY_BYTES: usize = 16;
 
 /// The largest `BODY_LIMIT_BYTES`: a held delivery keeps the whole body, its headers (at most
 /// [`crate::held::MAX_HEADER_BYTES`]) and a few small attributes in one DynamoDB item of at most
@@ -37,112 +31,44 @@ pub fn process_env(name: &str) -> Option<String> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     #[error("{provider}: set {vars} (refusing to start without a way to verify its webhooks)")]
-    MissingSecret { provider: Provider, vars: &'static str },
+    MissingSecret { provider: Provider, vars: String },
     #[error("{var}: {message}")]
-    Invalid { var: &'static str, message: String },
+    Invalid { var: String, message: String },
 }
 
-fn invalid(var: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { var, message: message.into() }
+fn invalid(var: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { var: var.into(), message: message.into() }
+}
+
+impl From<SecretError> for ConfigError {
+    fn from(e: SecretError) -> Self {
+        invalid(e.var, e.message)
+    }
 }
 
 /// Development secrets for the local runner only, printed at its start so anyone can sign with
-/// them. The Lambda functions never fall back to these.
-pub const DEV_SECRETS: &[(&str, &str)] = &[
-    ("MEMBERFUL_WEBHOOK_SECRET", "dev-memberful-secret-not-for-production"),
-    ("CONSCENT_WEBHOOK_SECRET", "dev-conscent-secret-not-for-production"),
-    // base64 of "dev-rainforest-signing-key-only!"
-    ("RAINFOREST_WEBHOOK_SECRET", "whsec_ZGV2LXJhaW5mb3Jlc3Qtc2lnbmluZy1rZXktb25seSE="),
-    ("WEBFORCE_WEBHOOK_TOKEN", "dev-webforce-token-not-for-production"),
-    ("FOLOOSI_WEBHOOK_TOKEN", "dev-foloosi-token-not-for-production"),
-];
+/// them: every provider's, in [`Provider::ALL`] order. The Lambda functions never fall back to
+/// these.
+pub fn dev_secrets() -> impl Iterator<Item = (&'static str, &'static str)> {
+    Provider::ALL.into_iter().flat_map(|p| p.descriptor().secrets.iter().filter_map(|s| Some((s.var, s.dev?))))
+}
+
+/// The development secret of `var`, if it has one.
+pub fn dev_secret(var: &str) -> Option<&'static str> {
+    dev_secrets().find(|(k, _)| *k == var).map(|(_, v)| v)
+}
 
 /// The environment variables that hold each provider's proof of origin.
-pub fn secret_vars(provider: Provider) -> &'static [&'static str] {
-    match provider {
-        Provider::Memberful => &["MEMBERFUL_WEBHOOK_SECRET"],
-        Provider::Conscent => &["CONSCENT_WEBHOOK_SECRET", "CONSCENT_BASIC_AUTH"],
-        Provider::Rainforest => &["RAINFOREST_WEBHOOK_SECRET"],
-        Provider::Webforce => &["WEBFORCE_WEBHOOK_TOKEN"],
-        Provider::Foloosi => &["FOLOOSI_WEBHOOK_TOKEN"],
-    }
-}
-
-fn refs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
-/// Refuses HMAC keys that cannot be real.
-fn hmac_keys(var: &'static str, keys: Vec<String>) -> Result<Vec<String>, ConfigError> {
-    if keys.iter().any(|k| k.len() < MIN_KEY_BYTES) {
-        return Err(invalid(var, format!("each secret must be at least {MIN_KEY_BYTES} bytes")));
-    }
-    Ok(keys)
+pub fn secret_vars(provider: Provider) -> Vec<&'static str> {
+    provider.descriptor().secrets.iter().map(|s| s.var).collect()
 }
 
 /// Builds the provider's verifier from its secrets, or `None` when none is configured.
 fn verifier(provider: Provider, env: Env, tolerance: u64) -> Result<Option<Arc<dyn Verifier>>, ConfigError> {
-    let list = |var: &str| {
-        env(var)
-            .map(|v| verify::split_secrets(&v).into_iter().map(str::to_owned).collect::<Vec<_>>())
-            .filter(|s| !s.is_empty())
-    };
-    let tokens = |var: &'static str| -> Result<Option<Vec<String>>, ConfigError> {
-        match list(var) {
-            Some(t) if t.iter().any(|t| t.len() < MIN_TOKEN_LEN) => {
-                Err(invalid(var, format!("each token must be at least {MIN_TOKEN_LEN} characters")))
-            }
-            other => Ok(other.filter(|t| !t.is_empty())),
-        }
-    };
-    let scheme: Option<Arc<dyn Verifier>> = match provider {
-        Provider::Memberful => match list("MEMBERFUL_WEBHOOK_SECRET") {
-            Some(s) => {
-                let s = hmac_keys("MEMBERFUL_WEBHOOK_SECRET", s)?;
-                Some(Arc::new(HmacSha256Hex::new(memberful::SIGNATURE_HEADER, &refs(&s))) as Arc<dyn Verifier>)
-            }
-            None => None,
-        },
-        Provider::Conscent => {
-            let mut schemes: Vec<Box<dyn Verifier>> = Vec::new();
-            if let Some(s) = list("CONSCENT_WEBHOOK_SECRET") {
-                let s = hmac_keys("CONSCENT_WEBHOOK_SECRET", s)?;
-                schemes.push(Box::new(HmacSha256Hex::new(conscent::SIGNATURE_HEADER, &refs(&s))));
-            }
-            if let Some(c) = list("CONSCENT_BASIC_AUTH") {
-                let whole =
-                    |p: &String| p.split_once(':').is_some_and(|(user, pass)| !user.is_empty() && !pass.is_empty());
-                if !c.iter().all(whole) {
-                    return Err(invalid("CONSCENT_BASIC_AUTH", "each entry must be key:secret, neither empty"));
-                }
-                schemes.push(Box::new(BasicAuth::new(&refs(&c))));
-            }
-            (!schemes.is_empty()).then(|| {
-                Arc::new(FirstPresented::new(schemes, "`x-conscent-signature` or `authorization`")) as Arc<dyn Verifier>
-            })
-        }
-        Provider::Rainforest => match list("RAINFOREST_WEBHOOK_SECRET") {
-            Some(s) => Some(Arc::new(
-                StandardWebhooks::new(&refs(&s), tolerance, MIN_KEY_BYTES)
-                    .map_err(|e| invalid("RAINFOREST_WEBHOOK_SECRET", e.to_string()))?,
-            )),
-            None => None,
-        },
-        Provider::Webforce => tokens("WEBFORCE_WEBHOOK_TOKEN")?.map(|t| {
-            Arc::new(SharedToken::new(webforce::TOKEN_HEADER, webforce::TOKEN_QUERY, &refs(&t))) as Arc<dyn Verifier>
-        }),
-        Provider::Foloosi => tokens("FOLOOSI_WEBHOOK_TOKEN")?.map(|t| {
-            Arc::new(SharedToken::new(
-                crate::providers::foloosi::TOKEN_HEADER,
-                crate::providers::foloosi::TOKEN_QUERY,
-                &refs(&t),
-            )) as Arc<dyn Verifier>
-        }),
-    };
-    Ok(scheme)
+    Ok((provider.descriptor().verifier)(&SecretLists::new(env, tolerance))?)
 }
 
-/// Whether a missing secret stops start-up or falls back to [`DEV_SECRETS`].
+/// Whether a missing secret stops start-up or falls back to [`dev_secrets`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Secrets {
     /// The Lambda functions: a secret is required and none may be a development secret, which
@@ -161,10 +87,9 @@ pub const ALLOW_DEV_SECRETS: &str = "ALLOW_DEVELOPMENT_SECRETS";
 
 /// The first of `provider`'s variables that holds a development secret.
 fn dev_secret_in_use(provider: Provider, env: Env) -> Option<&'static str> {
-    secret_vars(provider).iter().copied().find(|var| {
-        let Some(value) = env(var) else { return false };
-        let dev = DEV_SECRETS.iter().filter(|(k, _)| k == var).map(|(_, v)| *v).collect::<Vec<_>>();
-        verify::split_secrets(&value).iter().any(|s| dev.contains(s))
+    provider.descriptor().secrets.iter().find_map(|s| {
+        let (value, dev) = (env(s.var)?, s.dev?);
+        verify::split_secrets(&value).contains(&dev).then_some(s.var)
     })
 }
 
@@ -237,8 +162,8 @@ impl Config {
         }
         for provider in Provider::ALL {
             let var = routing_var(provider);
-            if let Some(spec) = env(var) {
-                routing = routing.with_overrides(Some(provider), &spec).map_err(|e| invalid(var, e.to_string()))?;
+            if let Some(spec) = env(&var) {
+                routing = routing.with_overrides(Some(provider), &spec).map_err(|e| invalid(&*var, e.to_string()))?;
             }
         }
 
@@ -264,7 +189,7 @@ impl Config {
                 }
                 (None, Secrets::DevFallback) => {
                     dev_secrets.push(provider);
-                    let dev = |var: &str| DEV_SECRETS.iter().find(|(k, _)| *k == var).map(|(_, v)| (*v).to_owned());
+                    let dev = |var: &str| dev_secret(var).map(str::to_owned);
                     verifier(provider, &dev, tolerance_secs)?
                         .ok_or(ConfigError::MissingSecret { provider, vars: join_vars(provider) })?
                 }
@@ -290,21 +215,13 @@ impl Config {
 }
 
 /// `ROUTING_<PROVIDER>`: one provider's routing overrides, applied after `ROUTING`.
-pub fn routing_var(provider: Provider) -> &'static str {
-    match provider {
-        Provider::Memberful => "ROUTING_MEMBERFUL",
-        Provider::Conscent => "ROUTING_CONSCENT",
-        Provider::Rainforest => "ROUTING_RAINFOREST",
-        Provider::Webforce => "ROUTING_WEBFORCE",
-        Provider::Foloosi => "ROUTING_FOLOOSI",
-    }
+pub fn routing_var(provider: Provider) -> String {
+    format!("ROUTING_{}", provider.as_str().to_ascii_uppercase())
 }
 
-fn join_vars(provider: Provider) -> &'static str {
-    match provider {
-        Provider::Conscent => "CONSCENT_WEBHOOK_SECRET or CONSCENT_BASIC_AUTH",
-        p => secret_vars(p)[0],
-    }
+/// What the missing-secret error asks for: any one of the provider's variables.
+fn join_vars(provider: Provider) -> String {
+    secret_vars(provider).join(" or ")
 }
 
 #[cfg(test)]
@@ -363,8 +280,8 @@ mod tests {
     /// A Lambda function never starts on a secret published in this repository.
     #[test]
     fn functions_refuse_the_development_secrets() {
-        for (var, value) in DEV_SECRETS {
-            let provider = Provider::ALL.into_iter().find(|p| secret_vars(*p).contains(var)).unwrap();
+        for (var, value) in dev_secrets() {
+            let provider = Provider::ALL.into_iter().find(|p| secret_vars(*p).contains(&var)).unwrap();
             let env = env_of(&[(var, value)]);
             let e = Config::load(&[provider], Secrets::Production, &env).unwrap_err();
             assert!(matches!(&e, ConfigError::Invalid { var: v, .. } if v == var), "{e}");

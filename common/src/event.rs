@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 /// variant can be left out of `ALL`, which every route, test and bench iterates.
 macro_rules! providers {
     ($($(#[$doc:meta])* $variant:ident => $name:literal,)+) => {
-        /// The providers refund-relay receives webhooks from. Adding one: a line here, a module
-        /// in `providers`, a `functions/<name>` crate, fixtures.
+        /// The providers refund-relay receives webhooks from. Adding one: a line here and the
+        /// rest of docs/adding-a-provider.md.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         pub enum Provider {
             $($(#[$doc])* #[serde(rename = $name)] $variant,)+
@@ -36,16 +36,6 @@ providers! {
     Rainforest => "rainforest",
     Webforce => "webforce",
     Foloosi => "foloosi",
-}
-
-impl Provider {
-    /// The proof its verifier gives: a held delivery reprocessed keeps what it was received with.
-    pub fn proof(self) -> Proof {
-        match self {
-            Provider::Memberful | Provider::Conscent | Provider::Rainforest => Proof::Signature,
-            Provider::Webforce | Provider::Foloosi => Proof::Token,
-        }
-    }
 }
 
 impl fmt::Display for Provider {

@@ -134,7 +134,7 @@ async fn a_rotated_secret_list_accepts_the_old_secret() {
     let dev = config(&[]);
     for c in CASES {
         let (var, new) = OTHER_SECRETS.iter().find(|(k, _)| common::config::secret_vars(c.provider)[0] == *k).unwrap();
-        let old = common::config::DEV_SECRETS.iter().find(|(k, _)| k == var).unwrap().1;
+        let old = common::config::dev_secret(var).unwrap();
         let list = format!("{new},{old}");
         let h = Harness::with(&[(var, &list)]);
         let body = fixture(c.refund);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use clap::{Parser, Subcommand, ValueEnum};
-use common::config::{Config, DEV_SECRETS, Secrets};
+use common::config::{Config, Secrets, dev_secret};
 use common::event::Provider;
 use common::verify::Verifier;
 use hdrhistogram::Histogram;
@@ -121,7 +121,7 @@ struct Signer {
 
 impl Signer {
     fn new() -> anyhow::Result<Self> {
-        let env = |var: &str| DEV_SECRETS.iter().find(|(k, _)| *k == var).map(|(_, v)| (*v).to_owned());
+        let env = |var: &str| dev_secret(var).map(str::to_owned);
         let config = Config::load(&[Provider::Rainforest], Secrets::Required, &env)?;
         let verifier = config.verifier(Provider::Rainforest).context("no Rainforest verifier")?.clone();
         let nonce = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as u64;

@@ -31,7 +31,7 @@ const RAINFOREST: Table = &[
 fn default_for(provider: Provider) -> Table {
     match provider {
         Provider::Rainforest => RAINFOREST,
-        Provider::Memberful | Provider::Conscent | Provider::Webforce | Provider::Foloosi => DEFAULT,
+        _ => DEFAULT,
     }
 }
 

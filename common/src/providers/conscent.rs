@@ -3,16 +3,54 @@
 //! (API key : API secret). Amounts come in major units and are converted by the currency's
 //! exponent.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{
-    Parsed, PayloadError, amount_text, parse_fast, parse_json, parse_raw, present, required, unhandled, unix_to_rfc3339,
+    Descriptor, Parsed, PayloadError, SecretVar, amount_text, parse_fast, parse_json, parse_raw, present, required,
+    unhandled, unix_to_rfc3339,
 };
-use crate::event::{EventKind, Normalized, Provider, Status};
+use crate::event::{EventKind, Normalized, Proof, Provider, Status};
 use crate::money;
+use crate::verify::{BasicAuth, FirstPresented, HmacSha256Hex, SecretError, SecretLists, Verifier, refs};
 
 pub const SIGNATURE_HEADER: &str = "x-conscent-signature";
+
+const SECRET_VAR: &str = "CONSCENT_WEBHOOK_SECRET";
+const BASIC_AUTH_VAR: &str = "CONSCENT_BASIC_AUTH";
+
+pub static DESCRIPTOR: Descriptor = Descriptor {
+    secrets: &[
+        SecretVar { var: SECRET_VAR, dev: Some("dev-conscent-secret-not-for-production") },
+        SecretVar { var: BASIC_AUTH_VAR, dev: None },
+    ],
+    verifier,
+    proof: Proof::Signature,
+    forms: false,
+    normalize: |body, _, _, _| normalize(body),
+    dictionaries: &[(2, include_bytes!("../store/dictionaries/conscent.1"))],
+    example: "refunded.subscription.json",
+};
+
+/// The signature when the request carries one, else Basic credentials: the first scheme the
+/// request presents decides.
+fn verifier(secrets: &SecretLists<'_>) -> Result<Option<Arc<dyn Verifier>>, SecretError> {
+    let mut schemes: Vec<Box<dyn Verifier>> = Vec::new();
+    if let Some(keys) = secrets.keys(SECRET_VAR)? {
+        schemes.push(Box::new(HmacSha256Hex::new(SIGNATURE_HEADER, &refs(&keys))));
+    }
+    let whole = |entry: &str| entry.split_once(':').is_some_and(|(user, pass)| !user.is_empty() && !pass.is_empty());
+    if let Some(credentials) =
+        secrets.checked(BASIC_AUTH_VAR, whole, || "each entry must be key:secret, neither empty".into())?
+    {
+        schemes.push(Box::new(BasicAuth::new(&refs(&credentials))));
+    }
+    Ok((!schemes.is_empty()).then(|| {
+        Arc::new(FirstPresented::new(schemes, "`x-conscent-signature` or `authorization`")) as Arc<dyn Verifier>
+    }))
+}
 
 /// Conscent.ai's refund events and the product each refunds.
 const EVENTS: &[(&str, &str)] =

@@ -8,14 +8,37 @@
 //! `status`; a `secret_key` field in it is never trusted). The merchant's order id is
 //! `api.optional1` (`order_id` in a callback); amounts are major units, as strings or numbers.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 
-use super::{Media, Parsed, PayloadError, ProviderSettings, Text, form_to_json, parse_json, present, required, text};
-use crate::event::{EventKind, Normalized, Refusal, Status};
+use super::{
+    Descriptor, Media, Parsed, PayloadError, ProviderSettings, SecretVar, Text, form_to_json, parse_json, present,
+    required, text,
+};
+use crate::event::{EventKind, Normalized, Proof, Refusal, Status};
 use crate::money;
+use crate::verify::{SecretError, SecretLists, SharedToken, Verifier, refs};
 
 pub const TOKEN_HEADER: &str = "x-webhook-token";
 pub const TOKEN_QUERY: &str = "token";
+
+const TOKEN_VAR: &str = "FOLOOSI_WEBHOOK_TOKEN";
+
+pub static DESCRIPTOR: Descriptor = Descriptor {
+    secrets: &[SecretVar { var: TOKEN_VAR, dev: Some("dev-foloosi-token-not-for-production") }],
+    verifier,
+    proof: Proof::Token,
+    forms: true,
+    normalize: |body, media, _, settings| normalize(body, media, settings),
+    dictionaries: &[(5, include_bytes!("../store/dictionaries/foloosi.1"))],
+    example: "transaction.success.json",
+};
+
+fn verifier(secrets: &SecretLists<'_>) -> Result<Option<Arc<dyn Verifier>>, SecretError> {
+    let tokens = secrets.tokens(TOKEN_VAR)?;
+    Ok(tokens.map(|t| Arc::new(SharedToken::new(TOKEN_HEADER, TOKEN_QUERY, &refs(&t))) as Arc<dyn Verifier>))
+}
 
 /// Every status word Foloosi is known to send, and what it means. Anything else is held: a word
 /// we do not know is never guessed into a success or a failure.

@@ -7,16 +7,37 @@
 //! Memberful sends none). A refund may keep or cancel the subscription: `revoke_access` is true
 //! only when no subscription in `order.subscriptions` stays `active`.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{
-    Parsed, PayloadError, ProviderSettings, Text, parse_fast, parse_json, parse_raw, present, required, text, unhandled,
+    Descriptor, Parsed, PayloadError, ProviderSettings, SecretVar, Text, parse_fast, parse_json, parse_raw, present,
+    required, text, unhandled,
 };
-use crate::event::{EventKind, Normalized, Provider, Status};
+use crate::event::{EventKind, Normalized, Proof, Provider, Status};
 use crate::money;
+use crate::verify::{HmacSha256Hex, SecretError, SecretLists, Verifier, refs};
 
 pub const SIGNATURE_HEADER: &str = "x-memberful-webhook-signature";
+
+const SECRET_VAR: &str = "MEMBERFUL_WEBHOOK_SECRET";
+
+pub static DESCRIPTOR: Descriptor = Descriptor {
+    secrets: &[SecretVar { var: SECRET_VAR, dev: Some("dev-memberful-secret-not-for-production") }],
+    verifier,
+    proof: Proof::Signature,
+    forms: false,
+    normalize: |body, _, _, settings| normalize(body, settings),
+    dictionaries: &[(1, include_bytes!("../store/dictionaries/memberful.1"))],
+    example: "order.refunded.json",
+};
+
+fn verifier(secrets: &SecretLists<'_>) -> Result<Option<Arc<dyn Verifier>>, SecretError> {
+    let keys = secrets.keys(SECRET_VAR)?;
+    Ok(keys.map(|k| Arc::new(HmacSha256Hex::new(SIGNATURE_HEADER, &refs(&k))) as Arc<dyn Verifier>))
+}
 
 /// Memberful's event names that refund-relay handles, and what each becomes.
 const EVENTS: &[(&str, EventKind, Status)] = &[("order.refunded", EventKind::Refund, Status::Succeeded)];

@@ -1,4 +1,5 @@
-//! One module per provider: its payload types, its event-name table and `normalize`.
+//! One module per provider: its [`Descriptor`] (everything else in refund-relay reads the
+//! provider through it), its payload types, its event-name table and `normalize`.
 //!
 //! Every adapter gets the raw body only after it was verified, and answers with a normalized
 //! event, an `Ignored` reason (a non-refund event we acknowledge so it is not retried forever),
@@ -12,13 +13,68 @@ pub mod rainforest;
 pub mod webforce;
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::value::RawValue;
 
-use crate::event::{Normalized, Provider};
+use crate::event::{Normalized, Proof, Provider};
 use crate::money::MoneyError;
+use crate::verify::{SecretError, SecretLists, Verifier};
+
+/// Builds a provider's verifier from its secret variables: `None` when none of them is set.
+pub type BuildVerifier = fn(&SecretLists<'_>) -> Result<Option<Arc<dyn Verifier>>, SecretError>;
+
+/// Parses and normalizes a verified body: the body, its media type, the delivery's query string
+/// and the deployment's settings.
+pub type Normalize = fn(&[u8], Media, Option<&str>, &ProviderSettings) -> Result<Parsed, PayloadError>;
+
+/// Everything refund-relay knows of one provider, declared in the provider's module. Config,
+/// the store's dictionaries, the local runner, the `events` writer, `refund-relay describe` and
+/// the tests read a provider only through this (docs/adding-a-provider.md).
+pub struct Descriptor {
+    /// The environment variables that can hold its proof of origin (any one is enough).
+    pub secrets: &'static [SecretVar],
+    pub verifier: BuildVerifier,
+    /// What its verifier proves; a held delivery reprocessed keeps it.
+    pub proof: Proof,
+    /// Whether it posts form-encoded bodies too (every provider may post JSON).
+    pub forms: bool,
+    /// See [`Provider::normalize`].
+    pub normalize: Normalize,
+    /// Preset DEFLATE dictionaries of its payloads' shape, by an id unique across providers
+    /// (`store::packed`); the last one packs. Optional: without one, payloads pack plain.
+    pub dictionaries: &'static [(u8, &'static [u8])],
+    /// The fixture (under `tests/fixtures/<provider>/`) that `refund-relay events` signs.
+    pub example: &'static str,
+}
+
+/// One secret variable, and the development secret that the local runner, `events/` and the
+/// tests sign with: published in this repository, so a Lambda function refuses it.
+pub struct SecretVar {
+    pub var: &'static str,
+    /// `None` where the local runner needs no second scheme (Conscent.ai's Basic credentials).
+    pub dev: Option<&'static str>,
+}
+
+impl Provider {
+    /// Its descriptor. A provider without one does not compile.
+    pub fn descriptor(self) -> &'static Descriptor {
+        match self {
+            Provider::Memberful => &memberful::DESCRIPTOR,
+            Provider::Conscent => &conscent::DESCRIPTOR,
+            Provider::Rainforest => &rainforest::DESCRIPTOR,
+            Provider::Webforce => &webforce::DESCRIPTOR,
+            Provider::Foloosi => &foloosi::DESCRIPTOR,
+        }
+    }
+
+    /// The proof its verifier gives: a held delivery reprocessed keeps what it was received with.
+    pub fn proof(self) -> Proof {
+        self.descriptor().proof
+    }
+}
 
 /// What an adapter made of a payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,12 +152,12 @@ pub enum Media {
 }
 
 impl Provider {
-    /// Whether this provider may post `media`. WebforceHQ's postback forms and Foloosi's server
-    /// callbacks send form-encoded bodies; the others send JSON only.
+    /// Whether this provider may post `media`: JSON always, forms where it says so (WebforceHQ's
+    /// postback forms, Foloosi's server callbacks).
     pub fn accepts(self, media: Media) -> bool {
         match media {
             Media::Json => true,
-            Media::Form => matches!(self, Provider::Webforce | Provider::Foloosi),
+            Media::Form => self.descriptor().forms,
         }
     }
 
@@ -114,13 +170,7 @@ impl Provider {
         query: Option<&str>,
         settings: &ProviderSettings,
     ) -> Result<Parsed, PayloadError> {
-        match self {
-            Provider::Memberful => memberful::normalize(body, settings),
-            Provider::Conscent => conscent::normalize(body),
-            Provider::Rainforest => rainforest::normalize(body),
-            Provider::Webforce => webforce::normalize(body, media, query, settings),
-            Provider::Foloosi => foloosi::normalize(body, media, settings),
-        }
+        (self.descriptor().normalize)(body, media, query, settings)
     }
 }
 
@@ -328,6 +378,30 @@ mod tests {
     fn deep_nesting_is_an_error_not_a_stack_overflow() {
         let deep = "[".repeat(10_000) + &"]".repeat(10_000);
         assert!(parse_json::<serde_json::Value>(deep.as_bytes(), "").is_err());
+    }
+
+    /// What config, the local runner and `refund-relay events` take from each descriptor is
+    /// there: a development secret to start on, variables no other provider claims, the fixture
+    /// `events` signs.
+    #[test]
+    fn every_descriptor_is_complete() {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+        let mut vars = Vec::new();
+        for provider in Provider::ALL {
+            let d = provider.descriptor();
+            assert!(d.secrets.iter().any(|s| s.dev.is_some()), "{provider}: no development secret");
+            vars.extend(d.secrets.iter().map(|s| s.var));
+            let example = fixtures.join(provider.as_str()).join(d.example);
+            assert!(example.is_file(), "{provider}: no fixture {}", example.display());
+            let dev = |var: &str| d.secrets.iter().find(|s| s.var == var).and_then(|s| s.dev).map(str::to_owned);
+            let verifier = (d.verifier)(&SecretLists::new(&dev, 300)).unwrap();
+            assert!(verifier.is_some(), "{provider}: its development secrets build no verifier");
+            assert!((d.verifier)(&SecretLists::new(&|_| None, 300)).unwrap().is_none(), "{provider}");
+        }
+        let mut unique = vars.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), vars.len(), "a secret variable claimed twice: {vars:?}");
     }
 
     #[test]

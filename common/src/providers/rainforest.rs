@@ -2,15 +2,40 @@
 //! Svix scheme. `event_type` carries the status (lower case); `data` carries the refund, with
 //! `amount` already in minor units.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{Parsed, PayloadError, parse_fast, parse_json, parse_raw, present, required, unhandled};
-use crate::event::{EventKind, Normalized, Provider, Refusal, Status};
+use super::{
+    Descriptor, Parsed, PayloadError, SecretVar, parse_fast, parse_json, parse_raw, present, required, unhandled,
+};
+use crate::event::{EventKind, Normalized, Proof, Provider, Refusal, Status};
 use crate::money;
+use crate::verify::{MIN_KEY_BYTES, SecretError, SecretLists, StandardWebhooks, Verifier, refs};
 
 /// Rainforest documents USD as the only currency today.
 const DEFAULT_CURRENCY: &str = "USD";
+
+const SECRET_VAR: &str = "RAINFOREST_WEBHOOK_SECRET";
+
+pub static DESCRIPTOR: Descriptor = Descriptor {
+    // base64 of "dev-rainforest-signing-key-only!"
+    secrets: &[SecretVar { var: SECRET_VAR, dev: Some("whsec_ZGV2LXJhaW5mb3Jlc3Qtc2lnbmluZy1rZXktb25seSE=") }],
+    verifier,
+    proof: Proof::Signature,
+    forms: false,
+    normalize: |body, _, _, _| normalize(body),
+    dictionaries: &[(3, include_bytes!("../store/dictionaries/rainforest.1"))],
+    example: "refund.succeeded.json",
+};
+
+fn verifier(secrets: &SecretLists<'_>) -> Result<Option<Arc<dyn Verifier>>, SecretError> {
+    let Some(keys) = secrets.list(SECRET_VAR) else { return Ok(None) };
+    let scheme = StandardWebhooks::new(&refs(&keys), secrets.tolerance_secs, MIN_KEY_BYTES)
+        .map_err(|e| SecretError { var: SECRET_VAR, message: e.to_string() })?;
+    Ok(Some(Arc::new(scheme)))
+}
 
 const EVENTS: &[(&str, Status)] = &[
     ("refund.created", Status::Created),

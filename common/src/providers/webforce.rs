@@ -16,14 +16,37 @@
 //!
 //! The key never includes delivery time: an admin's manual retry must be a duplicate.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 
-use super::{Media, Parsed, PayloadError, ProviderSettings, Text, form_to_json, parse_json, present, text, unhandled};
-use crate::event::{EventKind, Normalized, Provider, Status};
+use super::{
+    Descriptor, Media, Parsed, PayloadError, ProviderSettings, SecretVar, Text, form_to_json, parse_json, present,
+    text, unhandled,
+};
+use crate::event::{EventKind, Normalized, Proof, Provider, Status};
 use crate::money;
+use crate::verify::{SecretError, SecretLists, SharedToken, Verifier, refs};
 
 pub const TOKEN_HEADER: &str = "x-webhook-token";
 pub const TOKEN_QUERY: &str = "token";
+
+const TOKEN_VAR: &str = "WEBFORCE_WEBHOOK_TOKEN";
+
+pub static DESCRIPTOR: Descriptor = Descriptor {
+    secrets: &[SecretVar { var: TOKEN_VAR, dev: Some("dev-webforce-token-not-for-production") }],
+    verifier,
+    proof: Proof::Token,
+    forms: true,
+    normalize,
+    dictionaries: &[(4, include_bytes!("../store/dictionaries/webforce.1"))],
+    example: "refund-applied.ours.json",
+};
+
+fn verifier(secrets: &SecretLists<'_>) -> Result<Option<Arc<dyn Verifier>>, SecretError> {
+    let tokens = secrets.tokens(TOKEN_VAR)?;
+    Ok(tokens.map(|t| Arc::new(SharedToken::new(TOKEN_HEADER, TOKEN_QUERY, &refs(&t))) as Arc<dyn Verifier>))
+}
 
 /// The three events that concern money; Webforce's seven others are acknowledged and ignored.
 const EVENTS: &[(&str, EventKind, Status)] = &[

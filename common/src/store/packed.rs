@@ -19,14 +19,13 @@ struct Dictionary {
     bytes: &'static [u8],
 }
 
-/// Every dictionary ever shipped, by id; a provider packs with the last of its own.
-const DICTIONARIES: &[Dictionary] = &[
-    Dictionary { id: 1, provider: Provider::Memberful, bytes: include_bytes!("dictionaries/memberful.1") },
-    Dictionary { id: 2, provider: Provider::Conscent, bytes: include_bytes!("dictionaries/conscent.1") },
-    Dictionary { id: 3, provider: Provider::Rainforest, bytes: include_bytes!("dictionaries/rainforest.1") },
-    Dictionary { id: 4, provider: Provider::Webforce, bytes: include_bytes!("dictionaries/webforce.1") },
-    Dictionary { id: 5, provider: Provider::Foloosi, bytes: include_bytes!("dictionaries/foloosi.1") },
-];
+/// Every dictionary ever shipped, as the providers' descriptors declare them; a provider packs
+/// with the last of its own.
+fn dictionaries() -> impl DoubleEndedIterator<Item = Dictionary> {
+    Provider::ALL.into_iter().flat_map(|provider| {
+        provider.descriptor().dictionaries.iter().map(move |&(id, bytes)| Dictionary { id, provider, bytes })
+    })
+}
 
 const NO_DICTIONARY: u8 = 0;
 
@@ -37,11 +36,8 @@ pub const MAX_INFLATED: usize = 1 << 20;
 /// `raw` packed with `provider`'s dictionary (or none), or `None` when the codec fails, which
 /// leaves the caller to keep the text.
 pub fn pack(provider: Provider, raw: &[u8]) -> Option<Vec<u8>> {
-    let (id, dictionary) = DICTIONARIES
-        .iter()
-        .rev()
-        .find(|d| d.provider == provider)
-        .map_or((NO_DICTIONARY, &[][..]), |d| (d.id, d.bytes));
+    let (id, dictionary) =
+        dictionaries().rev().find(|d| d.provider == provider).map_or((NO_DICTIONARY, &[][..]), |d| (d.id, d.bytes));
     let mut out = Vec::with_capacity(raw.len() / 2 + 64);
     out.push(id);
     deflate(raw, dictionary, &mut out).then_some(out)
@@ -53,7 +49,7 @@ pub fn unpack(packed: &[u8]) -> Result<Vec<u8>, String> {
     let (&id, stream) = packed.split_first().ok_or("empty")?;
     let dictionary = match id {
         NO_DICTIONARY => &[][..],
-        _ => DICTIONARIES.iter().find(|d| d.id == id).ok_or(format!("unknown dictionary {id}"))?.bytes,
+        _ => dictionaries().find(|d| d.id == id).ok_or(format!("unknown dictionary {id}"))?.bytes,
     };
     inflate(stream, dictionary)
 }
@@ -154,10 +150,13 @@ mod tests {
             (4, "02e3ab125c3040469448bad1bd1933ee12827097570725571dc1d4768695598a"),
             (5, "37766db023ee15791ea56de27d9b44acf328111e460d7149aaeddd11a9c39675"),
         ];
-        let actual: Vec<(u8, String)> =
-            DICTIONARIES.iter().map(|d| (d.id, hex::encode(Sha256::digest(d.bytes)))).collect();
+        let actual: Vec<(u8, String)> = dictionaries().map(|d| (d.id, hex::encode(Sha256::digest(d.bytes)))).collect();
         let expected: Vec<(u8, String)> = fingerprints.iter().map(|(id, f)| (*id, f.to_string())).collect();
         assert_eq!(actual, expected);
-        assert!(DICTIONARIES.iter().all(|d| d.id != NO_DICTIONARY && d.bytes.len() <= 32 * 1024));
+        assert!(dictionaries().all(|d| d.id != NO_DICTIONARY && d.bytes.len() <= 32 * 1024));
+        let mut ids: Vec<u8> = dictionaries().map(|d| d.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), dictionaries().count(), "two dictionaries with one id");
     }
 }

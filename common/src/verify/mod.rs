@@ -114,6 +114,79 @@ pub fn split_secrets(list: &str) -> Vec<&str> {
     list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect()
 }
 
+/// Tokens for providers that sign nothing must be hard to guess.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// HMAC and Standard Webhooks keys shorter than this are refused: a short key is guessable, and
+/// an empty one (`whsec_` alone) lets anyone sign.
+pub const MIN_KEY_BYTES: usize = 16;
+
+/// A configured secret that cannot be used: which variable, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}: {message}")]
+pub struct SecretError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+/// A provider's secret variables as its verifier is built from them (each provider's
+/// `Descriptor::verifier`): every variable a list, `old,new` while a secret rotates, and
+/// nothing accepted that cannot be a real secret.
+pub struct SecretLists<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+    /// How old a signed timestamp may be.
+    pub tolerance_secs: u64,
+}
+
+impl<'a> SecretLists<'a> {
+    pub fn new(env: &'a dyn Fn(&str) -> Option<String>, tolerance_secs: u64) -> Self {
+        SecretLists { env, tolerance_secs }
+    }
+
+    /// `var`'s entries, or `None` when it holds none.
+    pub fn list(&self, var: &str) -> Option<Vec<String>> {
+        (self.env)(var)
+            .map(|v| split_secrets(&v).into_iter().map(str::to_owned).collect::<Vec<_>>())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// HMAC keys, each at least [`MIN_KEY_BYTES`].
+    pub fn keys(&self, var: &'static str) -> Result<Option<Vec<String>>, SecretError> {
+        self.checked(
+            var,
+            |k| k.len() >= MIN_KEY_BYTES,
+            || format!("each secret must be at least {MIN_KEY_BYTES} bytes"),
+        )
+    }
+
+    /// Shared tokens, each at least [`MIN_TOKEN_LEN`] characters.
+    pub fn tokens(&self, var: &'static str) -> Result<Option<Vec<String>>, SecretError> {
+        self.checked(
+            var,
+            |t| t.len() >= MIN_TOKEN_LEN,
+            || format!("each token must be at least {MIN_TOKEN_LEN} characters"),
+        )
+    }
+
+    /// `var`'s entries if every one passes `ok`.
+    pub fn checked(
+        &self,
+        var: &'static str,
+        ok: impl Fn(&str) -> bool,
+        message: impl FnOnce() -> String,
+    ) -> Result<Option<Vec<String>>, SecretError> {
+        match self.list(var) {
+            Some(entries) if !entries.iter().all(|e| ok(e)) => Err(SecretError { var, message: message() }),
+            other => Ok(other),
+        }
+    }
+}
+
+/// The entries of a secret list as the verifiers' constructors take them.
+pub fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 /// The scheme for a provider that offers alternatives: the first whose credentials the request
 /// carries decides. No credentials at all is a 401, never a pass.
 #[derive(Debug)]

@@ -74,13 +74,13 @@ where
 }
 
 fn required(env: Env, var: &'static str) -> Result<String, ConfigError> {
-    env(var).ok_or(ConfigError::Invalid { var, message: "must be set".into() })
+    env(var).ok_or(ConfigError::Invalid { var: var.into(), message: "must be set".into() })
 }
 
 pub fn retention(env: Env) -> Result<Duration, ConfigError> {
     let days = match env("RETENTION_DAYS") {
         Some(v) => v.trim().parse::<u64>().ok().filter(|d| *d > 0).ok_or(ConfigError::Invalid {
-            var: "RETENTION_DAYS",
+            var: "RETENTION_DAYS".into(),
             message: "must be a whole number of days > 0".into(),
         })?,
         None => DEFAULT_RETENTION_DAYS,
@@ -151,7 +151,7 @@ pub async fn webhook_receiver_with(
     env: Env<'_>,
     sdk: &aws_config::SdkConfig,
 ) -> Result<Receiver, ConfigError> {
-    let named = secrets::named(secret_vars(provider), env)?;
+    let named = secrets::named(&secret_vars(provider), env)?;
     // Foloosi's API key is read from the store at start-up only: a new key takes effect at the
     // next cold start (a rejected key makes the API unavailable, so deliveries get 503s and come
     // back).
@@ -171,10 +171,10 @@ pub async fn webhook_receiver_with(
         // What the verifier is rebuilt from besides the secrets read again: the variables that
         // are not named in the store, read once here.
         let fixed: Vec<(String, String)> = ["REPLAY_TOLERANCE_SECONDS", ALLOW_DEV_SECRETS]
-            .iter()
+            .into_iter()
             .chain(secret_vars(provider))
-            .filter(|var| !values.contains_key(**var))
-            .filter_map(|var| env(var).map(|v| ((*var).to_owned(), v)))
+            .filter(|var| !values.contains_key(var))
+            .filter_map(|var| env(var).map(|v| (var.to_owned(), v)))
             .collect();
         let build: secrets::BuildVerifier = Box::new(move |read: Env<'_>| {
             let env = |var: &str| read(var).or_else(|| fixed.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone()));

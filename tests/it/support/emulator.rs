@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_adapters::sns::TopicArns;
-use common::config::DEV_SECRETS;
+use common::config::dev_secret;
 use common::event::Provider;
 use serde_json::Value;
 
@@ -162,8 +162,8 @@ pub fn base_env(endpoint: &str, table: &str) -> Vec<(String, String)> {
 pub fn webhook_env(provider: Provider, endpoint: &str, table: &str) -> Vec<(String, String)> {
     let mut env = base_env(endpoint, table);
     for var in common::config::secret_vars(provider) {
-        if let Some((k, v)) = DEV_SECRETS.iter().find(|(k, _)| k == var) {
-            env.push(((*k).to_owned(), (*v).to_owned()));
+        if let Some(v) = dev_secret(var) {
+            env.push((var.to_owned(), v.to_owned()));
         }
     }
     env

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::config::{Config, DEV_SECRETS, Secrets};
+use common::config::{Config, Secrets, dev_secrets};
 use common::event::Provider;
 use common::receive::{Receipt, Receiver, WebhookRequest};
 use common::store::MemoryStore;
@@ -66,7 +66,7 @@ pub fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<>
 
 /// The development secrets, with `extra` added or replacing them.
 pub fn env_with(extra: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
-    let mut map: HashMap<String, String> = DEV_SECRETS.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+    let mut map: HashMap<String, String> = dev_secrets().map(|(k, v)| (k.into(), v.into())).collect();
     for (k, v) in extra {
         map.insert((*k).into(), (*v).into());
     }
