@@ -6,6 +6,7 @@ held to a Lambda memory size's share of one CPU, reaching DynamoDB and SNS over 
     python3 bench/cold_start.py [--memory 128,256,512] [--runs 7] [--warm 30]
                                 [--only ours|peer] [--functions rainforest,fanout] [--json PATH]
                                 [--bin-dir target/release] [--profile perf|callgrind DIR]
+                                [--store moto|dynamodb-local]
 
 Needs the release bootstraps (`cargo build --release --workspace --bins`) and root (the cgroup).
 
@@ -326,12 +327,14 @@ def cold_start(subject, share, services, secrets, endpoints, tls, warm, workdir,
         r["cold_cpu_ms"] = cpu_ms(em.bootstrap_pid()) if not tool else None
         r["cold_page_faults"] = int(Path(f"/proc/{em.bootstrap_pid()}/stat").read_text().rsplit(")", 1)[1].split()[7])
         make, warm_outcome = warm_event(subject, secrets)
-        r["warm_ms"], r["warm_dynamodb"] = [], []
+        r["warm_ms"], r["warm_dynamodb"], r["warm_cpu_ms"] = [], [], []
         for i in range(warm):
-            before = services.counts()
+            before, cpu_before = services.counts(), cpu_ms(em.bootstrap_pid()) if not tool else 0.0
             answer, _, duration = em.invoke(make())
             harness.check_answer(f"{subject.label} warm #{i + 1}", answer, warm_outcome)
             r["warm_ms"].append(duration)
+            if not tool:
+                r["warm_cpu_ms"].append(cpu_ms(em.bootstrap_pid()) - cpu_before)
             r["warm_dynamodb"].append(harness.dynamodb_total(harness.diff(services.counts(), before)[0]))
         pid = em.bootstrap_pid()
         if tool and tool[0] == "perf":  # perf is the RIE's child; the bootstrap is perf's
@@ -362,6 +365,7 @@ def summarize(runs):
         return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
 
     warm = [d for r in runs for d in r["warm_ms"]]
+    warm_cpu = [c for r in runs for c in r.get("warm_cpu_ms", [])]
     return {
         "init_ms": spread("init_ms"),
         "first_invoke_ms": spread("first_invoke_ms"),
@@ -371,6 +375,7 @@ def summarize(runs):
         "cold_cpu_ms": spread("cold_cpu_ms") if all(r["cold_cpu_ms"] is not None for r in runs) else None,
         "warm_p50_ms": statistics.median(warm) if warm else None,
         "warm_p90_ms": harness.p90(warm) if warm else None,
+        "warm_cpu_p50_ms": statistics.median(warm_cpu) if warm_cpu else None,
         "vmhwm_mib": max(r["vmhwm_kib"] for r in runs) / 1024,
         "warm_dynamodb_per_webhook": statistics.mean(d for r in runs for d in r["warm_dynamodb"])
         if warm else None,
@@ -391,34 +396,37 @@ def report(results):
         f"row, {a['warm']} warm invocations after each; load average at start {results['loadavg'][0]:.2f} on "
         f"{os.cpu_count()} cores; the peer's CA bundle: {results['bundle_certs']} certificates, ours: "
         f"{results['ours_trust']}. Milliseconds, median "
-        "(min–max); warm: REPORT Duration over every run's warm invocations.",
+        "(min–max); warm: REPORT Duration over every run's warm invocations, and the CPU time of each "
+        "(schedstat, every thread of the function's process).",
         "",
-        "| MB (CPU) | function | init | first invocation | **cold webhook** | warm p50 / p90 | VmHWM | "
+        "| MB (CPU) | function | init | first invocation | **cold webhook** | warm p50 / p90 | warm CPU p50 | VmHWM | "
         "DynamoDB per warm webhook |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for mb, functions in results["memory"].items():
         pct = 100 * int(mb) / CPU_MB
         for label, s in functions.items():
             warm = f"{s['warm_p50_ms']:.1f} / {s['warm_p90_ms']:.1f}" if s["warm_p50_ms"] is not None else "–"
             ddb = f"{s['warm_dynamodb_per_webhook']:g}" if s["warm_dynamodb_per_webhook"] is not None else "–"
+            cpu = f"{s['warm_cpu_p50_ms']:.2f}" if s.get("warm_cpu_p50_ms") is not None else "–"
             digits = 1 if s["cold_webhook_ms"]["median"] < 100 else 0
             lines.append(f"| {mb} ({pct:.1f} %) | {label} | {cell(s['init_ms'], digits)} | "
-                         f"{cell(s['first_invoke_ms'], digits)} | **{cell(s['cold_webhook_ms'], digits)}** | {warm} | "
+                         f"{cell(s['first_invoke_ms'], digits)} | **{cell(s['cold_webhook_ms'], digits)}** | {warm} | {cpu} | "
                          f"{s['vmhwm_mib']:.1f} MiB | {ddb} |")
     ratios = []
     for mb, functions in results["memory"].items():
         for init in ("", INIT_FULL_CPU):
             ours, peer = functions.get("rainforest (ours)" + init), functions.get("rainforest (peer)" + init)
             if ours and peer:
-                warm = (f"{peer['warm_p50_ms'] / ours['warm_p50_ms']:.1f}×" if ours["warm_p50_ms"] and
-                        peer["warm_p50_ms"] else "–")
+                def ratio(key):
+                    return f"{peer[key] / ours[key]:.1f}×" if ours.get(key) and peer.get(key) else "–"
                 ratios.append(
                     f"| {mb} | {'full CPU' if init else 'the share'} | "
-                    f"{peer['cold_webhook_ms']['median'] / ours['cold_webhook_ms']['median']:.1f}× | {warm} |")
+                    f"{peer['cold_webhook_ms']['median'] / ours['cold_webhook_ms']['median']:.1f}× | "
+                    f"{ratio('warm_p50_ms')} | {ratio('warm_cpu_p50_ms')} |")
     if ratios:
-        lines += ["", "| MB | init at | cold webhook: peer ÷ ours | warm p50: peer ÷ ours |", "|---|---|---|---|",
-                  *ratios]
+        lines += ["", "| MB | init at | cold webhook: peer ÷ ours | warm p50: peer ÷ ours | warm CPU p50: peer ÷ ours |",
+                  "|---|---|---|---|---|", *ratios]
     return "\n".join(lines)
 
 
@@ -428,7 +436,7 @@ def main():
     parser.add_argument("--runs", type=int, default=7, help="cold starts per function and size (default 7)")
     parser.add_argument("--warm", type=int, default=30, help="warm invocations after each cold one (default 30)")
     parser.add_argument("--only", choices=["ours", "peer"])
-    parser.add_argument("--functions", default=",".join(harness.FUNCTIONS), help="which of ours (default all)")
+    parser.add_argument("--functions", help="which of ours, comma-separated (default all)")
     parser.add_argument("--bin-dir", type=Path, default=harness.RELEASE, help="where our bootstraps are")
     parser.add_argument("--profile", nargs=2, metavar=("perf|callgrind", "DIR"),
                         help="record each of our cold starts with perf (software clock) or callgrind into DIR")
@@ -438,6 +446,8 @@ def main():
                         help="give ours the system's certificate store too (as the SDK's default client loads it)")
     parser.add_argument("--secrets-manager", action="store_true",
                         help="each webhook function also with its secrets read from Secrets Manager at init")
+    parser.add_argument("--store", choices=["moto", "dynamodb-local"], default="moto",
+                        help="what answers DynamoDB (SNS and Secrets Manager are moto's either way)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     global SYSTEM_BUNDLE_FOR_OURS
@@ -451,7 +461,7 @@ def main():
         sys.exit("no RIE in .venv: reinstall it from scripts/requirements-test.txt")
     subjects = []
     if args.only != "peer":
-        for name in args.functions.split(","):
+        for name in args.functions.split(",") if args.functions else harness.functions():
             path = args.bin_dir / name
             if not path.exists():
                 sys.exit(f"no {path}: cargo build --release --workspace --bins")
@@ -466,11 +476,15 @@ def main():
             parser.error("--profile perf|callgrind DIR")
         Path(args.profile[1]).mkdir(parents=True, exist_ok=True)
 
+    if args.store == "dynamodb-local":
+        harness.ensure_dynamodb_local()
+        harness.enter_private_network()
     secrets = harness.dev_secrets()
     sizes = [int(m) for m in args.memory.split(",")]
-    results = {"loadavg": os.getloadavg(), "args": {"runs": args.runs, "warm": args.warm, "memory": sizes},
+    results = {"loadavg": os.getloadavg(),
+               "args": {"runs": args.runs, "warm": args.warm, "memory": sizes, "store": args.store},
                "memory": {}, "raw": {}}
-    services = harness.Services("moto")
+    services = harness.Services(args.store)
     shares = []
     workdir = Path(tempfile.mkdtemp(prefix="refund-relay-cold-"))
     try:

@@ -68,7 +68,6 @@ DYNAMODB_LOCAL = ROOT / "target" / "dynamodb-local"
 IN_NETNS = "REFUND_RELAY_BENCH_NETNS"
 RELEASE = ROOT / "target" / "release"
 EVENTS = ROOT / "events"
-FUNCTIONS = ["memberful", "conscent", "rainforest", "webforce", "foloosi", "fanout"]
 # Rainforest's event timestamps are when `refund-relay events` wrote them: replaying needs a
 # window as wide as the one the test that re-verifies events/ uses.
 REPLAY_TOLERANCE = "315360000"
@@ -139,7 +138,8 @@ def enter_private_network():
     if os.environ.get(IN_NETNS):
         return
     os.environ[IN_NETNS] = "1"
-    argv = ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", sys.executable, __file__,
+    script = os.path.abspath(sys.argv[0])  # lambda.py, or cold_start.py that imports it
+    argv = ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", sys.executable, script,
             *sys.argv[1:]]
     try:
         os.execvp("unshare", argv)
@@ -473,6 +473,12 @@ def describe():
     the release binary (bench/run builds it)."""
     out = subprocess.run([str(RELEASE / "refund-relay"), "describe"], check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
+
+
+def functions():
+    """Ours: every provider's webhook function (the registry, through `refund-relay describe`)
+    and the fan-out."""
+    return describe()["providers"] + ["fanout"]
 
 
 def dev_secrets():
@@ -837,7 +843,7 @@ def report(results, args, missing):
         "DynamoDB new | DynamoDB duplicate |" + (" write units new |" if local else ""),
         "|---|---|---|---|---|---|---|---|" + ("---|" if local else ""),
     ]
-    for key in [f"{n} (ours)" for n in FUNCTIONS] + ["rainforest (peer)"]:
+    for key in [f"{n} (ours)" for n in functions()] + ["rainforest (peer)"]:
         if key.removesuffix(" (ours)") in missing:
             lines.append(f"| {key} | missing: target/release/{key.split()[0]} not built | | | | | | |")
         if key not in results["functions"]:
@@ -953,13 +959,19 @@ def main():
     subjects, missing = [], []
     if args.only != "peer":
         deadline = time.monotonic() + args.wait
-        while (absent := [n for n in FUNCTIONS if not (RELEASE / n).exists()]) and time.monotonic() < deadline:
+        def absent():
+            if not (RELEASE / "refund-relay").exists():  # which functions there are: `describe`
+                return ["refund-relay"]
+            return [n for n in functions() if not (RELEASE / n).exists()]
+
+        while (missing := absent()) and time.monotonic() < deadline:
             time.sleep(5)
-        missing = absent
+        if "refund-relay" in missing:
+            sys.exit("no target/release/refund-relay: cargo build --release --workspace --bins")
         if missing:
             print(f"missing release bootstraps (run `cargo build --release --workspace --bins`): "
                   f"{', '.join(missing)}", file=sys.stderr)
-        subjects += [Subject(n, "ours", RELEASE / n) for n in FUNCTIONS if n not in missing]
+        subjects += [Subject(n, "ours", RELEASE / n) for n in functions() if n not in missing]
     if args.only != "ours":
         ensure_peer_venv()
         subjects.append(Subject("rainforest", "peer", PEER_DIR / "bootstrap"))

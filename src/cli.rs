@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use aws_adapters::dynamodb::DynamoStore;
 use aws_adapters::sns::{SnsNotifier, TopicArns};
 use clap::{Parser, Subcommand};
-use common::config::{Config, DEV_SECRETS, Secrets, process_env};
+use common::config::{Config, Secrets, dev_secret, dev_secrets, process_env};
 use common::event::{EventKind, Provider};
 use common::fanout::{Delivery, Fanout, Outcome};
 use common::held::HeldStatus;
@@ -269,7 +269,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("DEVELOPMENT SECRETS in use (set the variables below to your own for anything real):");
                 for p in &config.dev_secrets {
                     for var in common::config::secret_vars(*p) {
-                        if let Some((_, v)) = DEV_SECRETS.iter().find(|(k, _)| k == var) {
+                        if let Some(v) = dev_secret(var) {
                             println!("  {var}={v}");
                         }
                     }
@@ -295,8 +295,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Describe => {
             let secrets: serde_json::Map<String, serde_json::Value> =
-                DEV_SECRETS.iter().map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v))).collect();
+                dev_secrets().map(|(k, v)| (k.to_owned(), serde_json::Value::from(v))).collect();
             let described = serde_json::json!({
+                "providers": Provider::ALL.map(Provider::as_str),
                 "dev_secrets": secrets,
                 "events_table": {
                     "merchant_index": common::store::layout::MERCHANT_INDEX,

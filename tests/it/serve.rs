@@ -264,10 +264,12 @@ fn operators_replay_redrive_and_list_on_the_data_directory() {
 #[test]
 fn the_cli_describes_itself_and_signs_as_json() {
     let described: Value = serde_json::from_str(&cli(&["describe"], &[])).unwrap();
+    let names: Vec<&str> = common::event::Provider::ALL.iter().map(|p| p.as_str()).collect();
+    assert_eq!(described["providers"], serde_json::json!(names));
     let secrets = described["dev_secrets"].as_object().unwrap();
-    assert_eq!(secrets.len(), common::config::DEV_SECRETS.len());
-    for (var, value) in common::config::DEV_SECRETS {
-        assert_eq!(secrets[*var], *value, "{var}");
+    assert_eq!(secrets.len(), common::config::dev_secrets().count());
+    for (var, value) in common::config::dev_secrets() {
+        assert_eq!(secrets[var], value, "{var}");
     }
     assert_eq!(described["events_table"]["merchant_index"], common::store::layout::MERCHANT_INDEX);
     assert_eq!(described["events_table"]["held_index"], common::store::layout::HELD_INDEX);
