@@ -61,16 +61,12 @@ impl EventStore for NullStore {
     }
 }
 
-fn fixture(provider: Provider) -> (&'static str, Vec<u8>) {
-    let rel = match provider {
-        Provider::Memberful => "memberful/order.refunded.json",
-        Provider::Conscent => "conscent/refunded.subscription.json",
-        Provider::Rainforest => "rainforest/refund.succeeded.json",
-        Provider::Webforce => "webforce/refund-applied.ours.json",
-        Provider::Foloosi => "foloosi/transaction.success.json",
-    };
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(rel);
-    (rel, std::fs::read(path).expect("fixture"))
+/// The provider's example fixture (its descriptor's), as `refund-relay events` signs it.
+fn fixture(provider: Provider) -> (String, Vec<u8>) {
+    let rel = format!("{provider}/{}", provider.descriptor().example);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(&rel);
+    let body = std::fs::read(path).expect("fixture");
+    (rel, body)
 }
 
 /// The body size the goal is stated for (bench/README.md, "Hot path").
