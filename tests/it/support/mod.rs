@@ -39,11 +39,69 @@ pub fn all_fixtures() -> Vec<(Provider, String)> {
     out
 }
 
-/// `tests/fixtures/manifest.json`: each fixture's expected outcome and normalized fields.
-pub fn manifest() -> serde_json::Map<String, serde_json::Value> {
+fn manifest_section(name: &str) -> serde_json::Map<String, serde_json::Value> {
     let text = std::fs::read_to_string(fixtures_dir().join("manifest.json")).expect("tests/fixtures/manifest.json");
     let mut v: serde_json::Value = serde_json::from_str(&text).expect("manifest is JSON");
-    v["fixtures"].as_object_mut().map(std::mem::take).expect("a `fixtures` object")
+    v[name].as_object_mut().map(std::mem::take).unwrap_or_else(|| panic!("manifest.json has no `{name}` object"))
+}
+
+/// `tests/fixtures/manifest.json`: each fixture's expected outcome and normalized fields.
+pub fn manifest() -> serde_json::Map<String, serde_json::Value> {
+    manifest_section("fixtures")
+}
+
+/// What the pipeline tests deliver for one provider (the manifest's `providers`).
+pub struct Case {
+    pub provider: Provider,
+    /// Its main refund (or payment) fixture.
+    pub refund: &'static str,
+    /// A fixture it sends that is acknowledged and not stored, if it sends any.
+    pub ignored: Option<&'static str>,
+    /// JSON pointers whose removal leaves the refund without its id, and the field then named.
+    pub remove: &'static [&'static str],
+    pub field: &'static str,
+}
+
+/// Every provider's [`Case`], in [`Provider::ALL`] order: a provider the manifest leaves out
+/// fails here, not silently.
+pub fn cases() -> &'static [Case] {
+    static CASES: std::sync::OnceLock<Vec<Case>> = std::sync::OnceLock::new();
+    CASES.get_or_init(|| {
+        let providers = manifest_section("providers");
+        let text = |v: &serde_json::Value| -> &'static str { Box::leak(v.as_str().expect("a string").into()) };
+        assert_eq!(providers.len(), Provider::ALL.len(), "manifest.json's `providers`: one per provider");
+        Provider::ALL
+            .into_iter()
+            .map(|provider| {
+                let c = &providers.get(provider.as_str()).unwrap_or_else(|| panic!("manifest.json: no `{provider}`"));
+                let remove: Vec<&'static str> =
+                    c["id_pointers"].as_array().expect("id_pointers").iter().map(text).collect();
+                Case {
+                    provider,
+                    refund: text(&c["refund"]),
+                    ignored: c["ignored"].as_str().map(|_| text(&c["ignored"])),
+                    remove: Box::leak(remove.into_boxed_slice()),
+                    field: text(&c["id_field"]),
+                }
+            })
+            .collect()
+    })
+}
+
+/// A secret of the same scheme as `provider`'s first development secret, and not it: what a
+/// rotation moves to.
+pub fn another_secret(provider: Provider) -> (&'static str, String) {
+    use base64::Engine;
+    let first = &provider.descriptor().secrets[0];
+    let dev = first.dev.expect("a development secret");
+    let other = match dev.strip_prefix("whsec_") {
+        Some(key) => {
+            let b64 = base64::engine::general_purpose::STANDARD;
+            format!("whsec_{}", b64.encode([b"another-".as_slice(), &b64.decode(key).expect("base64")].concat()))
+        }
+        None => format!("another-{dev}"),
+    };
+    (first.var, other)
 }
 
 /// The fixtures the manifest says are stored as events (as opposed to ignored or held).
