@@ -166,7 +166,9 @@ pub struct Money {
 }
 
 /// The person who paid. Personal data: never logged, sent only to the audiences that need it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Its `Debug` says whether each contact is known, never what it is, so a `{:?}` of an event (a
+/// log line, a panic, a failed assertion) leaks no one's address.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Payor {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -174,6 +176,17 @@ pub struct Payor {
     pub email: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone: Option<String>,
+}
+
+impl fmt::Debug for Payor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |v: &Option<String>| if v.is_some() { "Some(<redacted>)" } else { "None" };
+        f.debug_struct("Payor")
+            .field("id", &self.id)
+            .field("email", &format_args!("{}", redacted(&self.email)))
+            .field("phone", &format_args!("{}", redacted(&self.phone)))
+            .finish()
+    }
 }
 
 impl Payor {
@@ -250,8 +263,9 @@ pub fn key_part(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// The canonical event: what is stored, streamed and (minus `raw_payload`) notified.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The canonical event: what is stored, streamed and (minus `raw_payload`) notified. Its
+/// `Debug` gives the raw payload's length, not its text, and the payor redacted.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefundEvent {
     /// Derived from the idempotency key, so every delivery of one event has the same id and
     /// subscribers can dedupe on it.
@@ -298,6 +312,36 @@ pub struct RefundEvent {
     /// empty: the DynamoDB item keeps it as an attribute of its own.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub raw_payload: String,
+}
+
+impl fmt::Debug for RefundEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefundEvent")
+            .field("event_id", &self.event_id)
+            .field("idempotency_key", &self.idempotency_key)
+            .field("provider", &self.provider)
+            .field("kind", &self.kind)
+            .field("event_type", &self.event_type)
+            .field("status", &self.status)
+            .field("object_id", &self.object_id)
+            .field("gateway_refund_id", &self.gateway_refund_id)
+            .field("order_ref", &self.order_ref)
+            .field("merchant_id", &self.merchant_id)
+            .field("payor", &self.payor)
+            .field("amount", &self.amount)
+            .field("order_total", &self.order_total)
+            .field("reason", &self.reason)
+            .field("refusal", &self.refusal)
+            .field("revoke_access", &self.revoke_access)
+            .field("product", &self.product)
+            .field("source", &self.source)
+            .field("occurred_at", &self.occurred_at)
+            .field("received_at", &self.received_at)
+            .field("delivery_id", &self.delivery_id)
+            .field("proof", &self.proof)
+            .field("raw_payload", &format_args!("<{} bytes>", self.raw_payload.len()))
+            .finish()
+    }
 }
 
 impl RefundEvent {
@@ -349,6 +393,25 @@ impl RefundEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_payors_debug_names_no_contact() {
+        let payor = Payor { id: Some("cus_1".into()), email: Some("dana@example.com".into()), phone: None };
+        let event = RefundEvent {
+            payor: payor.clone(),
+            ..serde_json::from_value(serde_json::json!({
+                "event_id": "evt_1", "idempotency_key": "k", "provider": "memberful", "kind": "refund",
+                "event_type": "order.refunded", "status": "succeeded", "object_id": "o",
+                "received_at": "2026-12-01T00:00:00Z",
+            }))
+            .unwrap()
+        };
+        let event = RefundEvent { raw_payload: r#"{"email":"dana@example.com"}"#.into(), ..event };
+        for text in [format!("{payor:?}"), format!("{event:?}"), format!("{payor:#?}")] {
+            assert!(!text.contains("dana@example.com"), "{text}");
+            assert!(text.contains("cus_1") && text.contains("Some(<redacted>)") && text.contains("None"), "{text}");
+        }
+    }
 
     #[test]
     fn every_provider_has_one_name_everywhere() {

@@ -145,8 +145,9 @@ impl HeldStatus {
     }
 }
 
-/// One held delivery, as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One held delivery, as stored. Its `Debug` gives the body's length, not the body (which holds
+/// the payor's contact data).
+#[derive(Clone, PartialEq, Eq)]
 pub struct HeldDelivery {
     pub held_id: String,
     pub provider: Provider,
@@ -184,6 +185,23 @@ const SECRET_WORDS: &[&str] = &["auth", "signature", "token", "secret", "key", "
 fn is_secret_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     SECRET_WORDS.iter().any(|w| lower.contains(w))
+}
+
+impl std::fmt::Debug for HeldDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldDelivery")
+            .field("held_id", &self.held_id)
+            .field("provider", &self.provider)
+            .field("received_at", &self.received_at)
+            .field("content_type", &self.content_type)
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .field("reason", &self.reason)
+            .field("query", &self.query)
+            .field("headers", &self.headers)
+            .field("status", &self.status)
+            .field("resolution", &self.resolution)
+            .finish()
+    }
 }
 
 impl HeldDelivery {
@@ -344,6 +362,17 @@ mod tests {
         assert_eq!(held.reason, "malformed: body");
         assert_eq!(held.held_id, HeldDelivery::id_for(b"x"));
         assert_eq!(held.held_id.len(), 4 + 32);
+    }
+
+    #[test]
+    fn a_held_deliverys_debug_leaves_its_body_out() {
+        let body = br#"{"customer_email":"dana@example.com"}"#;
+        let reason = HoldReason::new(HoldCode::Malformed, "body");
+        let held =
+            HeldDelivery::new(Provider::Foloosi, "2026-12-01T00:00:00Z".into(), &HeaderMap::new(), None, body, &reason);
+        let text = format!("{held:?}");
+        assert!(!text.contains("dana@example.com") && text.contains(&format!("<{} bytes>", body.len())), "{text}");
+        assert!(text.contains(&held.held_id) && text.contains("malformed: body"), "{text}");
     }
 
     #[test]
