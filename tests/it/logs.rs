@@ -30,8 +30,36 @@ impl Write for Capture {
     }
 }
 
+/// The process-wide subscriber of this test binary: interested in every callsite, enabled for
+/// none. tracing caches each callsite's interest once, computed by the thread that reaches it
+/// first; a sibling test with no subscriber would cache `never` and blind the capture below
+/// (a known tracing-core behaviour with `set_default`). With this one registered, no callsite
+/// is ever cached as `never`.
+struct Undecided;
+
+impl tracing::Subscriber for Undecided {
+    fn register_callsite(&self, _: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        false
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
 #[tokio::test]
 async fn no_secret_signature_email_or_phone_in_logs() {
+    static UNDECIDED: std::sync::Once = std::sync::Once::new();
+    UNDECIDED.call_once(|| {
+        let _ = tracing::subscriber::set_global_default(Undecided);
+    });
     let capture = Capture::default();
     let writer = capture.clone();
     let subscriber = tracing_subscriber::fmt()
