@@ -18,7 +18,7 @@ use super::{
 };
 use crate::event::{EventKind, Normalized, Proof, Refusal, Status};
 use crate::money;
-use crate::verify::{SecretError, SecretLists, SharedToken, Verifier, refs};
+use crate::verify::{SecretError, SecretLists, Verifier};
 
 pub const TOKEN_HEADER: &str = "x-webhook-token";
 pub const TOKEN_QUERY: &str = "token";
@@ -36,8 +36,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
 };
 
 fn verifier(secrets: &SecretLists<'_>) -> Result<Option<Arc<dyn Verifier>>, SecretError> {
-    let tokens = secrets.tokens(TOKEN_VAR)?;
-    Ok(tokens.map(|t| Arc::new(SharedToken::new(TOKEN_HEADER, TOKEN_QUERY, &refs(&t))) as Arc<dyn Verifier>))
+    super::shared_token(secrets, TOKEN_VAR, TOKEN_HEADER, TOKEN_QUERY)
 }
 
 /// Every status word Foloosi is known to send, and what it means. Anything else is held: a word

@@ -21,7 +21,7 @@ use serde_json::value::RawValue;
 
 use crate::event::{Normalized, Proof, Provider};
 use crate::money::MoneyError;
-use crate::verify::{SecretError, SecretLists, Verifier};
+use crate::verify::{SecretError, SecretLists, SharedToken, Verifier, refs};
 
 /// Builds a provider's verifier from its secret variables: `None` when none of them is set.
 pub type BuildVerifier = fn(&SecretLists<'_>) -> Result<Option<Arc<dyn Verifier>>, SecretError>;
@@ -56,6 +56,18 @@ pub struct SecretVar {
     pub var: &'static str,
     /// `None` where the local runner needs no second scheme (Conscent.ai's Basic credentials).
     pub dev: Option<&'static str>,
+}
+
+/// The verifier of a provider that signs nothing: a shared token from `var`, presented in the
+/// `header` or the `query` parameter.
+pub(crate) fn shared_token(
+    secrets: &SecretLists<'_>,
+    var: &'static str,
+    header: &'static str,
+    query: &'static str,
+) -> Result<Option<Arc<dyn Verifier>>, SecretError> {
+    let tokens = secrets.tokens(var)?;
+    Ok(tokens.map(|t| Arc::new(SharedToken::new(header, query, &refs(&t))) as Arc<dyn Verifier>))
 }
 
 impl Provider {
