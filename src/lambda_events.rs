@@ -15,11 +15,6 @@ use serde_json::{Value, json};
 
 use crate::sender::{content_type, signed_headers};
 
-/// The fixture each provider's events are made from: its main refund (or payment) event.
-pub fn main_fixture(provider: Provider) -> String {
-    format!("{provider}/{}", provider.descriptor().example)
-}
-
 /// A secret no provider is configured with, for the bad-signature events.
 fn wrong_secrets(var: &str) -> Option<String> {
     match var {
@@ -75,7 +70,7 @@ pub async fn write_all(out: &Path, fixtures: &Path, now: i64) -> anyhow::Result<
     let store = Arc::new(MemoryStore::new());
     let receiver = Receiver::new(&good, store.clone());
     for provider in Provider::ALL {
-        let file = fixtures.join(main_fixture(provider));
+        let file = fixtures.join(provider.example_fixture());
         let body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
         let first = signed_headers(&good, provider, &file, &body, now, &format!("msg_events_{provider}_1"))?;
         // The duplicate is a manual resend: the same event, a new delivery id.

@@ -63,7 +63,7 @@ impl EventStore for NullStore {
 
 /// The provider's example fixture (its descriptor's), as `refund-relay events` signs it.
 fn fixture(provider: Provider) -> (String, Vec<u8>) {
-    let rel = format!("{provider}/{}", provider.descriptor().example);
+    let rel = provider.example_fixture();
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(&rel);
     let body = std::fs::read(path).expect("fixture");
     (rel, body)

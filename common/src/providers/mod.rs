@@ -86,6 +86,11 @@ impl Provider {
     pub fn proof(self) -> Proof {
         self.descriptor().proof
     }
+
+    /// Its example fixture, under `tests/fixtures/`: `<provider>/<file>`.
+    pub fn example_fixture(self) -> String {
+        format!("{self}/{}", self.descriptor().example)
+    }
 }
 
 /// What an adapter made of a payload.
