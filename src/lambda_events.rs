@@ -94,21 +94,21 @@ pub async fn write_all(out: &Path, fixtures: &Path, now: i64) -> anyhow::Result<
             .await;
     }
 
-    let records: Vec<Value> = store
+    let records = store
         .events()
         .iter()
         .enumerate()
         .map(|(i, e)| {
-            let item = layout::event_item(e, now + 90 * 24 * 3600);
-            stream_record(i, "INSERT", layout::to_dynamodb_json(&item), now)
+            let image = layout::dynamodb_json(&layout::EventItem::new(e, now + 90 * 24 * 3600)).map_err(anyhow::Error::msg)?;
+            Ok(stream_record(i, "INSERT", image, now))
         })
-        .chain(std::iter::once(stream_record(
+        .chain(std::iter::once(Ok(stream_record(
             99,
             "MODIFY",
             json!({ "pk": { "S": "OBJ#rainforest#refund#rfd_2sPMefai6yWsyp4MSGUkAo32pp7" }, "sk": { "S": layout::AGGREGATE_SK }, "status": { "S": "succeeded" } }),
             now,
-        )))
-        .collect();
+        ))))
+        .collect::<anyhow::Result<Vec<Value>>>()?;
     write("fanout-stream.json".into(), &json!({ "Records": records }))?;
     Ok(written)
 }

@@ -9,7 +9,7 @@
 use std::fmt;
 
 use http::HeaderMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::echo::bounded;
@@ -120,7 +120,7 @@ impl From<&PayloadError> for HoldReason {
 }
 
 /// Whether a held delivery still waits for an adapter that can read it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HeldStatus {
     Held,
@@ -166,8 +166,9 @@ pub struct HeldDelivery {
     pub resolution: Option<String>,
 }
 
-/// What the internal audience is told of a newly held delivery: never its body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the internal audience is told of a newly held delivery: never its body. It reads from
+/// a held item's stream image.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct HeldNotice {
     pub held_id: String,
     pub provider: Provider,

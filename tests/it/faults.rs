@@ -114,7 +114,7 @@ fn stream_of(events: &[common::RefundEvent]) -> StreamEvent {
             refund_relay::lambda_events::stream_record(
                 i,
                 "INSERT",
-                layout::to_dynamodb_json(&layout::event_item(e, 0)),
+                layout::dynamodb_json(&layout::EventItem::new(e, 0)).unwrap(),
                 0,
             )
         })

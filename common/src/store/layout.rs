@@ -19,7 +19,10 @@
 //!   as received), `reason`, `held_status`, and the sparse GSI `by_held` (`held_pk = HELD`,
 //!   `held_sk = <received at>#<held id>`) that lists them without a scan.
 
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use serde_json::Value;
+pub use serde_dynamo::{AttributeValue, Item};
 
 use crate::event::{EventKind, Provider, RefundEvent, key_part};
 use crate::held::{HeldDelivery, HeldNotice, HeldStatus};
@@ -37,28 +40,33 @@ pub const MAX_PARTITION_KEY: usize = 2048;
 pub const MAX_SORT_KEY: usize = 1024;
 pub const MAX_ITEM: usize = 400 * 1024;
 
-/// A DynamoDB attribute of the types this table uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Attr {
-    S(String),
-    N(String),
-    B(Vec<u8>),
+/// `value` (an [`EventItem`] or a [`HeldItem`]) as an item: serde_dynamo's own, or with its
+/// `aws-sdk-dynamodb` feature the SDK's attribute map.
+pub fn to_item<I: From<Item>>(value: &impl Serialize) -> Result<I, String> {
+    serde_dynamo::to_item(value).map_err(|e| format!("item: {e}"))
 }
 
-impl Attr {
-    /// Bytes DynamoDB counts for the value (a number is at most 21 bytes).
-    fn size(&self) -> usize {
-        match self {
-            Attr::S(s) => s.len(),
-            Attr::N(n) => n.len().div_ceil(2) + 1,
-            Attr::B(b) => b.len(),
-        }
-    }
+/// `value` in DynamoDB's JSON form (`{"pk": {"S": "..."}}`), as stream records carry it.
+pub fn dynamodb_json(value: &impl Serialize) -> Result<Value, String> {
+    serde_json::to_value(to_item::<Item>(value)?).map_err(|e| format!("item: {e}"))
 }
 
 /// DynamoDB's size of an item: each attribute's name and value.
-pub fn item_size(item: &[(&str, Attr)]) -> usize {
-    item.iter().map(|(k, v)| k.len() + v.size()).sum()
+pub fn item_size(item: &Item) -> usize {
+    fn value_size(value: &AttributeValue) -> usize {
+        match value {
+            AttributeValue::S(s) => s.len(),
+            // A number is at most 21 bytes: about one per two digits, and one more.
+            AttributeValue::N(n) => n.len().div_ceil(2) + 1,
+            AttributeValue::B(b) => b.len(),
+            AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+            AttributeValue::Ss(v) | AttributeValue::Ns(v) => v.iter().map(String::len).sum(),
+            AttributeValue::Bs(v) => v.iter().map(Vec::len).sum(),
+            AttributeValue::L(v) => 3 + v.iter().map(|v| 1 + value_size(v)).sum::<usize>(),
+            AttributeValue::M(m) => 3 + m.iter().map(|(k, v)| 1 + k.len() + value_size(v)).sum::<usize>(),
+        }
+    }
+    item.iter().map(|(k, v)| k.len() + value_size(v)).sum()
 }
 
 /// The part of `event` that would break a DynamoDB limit, or `Ok`. Every store applies these, so
@@ -78,8 +86,12 @@ pub fn check_limits(event: &RefundEvent) -> Result<(), &'static str> {
     // The event copies a payload's fields a few times at most, and JSON escaping at most doubles
     // one (a form's `%01` is `\u0001`): an item far below the limit is not built to be measured.
     let bound = 2 * pk + 2 * merchant + 8 * event.raw_payload.len() + 2048;
-    if bound > MAX_ITEM && item_size(&event_item(event, i64::MAX)) > MAX_ITEM {
-        return Err("body");
+    if bound > MAX_ITEM {
+        // An item that cannot be built cannot be written either: held, like one too large.
+        let size = to_item(&EventItem::new(event, i64::MAX)).map_or(usize::MAX, |item| item_size(&item));
+        if size > MAX_ITEM {
+            return Err("body");
+        }
     }
     Ok(())
 }
@@ -92,21 +104,59 @@ pub fn event_sk(event: &RefundEvent) -> String {
     format!("{EVENT_SK_PREFIX}{}#{}", key_part(&event.event_type), event.status)
 }
 
-/// The attributes of `event`'s item; `expires_at` is the TTL in unix seconds.
-pub fn event_item(event: &RefundEvent, expires_at: i64) -> Vec<(&'static str, Attr)> {
-    let s = |v: &str| Attr::S(v.to_owned());
-    let mut item = vec![
-        ("pk", s(&object_pk(event.provider, event.kind, &event.object_id))),
-        ("sk", s(&event_sk(event))),
-        ("event", Attr::S(event_json(event))),
-        raw_attr(event.provider, &event.raw_payload),
-        ("expires_at", Attr::N(expires_at.to_string())),
-    ];
-    if let Some(m) = &event.merchant_id {
-        item.push(("merchant_pk", s(&format!("MERCHANT#{m}"))));
-        item.push(("merchant_sk", s(&format!("{}#{}", event.received_at, event.event_id))));
+/// An event's item. The raw payload is in exactly one of `raw_packed` (packed.rs: a dictionary
+/// id, then DEFLATE primed with it), `raw_payload` (text, where packing would not shrink it) or,
+/// in items of the earlier layout, `raw_deflate` (DEFLATE without a dictionary). The merchant
+/// index's copy has the keys and `event` only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventItem {
+    pub pk: String,
+    pub sk: String,
+    pub event: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_packed: Option<ByteBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_deflate: Option<ByteBuf>,
+    #[serde(default, rename = "raw_payload", skip_serializing_if = "Option::is_none")]
+    pub raw_text: Option<String>,
+    /// The TTL, in unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_pk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_sk: Option<String>,
+}
+
+impl EventItem {
+    /// The item written for `event`; `expires_at` is the TTL in unix seconds.
+    pub fn new(event: &RefundEvent, expires_at: i64) -> Self {
+        let (raw_packed, raw_text) = match packed::pack(event.provider, event.raw_payload.as_bytes()) {
+            Some(packed) if packed.len() < event.raw_payload.len() => (Some(ByteBuf::from(packed)), None),
+            _ => (None, Some(event.raw_payload.clone())),
+        };
+        let merchant = event.merchant_id.as_ref();
+        EventItem {
+            pk: object_pk(event.provider, event.kind, &event.object_id),
+            sk: event_sk(event),
+            event: event_json(event),
+            raw_packed,
+            raw_deflate: None,
+            raw_text,
+            expires_at: Some(expires_at),
+            merchant_pk: merchant.map(|m| format!("MERCHANT#{m}")),
+            merchant_sk: merchant.map(|_| format!("{}#{}", event.received_at, event.event_id)),
+        }
     }
-    item
+
+    /// The canonical event back, its raw payload byte for byte (empty from the merchant index's
+    /// copy, which does not project it).
+    pub fn into_event(self) -> Result<RefundEvent, String> {
+        let mut event = event_from_parts(&self.pk, &self.sk, &self.event)?;
+        let (packed, deflated) = (self.raw_packed.as_ref().map(|b| b.as_slice()), self.raw_deflate.as_ref().map(|b| b.as_slice()));
+        event.raw_payload = raw_payload(packed, deflated, self.raw_text.as_deref())?;
+        Ok(event)
+    }
 }
 
 /// What the keys say, and so what the item's `event` JSON leaves out.
@@ -128,7 +178,7 @@ fn event_json(event: &RefundEvent) -> String {
 /// The canonical event of an item from its keys and its `event` JSON (the raw payload is the
 /// caller's to add). An item in the older layout has the whole event, key fields included, in its
 /// JSON, which is then read as it is.
-pub fn event_from_parts(pk: &str, sk: &str, json: &str) -> Result<RefundEvent, String> {
+fn event_from_parts(pk: &str, sk: &str, json: &str) -> Result<RefundEvent, String> {
     let mut value: Value = serde_json::from_str(json).map_err(|e| format!("`event` attribute: {e}"))?;
     let map = value.as_object_mut().ok_or("`event` attribute is not an object")?;
     if !map.contains_key("provider") {
@@ -158,183 +208,138 @@ pub fn event_from_parts(pk: &str, sk: &str, json: &str) -> Result<RefundEvent, S
     serde_json::from_value(value).map_err(|e| format!("`event` attribute: {e}"))
 }
 
-/// The raw payload packed (`packed.rs`: a dictionary id, then DEFLATE primed with it), or as
-/// text when that is no larger. Items of the earlier layout hold `raw_deflate` (DEFLATE without
-/// a dictionary) or the text; all three read.
-pub const RAW_PACKED: &str = "raw_packed";
-pub const RAW_DEFLATE: &str = "raw_deflate";
-pub const RAW_TEXT: &str = "raw_payload";
-
-fn raw_attr(provider: Provider, raw: &str) -> (&'static str, Attr) {
-    match packed::pack(provider, raw.as_bytes()) {
-        Some(packed) if packed.len() < raw.len() => (RAW_PACKED, Attr::B(packed)),
-        _ => (RAW_TEXT, Attr::S(raw.to_owned())),
-    }
-}
-
 /// The raw payload back, byte for byte, from whichever of its attributes an item has.
-pub fn raw_payload(packed: Option<&[u8]>, deflated: Option<&[u8]>, text: Option<&str>) -> Result<String, String> {
+fn raw_payload(packed: Option<&[u8]>, deflated: Option<&[u8]>, text: Option<&str>) -> Result<String, String> {
     let bytes = match (packed, deflated, text) {
-        (Some(packed), _, _) => packed::unpack(packed).map_err(|e| format!("`{RAW_PACKED}`: {e}"))?,
-        (None, Some(deflated), _) => packed::inflate(deflated, &[]).map_err(|e| format!("`{RAW_DEFLATE}`: {e}"))?,
+        (Some(packed), _, _) => packed::unpack(packed).map_err(|e| format!("`raw_packed`: {e}"))?,
+        (None, Some(deflated), _) => packed::inflate(deflated, &[]).map_err(|e| format!("`raw_deflate`: {e}"))?,
         (None, None, text) => return Ok(text.unwrap_or_default().to_owned()),
     };
     String::from_utf8(bytes).map_err(|_| "the packed raw payload is not UTF-8".into())
 }
 
-/// An item in DynamoDB's JSON form (`{"pk": {"S": "..."}}`), as stream records carry it.
-pub fn to_dynamodb_json(item: &[(&str, Attr)]) -> Value {
-    let map: serde_json::Map<String, Value> = item
-        .iter()
-        .map(|(k, v)| {
-            let v = match v {
-                Attr::S(s) => json!({ "S": s }),
-                Attr::N(n) => json!({ "N": n }),
-                Attr::B(b) => {
-                    use base64::Engine;
-                    json!({ "B": base64::engine::general_purpose::STANDARD.encode(b) })
-                }
-            };
-            ((*k).to_owned(), v)
-        })
-        .collect();
-    Value::Object(map)
+/// What a stream record's `NewImage` is, for the fan-out.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Image {
+    Event(Box<RefundEvent>),
+    /// What the fan-out tells of a held item: not its body.
+    Held(HeldNotice),
+    /// An aggregate, or anything else the table holds that is not told.
+    Other,
 }
 
-/// The canonical event inside a stream record's `NewImage` (DynamoDB JSON), or `None` for an
-/// image that is not an event item (an aggregate).
-pub fn event_from_image(image: &Value) -> Option<Result<RefundEvent, String>> {
-    let sk = image.pointer("/sk/S").and_then(Value::as_str)?;
-    if !sk.starts_with(EVENT_SK_PREFIX) {
-        return None;
+/// Reads a stream image; the error names what it could not read.
+pub fn read_image(image: Item) -> Result<Image, String> {
+    let sk = match image.get("sk") {
+        Some(AttributeValue::S(sk)) => sk.as_str(),
+        _ => return Ok(Image::Other),
+    };
+    if sk == HELD_SK {
+        return serde_dynamo::from_item(image).map(Image::Held).map_err(|e| format!("held item: {e}"));
     }
-    Some((|| {
-        use base64::Engine;
-        let pk = image.pointer("/pk/S").and_then(Value::as_str).ok_or("image has no `pk`")?;
-        let json = image.pointer("/event/S").and_then(Value::as_str).ok_or("image has no `event` attribute")?;
-        let mut event = event_from_parts(pk, sk, json)?;
-        let binary = |name: &str| match image.pointer(&format!("/{name}/B")).and_then(Value::as_str) {
-            Some(b64) => base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .map(Some)
-                .map_err(|_| format!("`{name}` is not base64")),
-            None => Ok(None),
-        };
-        let (packed, deflated) = (binary(RAW_PACKED)?, binary(RAW_DEFLATE)?);
-        let text = image.pointer(&format!("/{RAW_TEXT}/S")).and_then(Value::as_str);
-        event.raw_payload = raw_payload(packed.as_deref(), deflated.as_deref(), text)?;
-        Ok(event)
-    })())
+    if !sk.starts_with(EVENT_SK_PREFIX) {
+        return Ok(Image::Other);
+    }
+    let item: EventItem = serde_dynamo::from_item(image).map_err(|e| format!("event: {e}"))?;
+    item.into_event().map(|e| Image::Event(Box::new(e))).map_err(|e| format!("event: {e}"))
 }
 
 pub fn held_pk(provider: Provider, held_id: &str) -> String {
     format!("HELD#{provider}#{held_id}")
 }
 
-/// The attributes of a held delivery's item.
-pub fn held_item(held: &HeldDelivery, expires_at: i64) -> Vec<(&'static str, Attr)> {
-    let s = |v: &str| Attr::S(v.to_owned());
-    let headers: serde_json::Map<String, Value> =
-        held.headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
-    let mut item = vec![
-        ("pk", s(&held_pk(held.provider, &held.held_id))),
-        ("sk", s(HELD_SK)),
-        ("held_id", s(&held.held_id)),
-        ("provider", s(held.provider.as_str())),
-        ("received_at", s(&held.received_at)),
-        ("reason", s(&held.reason)),
-        ("held_status", s(held.status.as_str())),
-        ("headers", s(&Value::Object(headers).to_string())),
-        ("body", Attr::B(held.body.clone())),
-        ("expires_at", Attr::N(expires_at.to_string())),
-        ("held_pk", s(HELD_SK)),
-        ("held_sk", s(&format!("{}#{}", held.received_at, held.held_id))),
-    ];
-    if let Some(ct) = &held.content_type {
-        item.push(("content_type", s(ct)));
-    }
-    if let Some(q) = &held.query {
-        item.push(("query", s(q)));
-    }
-    if let Some(r) = &held.resolution {
-        item.push(("resolution", s(r)));
-    }
-    item
+/// A held delivery's item: the body exactly as received, and the sparse index `by_held`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldItem {
+    pub pk: String,
+    pub sk: String,
+    pub held_id: String,
+    pub provider: Provider,
+    pub received_at: String,
+    pub reason: String,
+    pub held_status: HeldStatus,
+    /// The kept headers as a JSON object.
+    pub headers: String,
+    pub body: ByteBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    pub held_pk: String,
+    pub held_sk: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
 }
 
-/// A held delivery back from its item's attributes, as `get` finds them by name.
-pub fn held_from_attrs<'a>(get: impl Fn(&str) -> Option<&'a Attr>) -> Result<HeldDelivery, String> {
-    let text = |name: &str| match get(name) {
-        Some(Attr::S(s)) => Some(s.clone()),
-        _ => None,
-    };
-    let need = |name: &str| text(name).ok_or_else(|| format!("held item has no `{name}`"));
-    let headers: serde_json::Map<String, Value> =
-        serde_json::from_str(&text("headers").unwrap_or_else(|| "{}".into())).map_err(|e| e.to_string())?;
-    Ok(HeldDelivery {
-        held_id: need("held_id")?,
-        provider: need("provider")?.parse().map_err(|e: crate::event::UnknownProvider| e.to_string())?,
-        received_at: need("received_at")?,
-        content_type: text("content_type"),
-        body: match get("body") {
-            Some(Attr::B(b)) => b.clone(),
-            _ => return Err("held item has no binary `body`".into()),
-        },
-        reason: need("reason")?,
-        query: text("query"),
-        headers: headers.into_iter().map(|(k, v)| (k, v.as_str().unwrap_or_default().to_owned())).collect(),
-        status: HeldStatus::parse(&need("held_status")?).ok_or("unknown `held_status`")?,
-        resolution: text("resolution"),
-    })
-}
-
-/// What the fan-out tells of a held item in a stream record's `NewImage` (DynamoDB JSON), or
-/// `None` for an image that is not a held item. The body is not needed to tell it.
-pub fn held_notice_from_image(image: &Value) -> Option<Result<HeldNotice, String>> {
-    if image.pointer("/sk/S").and_then(Value::as_str) != Some(HELD_SK) {
-        return None;
+impl HeldItem {
+    pub fn new(held: &HeldDelivery, expires_at: i64) -> Self {
+        let headers: serde_json::Map<String, Value> =
+            held.headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+        HeldItem {
+            pk: held_pk(held.provider, &held.held_id),
+            sk: HELD_SK.into(),
+            held_id: held.held_id.clone(),
+            provider: held.provider,
+            received_at: held.received_at.clone(),
+            reason: held.reason.clone(),
+            held_status: held.status,
+            headers: Value::Object(headers).to_string(),
+            body: ByteBuf::from(held.body.clone()),
+            expires_at: Some(expires_at),
+            held_pk: HELD_SK.into(),
+            held_sk: format!("{}#{}", held.received_at, held.held_id),
+            content_type: held.content_type.clone(),
+            query: held.query.clone(),
+            resolution: held.resolution.clone(),
+        }
     }
-    let text = |name: &str| {
-        image
-            .pointer(&format!("/{name}/S"))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or(format!("held image has no `{name}`"))
-    };
-    Some((|| {
-        Ok(HeldNotice {
-            held_id: text("held_id")?,
-            provider: text("provider")?.parse().map_err(|e: crate::event::UnknownProvider| e.to_string())?,
-            received_at: text("received_at")?,
-            reason: text("reason")?,
+
+    pub fn into_held(self) -> Result<HeldDelivery, String> {
+        let headers: serde_json::Map<String, Value> =
+            serde_json::from_str(&self.headers).map_err(|e| format!("held item's `headers`: {e}"))?;
+        Ok(HeldDelivery {
+            held_id: self.held_id,
+            provider: self.provider,
+            received_at: self.received_at,
+            content_type: self.content_type,
+            body: self.body.into_vec(),
+            reason: self.reason,
+            query: self.query,
+            headers: headers.into_iter().map(|(k, v)| (k, v.as_str().unwrap_or_default().to_owned())).collect(),
+            status: self.held_status,
+            resolution: self.resolution,
         })
-    })())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn raw_of(attr: &(&str, Attr)) -> Result<String, String> {
-        match attr {
-            (RAW_PACKED, Attr::B(b)) => raw_payload(Some(b), None, None),
-            (RAW_TEXT, Attr::S(s)) => raw_payload(None, None, Some(s)),
-            other => panic!("not a raw payload attribute: {other:?}"),
-        }
+    fn event_of(provider: Provider, raw: &str) -> RefundEvent {
+        let key = RefundEvent::idempotency_key(provider, "o_1", "refund", crate::event::Status::Succeeded);
+        serde_json::from_value(serde_json::json!({
+            "event_id": RefundEvent::event_id_for(&key), "idempotency_key": key, "provider": provider,
+            "kind": "refund", "event_type": "refund", "status": "succeeded", "object_id": "o_1",
+            "received_at": "2026-12-01T00:00:00Z", "raw_payload": raw,
+        }))
+        .unwrap()
     }
 
     #[test]
     fn a_payload_is_packed_only_when_that_is_smaller_and_comes_back_exactly() {
         let json = r#"{"event":"order.refunded","order":{"uuid":"4DACB7B0","total":9900,"currency":"USD"},"order_total":9900}"#;
         for provider in Provider::ALL {
-            let packed = raw_attr(provider, json);
-            assert_eq!(packed.0, RAW_PACKED, "{provider}");
-            assert_eq!(raw_of(&packed).unwrap(), json);
+            let item = EventItem::new(&event_of(provider, json), 1);
+            assert!(item.raw_packed.is_some() && item.raw_text.is_none(), "{provider}");
+            assert_eq!(item.into_event().unwrap().raw_payload, json);
         }
         // Short, unrepetitive text does not shrink: kept as text.
-        let tiny = raw_attr(Provider::Foloosi, "q");
-        assert_eq!(tiny, (RAW_TEXT, Attr::S("q".into())));
-        assert_eq!(raw_of(&tiny).unwrap(), "q");
+        let tiny = EventItem::new(&event_of(Provider::Foloosi, "q"), 1);
+        assert_eq!((tiny.raw_packed.as_ref(), tiny.raw_text.as_deref()), (None, Some("q")));
+        assert_eq!(tiny.into_event().unwrap().raw_payload, "q");
     }
 
     #[test]
@@ -343,8 +348,8 @@ mod tests {
         // `raw_deflate`: DEFLATE without a dictionary, and without an id.
         let deflated = b"\xab\x56\x4a\x54\xb2\x32\xac\x05\x00";
         assert_eq!(raw_payload(None, Some(deflated), None).unwrap(), "{\"a\":1}");
-        assert!(raw_payload(None, Some(b"\xff\xff not deflate"), None).unwrap_err().contains(RAW_DEFLATE));
-        assert!(raw_payload(Some(b"\x00\xff\xff"), None, None).unwrap_err().contains(RAW_PACKED));
+        assert!(raw_payload(None, Some(b"\xff\xff not deflate"), None).unwrap_err().contains("raw_deflate"));
+        assert!(raw_payload(Some(b"\x00\xff\xff"), None, None).unwrap_err().contains("raw_packed"));
         // Packed bytes that are not UTF-8.
         let latin1 = packed::pack(Provider::Memberful, b"caf\xe9 caf\xe9 caf\xe9").unwrap();
         assert!(raw_payload(Some(&latin1), None, None).unwrap_err().contains("UTF-8"));
@@ -360,18 +365,70 @@ mod tests {
             "received_at": "2026-12-01T00:00:00Z", "reason": "card expired",
         });
         let event: RefundEvent = serde_json::from_value(full.clone()).unwrap();
-        let item = event_item(&event, 1);
-        let get = |name: &str| match item.iter().find(|(k, _)| *k == name) {
-            Some((_, Attr::S(s))) => s.clone(),
-            other => panic!("{name}: {other:?}"),
-        };
-        let json: Value = serde_json::from_str(&get("event")).unwrap();
+        let item = EventItem::new(&event, 1);
+        let json: Value = serde_json::from_str(&item.event).unwrap();
         for key in IN_THE_KEYS {
             assert!(json.get(key).is_none(), "{key} is in the keys, not in `event`");
         }
-        assert_eq!(event_from_parts(&get("pk"), &get("sk"), &get("event")).unwrap(), event);
+        assert_eq!(item.clone().into_event().unwrap(), event);
         // An item in the older layout: the whole event in its JSON.
-        assert_eq!(event_from_parts(&get("pk"), &get("sk"), &full.to_string()).unwrap(), event);
-        assert!(event_from_parts("HELD#x", &get("sk"), &get("event")).is_err());
+        assert_eq!(event_from_parts(&item.pk, &item.sk, &full.to_string()).unwrap(), event);
+        assert!(event_from_parts("HELD#x", &item.sk, &item.event).is_err());
+    }
+
+    /// The table holds items already: the attribute names and types must not move.
+    #[test]
+    fn the_items_on_the_wire_keep_their_names_and_types() {
+        let mut event = event_of(Provider::Memberful, "{\"event\":\"order.refunded\",\"order\":{\"uuid\":\"x\"}}");
+        event.merchant_id = Some("m_1".into());
+        let image = dynamodb_json(&EventItem::new(&event, 42)).unwrap();
+        let types: Vec<(String, String)> = image
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_object().unwrap().keys().next().unwrap().clone()))
+            .collect();
+        let mut types = types;
+        types.sort();
+        let want = [
+            ("event", "S"), ("expires_at", "N"), ("merchant_pk", "S"), ("merchant_sk", "S"), ("pk", "S"),
+            ("raw_packed", "B"), ("sk", "S"),
+        ];
+        assert_eq!(types, want.map(|(k, t)| (k.to_owned(), t.to_owned())));
+        assert_eq!(image["expires_at"]["N"], "42");
+        assert_eq!(image["merchant_pk"]["S"], "MERCHANT#m_1");
+        let Image::Event(back) = read_image(serde_json::from_value(image).unwrap()).unwrap() else {
+            panic!("an event image")
+        };
+        assert_eq!(*back, event);
+
+        let held = HeldDelivery {
+            held_id: "h_1".into(),
+            provider: Provider::Foloosi,
+            received_at: "2026-12-01T00:00:00Z".into(),
+            content_type: Some("text/plain".into()),
+            body: b"\xff not UTF-8".to_vec(),
+            reason: "body: not JSON".into(),
+            query: None,
+            headers: vec![("user-agent".into(), "x".into())],
+            status: HeldStatus::Held,
+            resolution: None,
+        };
+        let image = dynamodb_json(&HeldItem::new(&held, 7)).unwrap();
+        for (name, ty) in [
+            ("pk", "S"), ("sk", "S"), ("held_id", "S"), ("provider", "S"), ("received_at", "S"), ("reason", "S"),
+            ("held_status", "S"), ("headers", "S"), ("body", "B"), ("expires_at", "N"), ("held_pk", "S"),
+            ("held_sk", "S"), ("content_type", "S"),
+        ] {
+            assert!(image[name].get(ty).is_some(), "{name} is {ty}: {image}");
+        }
+        assert_eq!(image.as_object().unwrap().len(), 13, "no attribute for what is absent: {image}");
+        assert_eq!(image["held_status"]["S"], "held");
+        assert_eq!(image["provider"]["S"], "foloosi");
+        let item: Item = serde_json::from_value(image).unwrap();
+        let back: HeldItem = serde_dynamo::from_item(item.clone()).unwrap();
+        assert_eq!(back.into_held().unwrap(), held);
+        let Image::Held(notice) = read_image(item).unwrap() else { panic!("a held image") };
+        assert_eq!(notice.held_id, "h_1");
     }
 }

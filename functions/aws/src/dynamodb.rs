@@ -11,12 +11,11 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
-use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
 use common::event::{EventKind, Provider, RefundEvent, Status};
 use common::held::{HeldDelivery, HeldStatus};
-use common::store::layout::{self, AGGREGATE_SK, Attr, EVENT_SK_PREFIX, HELD_INDEX, HELD_SK};
+use common::store::layout::{self, AGGREGATE_SK, EVENT_SK_PREFIX, EventItem, HELD_INDEX, HELD_SK, HeldItem};
 use common::store::{Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Put, StoreError, newest_first};
 
 #[derive(Clone)]
@@ -38,8 +37,8 @@ impl DynamoStore {
     }
 
     /// The item written for `event`.
-    pub fn to_item(&self, event: &RefundEvent) -> HashMap<String, AttributeValue> {
-        to_attributes(layout::event_item(event, self.expires_at()))
+    pub fn to_item(&self, event: &RefundEvent) -> Result<HashMap<String, AttributeValue>, StoreError> {
+        layout::to_item(&EventItem::new(event, self.expires_at())).map_err(StoreError::Corrupt)
     }
 
     /// An UpdateItem of the aggregate of `event`'s object, to be given its expressions.
@@ -135,50 +134,19 @@ impl DynamoStore {
 
     /// A held delivery from its item.
     pub fn held_from_item(item: &HashMap<String, AttributeValue>) -> Result<HeldDelivery, StoreError> {
-        let attrs: Vec<(&str, Attr)> = item
-            .iter()
-            .filter_map(|(k, v)| {
-                let attr = match v {
-                    AttributeValue::S(s) => Attr::S(s.clone()),
-                    AttributeValue::N(n) => Attr::N(n.clone()),
-                    AttributeValue::B(b) => Attr::B(b.as_ref().to_vec()),
-                    _ => return None,
-                };
-                Some((k.as_str(), attr))
-            })
-            .collect();
-        layout::held_from_attrs(|name| attrs.iter().find(|(k, _)| *k == name).map(|(_, v)| v))
+        serde_dynamo::from_item::<_, HeldItem>(item.clone())
+            .map_err(|e| format!("held item: {e}"))
+            .and_then(HeldItem::into_held)
             .map_err(StoreError::Corrupt)
     }
 
     /// The canonical event from a stored item (or a stream's NEW_IMAGE of one).
     pub fn from_item(item: &HashMap<String, AttributeValue>) -> Result<RefundEvent, StoreError> {
-        let required = |name: &str| {
-            item.get(name)
-                .and_then(|v| v.as_s().ok())
-                .ok_or_else(|| StoreError::Corrupt(format!("item has no `{name}` attribute")))
-        };
-        let mut event = layout::event_from_parts(required("pk")?, required("sk")?, required("event")?)
-            .map_err(StoreError::Corrupt)?;
-        let binary = |name: &str| item.get(name).and_then(|v| v.as_b().ok()).map(|b| b.as_ref());
-        let text = item.get(layout::RAW_TEXT).and_then(|v| v.as_s().ok()).map(String::as_str);
-        event.raw_payload = layout::raw_payload(binary(layout::RAW_PACKED), binary(layout::RAW_DEFLATE), text)
-            .map_err(StoreError::Corrupt)?;
-        Ok(event)
+        serde_dynamo::from_item::<_, EventItem>(item.clone())
+            .map_err(|e| format!("event item: {e}"))
+            .and_then(EventItem::into_event)
+            .map_err(StoreError::Corrupt)
     }
-}
-
-fn to_attributes(item: Vec<(&'static str, Attr)>) -> HashMap<String, AttributeValue> {
-    item.into_iter()
-        .map(|(k, v)| {
-            let v = match v {
-                Attr::S(s) => AttributeValue::S(s),
-                Attr::N(n) => AttributeValue::N(n),
-                Attr::B(b) => AttributeValue::B(Blob::new(b)),
-            };
-            (k.to_owned(), v)
-        })
-        .collect()
 }
 
 /// Throttling asks for a retry as much as an outage does; both become a 503, but they are told
@@ -201,7 +169,7 @@ fn is_condition_failed<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool
 #[async_trait]
 impl EventStore for DynamoStore {
     async fn put_if_absent(&self, event: &RefundEvent) -> Result<Put, StoreError> {
-        match self.put_new(self.to_item(event)).await? {
+        match self.put_new(self.to_item(event)?).await? {
             None => Ok(Put::Stored),
             Some(stored) => Ok(Put::Duplicate(Box::new(Self::from_item(&stored)?))),
         }
@@ -332,7 +300,8 @@ impl EventStore for DynamoStore {
     }
 
     async fn hold(&self, held: &HeldDelivery) -> Result<Hold, StoreError> {
-        match self.put_new(to_attributes(layout::held_item(held, self.expires_at()))).await? {
+        let item = layout::to_item(&HeldItem::new(held, self.expires_at())).map_err(StoreError::Corrupt)?;
+        match self.put_new(item).await? {
             None => Ok(Hold::Held),
             Some(stored) => {
                 let status = stored.get("held_status").and_then(|v| v.as_s().ok()).and_then(|s| HeldStatus::parse(s));

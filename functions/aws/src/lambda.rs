@@ -24,6 +24,7 @@ use crate::sns::{SnsNotifier, TopicArns};
 use common::config::{ALLOW_DEV_SECRETS, Config, ConfigError, Env, Secrets, process_env, secret_vars};
 use common::event::Provider;
 use common::fanout::{Fanout, Outcome};
+use common::store::layout::{AttributeValue, Image};
 use common::metrics;
 use common::receive::{Receipt, Receiver, WebhookRequest};
 use common::secrets::{self, Rotation, SecretSource, SourceError};
@@ -329,30 +330,20 @@ pub async fn handle_stream(fanout: &Fanout, batch: StreamEvent) -> BatchResponse
         // A record we can never read would block its shard forever if retried: it is logged with
         // what finds its item in the table again (which keeps it, for `refund-relay replay`),
         // counted, and skipped.
-        let skip = |what: &str, error: &dyn std::fmt::Display| {
+        let skip = |error: &str| {
             fanout.metrics().skipped_record();
-            let keys = serde_json::to_value(&record.change.keys).unwrap_or_default();
-            let (pk, sk) = (keys["pk"]["S"].as_str().unwrap_or_default(), keys["sk"]["S"].as_str().unwrap_or_default());
-            tracing::error!(sequence_number = %id, pk, sk, %error, "unreadable {what} in stream; skipped");
+            let key = |name: &str| match record.change.keys.get(name) {
+                Some(AttributeValue::S(s)) => s.as_str(),
+                _ => "",
+            };
+            let (pk, sk) = (key("pk"), key("sk"));
+            tracing::error!(sequence_number = %id, pk, sk, %error, "unreadable record in stream; skipped");
         };
-        let image = match serde_json::to_value(&record.change.new_image) {
-            Ok(v) => v,
-            Err(e) => {
-                skip("image", &e);
-                continue;
-            }
-        };
-        if let Some(notice) = common::store::layout::held_notice_from_image(&image) {
-            match notice {
-                Ok(n) => held.push((id, n)),
-                Err(e) => skip("held item", &e),
-            }
-            continue;
-        }
-        match common::store::layout::event_from_image(&image) {
-            None => {}
-            Some(Ok(event)) => events.push(((id, event.event_id.clone()), event)),
-            Some(Err(e)) => skip("event", &e),
+        match common::store::layout::read_image(record.change.new_image) {
+            Ok(Image::Held(notice)) => held.push((id, notice)),
+            Ok(Image::Event(event)) => events.push(((id, event.event_id.clone()), *event)),
+            Ok(Image::Other) => {}
+            Err(e) => skip(&e),
         }
     }
 
