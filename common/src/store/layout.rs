@@ -21,8 +21,8 @@
 
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
-use serde_json::Value;
 pub use serde_dynamo::{AttributeValue, Item};
+use serde_json::Value;
 
 use crate::event::{EventKind, Provider, RefundEvent, key_part};
 use crate::held::{HeldDelivery, HeldNotice, HeldStatus};
@@ -153,7 +153,8 @@ impl EventItem {
     /// copy, which does not project it).
     pub fn into_event(self) -> Result<RefundEvent, String> {
         let mut event = event_from_parts(&self.pk, &self.sk, &self.event)?;
-        let (packed, deflated) = (self.raw_packed.as_ref().map(|b| b.as_slice()), self.raw_deflate.as_ref().map(|b| b.as_slice()));
+        let (packed, deflated) =
+            (self.raw_packed.as_ref().map(|b| b.as_slice()), self.raw_deflate.as_ref().map(|b| b.as_slice()));
         event.raw_payload = raw_payload(packed, deflated, self.raw_text.as_deref())?;
         Ok(event)
     }
@@ -391,8 +392,13 @@ mod tests {
         let mut types = types;
         types.sort();
         let want = [
-            ("event", "S"), ("expires_at", "N"), ("merchant_pk", "S"), ("merchant_sk", "S"), ("pk", "S"),
-            ("raw_packed", "B"), ("sk", "S"),
+            ("event", "S"),
+            ("expires_at", "N"),
+            ("merchant_pk", "S"),
+            ("merchant_sk", "S"),
+            ("pk", "S"),
+            ("raw_packed", "B"),
+            ("sk", "S"),
         ];
         assert_eq!(types, want.map(|(k, t)| (k.to_owned(), t.to_owned())));
         assert_eq!(image["expires_at"]["N"], "42");
@@ -416,9 +422,19 @@ mod tests {
         };
         let image = dynamodb_json(&HeldItem::new(&held, 7)).unwrap();
         for (name, ty) in [
-            ("pk", "S"), ("sk", "S"), ("held_id", "S"), ("provider", "S"), ("received_at", "S"), ("reason", "S"),
-            ("held_status", "S"), ("headers", "S"), ("body", "B"), ("expires_at", "N"), ("held_pk", "S"),
-            ("held_sk", "S"), ("content_type", "S"),
+            ("pk", "S"),
+            ("sk", "S"),
+            ("held_id", "S"),
+            ("provider", "S"),
+            ("received_at", "S"),
+            ("reason", "S"),
+            ("held_status", "S"),
+            ("headers", "S"),
+            ("body", "B"),
+            ("expires_at", "N"),
+            ("held_pk", "S"),
+            ("held_sk", "S"),
+            ("content_type", "S"),
         ] {
             assert!(image[name].get(ty).is_some(), "{name} is {ty}: {image}");
         }

@@ -24,10 +24,10 @@ use crate::sns::{SnsNotifier, TopicArns};
 use common::config::{ALLOW_DEV_SECRETS, Config, ConfigError, Env, Secrets, process_env, secret_vars};
 use common::event::Provider;
 use common::fanout::{Fanout, Outcome};
-use common::store::layout::{AttributeValue, Image};
 use common::metrics;
 use common::receive::{Receipt, Receiver, WebhookRequest};
 use common::secrets::{self, Rotation, SecretSource, SourceError};
+use common::store::layout::{AttributeValue, Image};
 
 pub type Error = lambda_runtime::Error;
 
