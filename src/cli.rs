@@ -247,7 +247,7 @@ async fn reprocess(args: &StoreArgs, provider: Option<Provider>, dry_run: bool) 
     }
     println!("{stored} {}stored, {still} still held", if dry_run { "would be " } else { "" });
     if let (Some(runner), false) = (runner, dry_run) {
-        runner.drain_outbox().await.map_err(anyhow::Error::msg)?;
+        runner.outbox().drain().await.map_err(anyhow::Error::msg)?;
     }
     Ok(())
 }

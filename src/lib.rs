@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod lambda_events;
 pub mod notifier;
+pub mod outbox;
 pub mod sender;
 pub mod serve;
 pub mod store;

@@ -2,6 +2,6 @@
 
 mod sqlite;
 
+pub use sqlite::SqliteStore;
 #[cfg(test)]
 pub(crate) use sqlite::tests::event as test_event;
-pub use sqlite::{Pending, SqliteStore, Taken};

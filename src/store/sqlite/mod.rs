@@ -14,58 +14,23 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use common::event::{EventKind, Provider, RefundEvent, Status};
 use common::held::{HeldDelivery, HeldStatus};
-use common::store::{Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Put, StoreError, advances, newest_first};
+use common::store::{Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Put, StoreError, newest_first};
 use rusqlite::{Connection, OptionalExtension, params};
 
 mod schema;
 mod writer;
+mod writes;
 
+use crate::outbox::{Handover, Pending};
 use schema::{CONNECTION, migrate};
 use writer::Writer;
+use writes::Write;
 
 #[derive(Clone)]
 pub struct SqliteStore {
     writer: Writer,
     reader: Arc<Mutex<Connection>>,
-    fresh: Arc<Mutex<Fresh>>,
-}
-
-/// Events as they are committed, for the outbox worker to take without reading them back (see
-/// [`SqliteStore::take_fresh`]). The `outbox` table stays the record of what is left to do.
-#[derive(Default)]
-struct Fresh {
-    events: std::collections::VecDeque<Pending>,
-    /// Set when events were dropped for want of room: only the table has them all now.
-    overflowed: bool,
-}
-
-/// Most events [`Fresh`] holds; past this the outbox reads the table instead.
-const FRESH_CAPACITY: usize = 16_384;
-
-impl Fresh {
-    fn push(&mut self, p: Pending) {
-        if self.events.len() < FRESH_CAPACITY {
-            self.events.push_back(p);
-        } else {
-            self.overflowed = true;
-        }
-    }
-}
-
-/// What [`SqliteStore::take_fresh`] found.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Taken {
-    /// Committed events, in commit order (possibly none).
-    Events(Vec<Pending>),
-    /// Some were dropped: read the table.
-    Overflowed,
-}
-
-/// A stored event not yet fanned out, with its place in the outbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pending {
-    pub seq: i64,
-    pub event: RefundEvent,
+    handover: Handover,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -82,8 +47,9 @@ impl SqliteStore {
         let mut writer = connect().map_err(unavailable)?;
         migrate(&mut writer).map_err(unavailable)?;
         let (reader, checkpointer) = (connect().map_err(unavailable)?, connect().map_err(unavailable)?);
-        let writer = Writer::start(writer, checkpointer)?;
-        Ok(SqliteStore { writer, reader: Arc::new(Mutex::new(reader)), fresh: Arc::default() })
+        let handover = Handover::default();
+        let writer = Writer::start(writer, checkpointer, handover.clone())?;
+        Ok(SqliteStore { writer, reader: Arc::new(Mutex::new(reader)), handover })
     }
 
     /// Runs `f` on the read connection off the async threads.
@@ -132,41 +98,14 @@ impl SqliteStore {
         .await
     }
 
-    /// Up to `limit` events committed since the last take, oldest first, without reading the
-    /// table; or `Overflowed` if some were dropped for want of room since [`forget_fresh`].
-    ///
-    /// [`forget_fresh`]: Self::forget_fresh
-    pub fn take_fresh(&self, limit: usize) -> Taken {
-        let mut fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
-        if fresh.overflowed {
-            return Taken::Overflowed;
-        }
-        let n = fresh.events.len().min(limit);
-        Taken::Events(fresh.events.drain(..n).collect())
-    }
-
-    /// As if the queue had run out of room: what it holds is dropped and it says it overflowed.
-    #[cfg(test)]
-    pub(crate) fn overflow_fresh(&self) {
-        *self.fresh.lock().unwrap() = Fresh { events: Default::default(), overflowed: true };
-    }
-
-    /// Empties the fresh events (the table has them) and starts counting room again.
-    pub fn forget_fresh(&self) {
-        *self.fresh.lock().unwrap_or_else(|p| p.into_inner()) = Fresh::default();
+    /// Where the events this store commits are handed to the outbox, in commit order.
+    pub fn handover(&self) -> &Handover {
+        &self.handover
     }
 
     /// Takes events (by `Pending::seq`) out of the outbox, all in one write.
     pub async fn mark_notified(&self, seqs: Vec<i64>) -> Result<(), StoreError> {
-        self.writer
-            .write(move |c| {
-                let mut stmt = c.prepare_cached("DELETE FROM outbox WHERE seq = ?1").map_err(unavailable)?;
-                for seq in &seqs {
-                    stmt.execute(params![seq]).map_err(unavailable)?;
-                }
-                Ok(())
-            })
-            .await
+        self.writer.ask(|reply| Write::MarkNotified { seqs, reply }).await
     }
 
     /// Held deliveries the internal audience has not been told of yet, oldest first.
@@ -185,17 +124,7 @@ impl SqliteStore {
 
     /// Records that the internal audience was told of these held deliveries.
     pub async fn mark_held_told(&self, held: Vec<(Provider, String)>) -> Result<(), StoreError> {
-        self.writer
-            .write(move |c| {
-                let mut stmt = c
-                    .prepare_cached("UPDATE held SET told = 1 WHERE provider = ?1 AND held_id = ?2")
-                    .map_err(unavailable)?;
-                for (provider, id) in &held {
-                    stmt.execute(params![provider.as_str(), id]).map_err(unavailable)?;
-                }
-                Ok(())
-            })
-            .await
+        self.writer.ask(|reply| Write::MarkHeldTold { held, reply }).await
     }
 
     /// Number of stored events, for tests and the start-up line.
@@ -238,112 +167,12 @@ fn held_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<HeldDelivery, Stor
 #[async_trait]
 impl EventStore for SqliteStore {
     async fn put_if_absent(&self, event: &RefundEvent) -> Result<Put, StoreError> {
-        let e = event.clone();
         let json = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let fresh = self.fresh.clone();
-        let (put, _) = self
-            .writer
-            .write_then(
-                move |c| {
-                    let inserted = c
-                        .prepare_cached(
-                            "INSERT INTO events (idempotency_key, event_id, provider, kind, object_id, event_type, \
-                             status, received_at, event_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-                             ON CONFLICT (idempotency_key) DO NOTHING",
-                        )
-                        .and_then(|mut s| {
-                            s.execute(params![
-                                e.idempotency_key,
-                                e.event_id,
-                                e.provider.as_str(),
-                                e.kind.as_str(),
-                                e.object_id,
-                                e.event_type,
-                                e.status.as_str(),
-                                e.received_at,
-                                json
-                            ])
-                        })
-                        .map_err(unavailable)?;
-                    Ok(match inserted {
-                        // The trigger's insert does not change the statement's rowid.
-                        1 => (Put::Stored, Some(Pending { seq: c.last_insert_rowid(), event: e })),
-                        _ => {
-                            let json: String = c
-                                .prepare_cached("SELECT event_json FROM events WHERE idempotency_key = ?1")
-                                .and_then(|mut s| s.query_row(params![e.idempotency_key], |r| r.get(0)))
-                                .map_err(unavailable)?;
-                            let stored = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                            (Put::Duplicate(Box::new(stored)), None)
-                        }
-                    })
-                },
-                move |(_, stored)| {
-                    if let Some(p) = stored.take() {
-                        fresh.lock().unwrap_or_else(|p| p.into_inner()).push(p);
-                    }
-                },
-            )
-            .await?;
-        Ok(put)
+        self.writer.ask(|reply| Write::Event { event: event.clone(), json, reply }).await
     }
 
     async fn advance(&self, event: &RefundEvent) -> Result<Advance, StoreError> {
-        let e = event.clone();
-        // The read and the write need no transaction of their own: the writer thread runs one
-        // write at a time, inside its batch's transaction.
-        self.writer
-            .write(move |tx| {
-                let current: Option<(String, String)> = tx
-                .prepare_cached(
-                    "SELECT status, last_event_id FROM aggregates WHERE provider = ?1 AND kind = ?2 AND object_id = ?3",
-                )
-                .and_then(|mut s| {
-                    s.query_row(params![e.provider.as_str(), e.kind.as_str(), e.object_id], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })
-                    .optional()
-                })
-                .map_err(unavailable)?;
-                let current = match &current {
-                    Some((s, id)) => Some((s.parse::<Status>().map_err(StoreError::Corrupt)?, id.as_str())),
-                    None => None,
-                };
-                // An event out of the outbox was told in full: the outbox is the local told marker.
-                if current.is_some_and(|(_, last)| last == e.event_id) {
-                    let pending: bool = tx
-                        .prepare_cached(
-                            "SELECT EXISTS (SELECT 1 FROM outbox JOIN events ON events.seq = outbox.seq \
-                         WHERE events.idempotency_key = ?1)",
-                        )
-                        .and_then(|mut s| s.query_row(params![e.idempotency_key], |r| r.get(0)))
-                        .map_err(unavailable)?;
-                    if !pending {
-                        return Ok(Advance::AlreadyTold);
-                    }
-                }
-                if !advances(current, &e) {
-                    return Ok(Advance::Stale);
-                }
-                tx.prepare_cached(
-                    "INSERT INTO aggregates (provider, kind, object_id, status, last_event_id, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (provider, kind, object_id) DO UPDATE SET \
-                 status = excluded.status, last_event_id = excluded.last_event_id, updated_at = excluded.updated_at",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        e.provider.as_str(),
-                        e.kind.as_str(),
-                        e.object_id,
-                        e.status.as_str(),
-                        e.event_id,
-                        e.received_at
-                    ])
-                })
-                .map_err(unavailable)?;
-                Ok(Advance::Advanced)
-            })
-            .await
+        self.writer.ask(|reply| Write::Advance { event: event.clone(), reply }).await
     }
 
     /// The local runner's outbox is its told marker: an event leaves the `outbox` table once every
@@ -428,43 +257,8 @@ impl EventStore for SqliteStore {
     }
 
     async fn hold(&self, held: &HeldDelivery) -> Result<Hold, StoreError> {
-        let h = held.clone();
-        let headers = serde_json::to_string(&h.headers).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.writer
-            .write(move |c| {
-                let inserted = c
-                    .prepare_cached(
-                        "INSERT INTO held (provider, held_id, received_at, content_type, body, reason, query, headers, \
-                     status, resolution) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL) \
-                     ON CONFLICT (provider, held_id) DO NOTHING",
-                    )
-                    .and_then(|mut s| {
-                        s.execute(params![
-                            h.provider.as_str(),
-                            h.held_id,
-                            h.received_at,
-                            h.content_type,
-                            h.body,
-                            h.reason,
-                            h.query,
-                            headers,
-                            h.status.as_str()
-                        ])
-                    })
-                    .map_err(unavailable)?;
-                if inserted == 1 {
-                    return Ok(Hold::Held);
-                }
-                let status: String = c
-                    .query_row(
-                        "SELECT status FROM held WHERE provider = ?1 AND held_id = ?2",
-                        params![h.provider.as_str(), h.held_id],
-                        |r| r.get(0),
-                    )
-                    .map_err(unavailable)?;
-                Ok(Hold::AlreadyHeld(HeldStatus::parse(&status).unwrap_or(HeldStatus::Held)))
-            })
-            .await
+        let headers = serde_json::to_string(&held.headers).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.writer.ask(|reply| Write::Hold { held: held.clone(), headers, reply }).await
     }
 
     async fn held(&self, provider: Option<Provider>) -> Result<Vec<HeldDelivery>, StoreError> {
@@ -492,23 +286,15 @@ impl EventStore for SqliteStore {
     }
 
     async fn resolve_held(&self, held: &HeldDelivery, resolution: &str) -> Result<(), StoreError> {
-        let (provider, id, resolution) = (held.provider, held.held_id.clone(), resolution.to_owned());
-        self.writer
-            .write(move |c| {
-                c.execute(
-                    "UPDATE held SET status = 'resolved', resolution = ?3 WHERE provider = ?1 AND held_id = ?2",
-                    params![provider.as_str(), id, resolution],
-                )
-                .map(drop)
-                .map_err(unavailable)
-            })
-            .await
+        let (provider, held_id, resolution) = (held.provider, held.held_id.clone(), resolution.to_owned());
+        self.writer.ask(|reply| Write::ResolveHeld { provider, held_id, resolution, reply }).await
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::outbox::Taken;
 
     /// A Rainforest refund event with a merchant and a payor's email, so every audience has
     /// something to be told.
@@ -566,10 +352,9 @@ pub(crate) mod tests {
         assert_eq!(store.count().await.unwrap(), 300);
     }
 
-    /// Stored events are handed over in commit order, duplicates never; past its room the queue
-    /// says it overflowed until it is forgotten.
+    /// Stored events are handed over in commit order, duplicates never.
     #[tokio::test]
-    async fn fresh_events_come_in_commit_order_and_overflow_is_told() {
+    async fn stored_events_are_handed_over_in_commit_order() {
         let (_dir, store) = open();
         let events: Vec<RefundEvent> = (0..50).map(|i| event(&format!("rfd_{i}"), Status::Created)).collect();
         let puts = events.iter().chain(&events).map(|e| {
@@ -577,28 +362,18 @@ pub(crate) mod tests {
             tokio::spawn(async move { store.put_if_absent(&e).await })
         });
         futures::future::join_all(puts).await;
-        let Taken::Events(fresh) = store.take_fresh(1000) else { panic!("no overflow expected") };
+        let Taken::Events(fresh) = store.handover().take(1000) else { panic!("no overflow expected") };
         assert_eq!(fresh.len(), 50, "each event once");
         assert!(fresh.windows(2).all(|w| w[0].seq < w[1].seq), "commit order");
         let (table, _) = store.pending(1000).await.unwrap();
         assert_eq!(fresh, table, "the same events the table holds");
-        assert_eq!(store.take_fresh(1000), Taken::Events(vec![]));
-
-        let mut full = Fresh::default();
-        for p in table.iter().cycle().take(FRESH_CAPACITY + 1) {
-            full.push(p.clone());
-        }
-        assert!(full.overflowed && full.events.len() == FRESH_CAPACITY);
-        *store.fresh.lock().unwrap() = full;
-        assert_eq!(store.take_fresh(10), Taken::Overflowed);
-        store.forget_fresh();
-        assert_eq!(store.take_fresh(10), Taken::Events(vec![]));
+        assert_eq!(store.handover().take(1000), Taken::Events(vec![]));
     }
 
     #[tokio::test]
     async fn a_failing_write_does_not_take_its_batch_with_it() {
         let (dir, store) = open();
-        let bad = store.writer.write(|c| c.execute("INSERT INTO no_such_table VALUES (1)", []).map_err(unavailable));
+        let bad = store.writer.ask(|reply| Write::Sql { sql: "INSERT INTO no_such_table VALUES (1)", reply });
         let created = event("rfd_1", Status::Created);
         let good = store.put_if_absent(&created);
         let (bad, good) = tokio::join!(bad, good);

@@ -9,6 +9,8 @@ use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::unavailable;
+use super::writes::{Outcome, Reply, Write};
+use crate::outbox::Handover;
 
 /// The writer never checkpoints (copying the WAL back into the database and fsyncing it would
 /// stall every webhook in that commit); a thread of its own does, this often.
@@ -21,75 +23,49 @@ const MAX_BATCH: usize = 512;
 /// without bound.
 const QUEUE: usize = 8192;
 
-/// A write as the writer thread runs it: the statement runs inside the batch's transaction and
-/// hands back what answers the caller once the batch's commit is known.
-/// It is handed the connection, or the error that kept the batch from starting.
-type Job = Box<dyn FnOnce(Result<&Connection, StoreError>) -> Answer + Send>;
-type Answer = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-
 /// The handle every write goes through; the writer thread ends with the last handle.
 #[derive(Clone)]
 pub(super) struct Writer {
-    jobs: mpsc::Sender<Job>,
+    writes: mpsc::Sender<Write>,
     /// The checkpoint thread runs while any handle holds this.
     _alive: Arc<()>,
 }
 
 impl Writer {
-    /// Starts the writer on `writer` and the checkpoints on `checkpointer`.
-    pub(super) fn start(writer: Connection, checkpointer: Connection) -> Result<Self, StoreError> {
+    /// Starts the writer on `writer` and the checkpoints on `checkpointer`; each event it
+    /// stores goes to `handover` once committed.
+    pub(super) fn start(writer: Connection, checkpointer: Connection, handover: Handover) -> Result<Self, StoreError> {
         writer.pragma_update(None, "wal_autocheckpoint", 0).map_err(unavailable)?;
-        let (jobs, queue) = mpsc::channel(QUEUE);
+        let (writes, queue) = mpsc::channel(QUEUE);
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new().name(name.into()).spawn(f).map(drop).map_err(unavailable)
         };
-        spawn("sqlite-writer", Box::new(move || write_loop(writer, queue)))?;
+        spawn("sqlite-writer", Box::new(move || write_loop(writer, queue, handover)))?;
         let alive = Arc::new(());
         let watch = Arc::downgrade(&alive);
         spawn("sqlite-checkpoint", Box::new(move || checkpoint_loop(checkpointer, watch)))?;
-        Ok(Writer { jobs, _alive: alive })
+        Ok(Writer { writes, _alive: alive })
     }
 
-    /// Runs `f` in the writer's next transaction and answers once that transaction is committed.
-    pub(super) async fn write<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        self.write_then(f, |_| {}).await
-    }
-
-    /// [`write`](Self::write), and `on_commit` with `f`'s result once it is committed: on the
-    /// writer thread, so in commit order.
-    pub(super) async fn write_then<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-        on_commit: impl FnOnce(&mut T) + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let outcome = conn.and_then(f);
-            Box::new(move |committed| {
-                let mut answer = committed.and(outcome);
-                if let Ok(value) = &mut answer {
-                    on_commit(value);
-                }
-                let _ = tx.send(answer);
-            })
-        });
-        self.jobs.send(job).await.map_err(|_| unavailable("the store's writer has stopped"))?;
-        rx.await.map_err(|_| unavailable("the store's writer has stopped"))?
+    /// Queues the write that `write` makes with its reply, and answers once the transaction it
+    /// ran in is committed (or has failed).
+    pub(super) async fn ask<T>(&self, write: impl FnOnce(Reply<T>) -> Write) -> Result<T, StoreError> {
+        let stopped = || unavailable("the store's writer has stopped");
+        let (reply, answer) = oneshot::channel();
+        self.writes.send(write(reply)).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 }
 
 /// The writer thread: takes whatever is queued (up to `MAX_BATCH`), runs it in one transaction,
 /// commits, then answers. Ends when every `SqliteStore` handle is gone.
-fn write_loop(mut conn: Connection, mut queue: mpsc::Receiver<Job>) {
+fn write_loop(mut conn: Connection, mut queue: mpsc::Receiver<Write>, handover: Handover) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
-        let answers: Vec<Answer>;
+        let outcomes: Vec<Outcome>;
         let committed = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(tx) => {
-                answers = batch.drain(..).map(|job| job(Ok(&tx))).collect();
+                outcomes = batch.drain(..).map(|write| write.run(Ok(&tx))).collect();
                 // Some errors (a full disk, an I/O error) roll the whole transaction back; then
                 // nothing in the batch was stored and every caller must hear so.
                 if tx.is_autocommit() {
@@ -100,12 +76,12 @@ fn write_loop(mut conn: Connection, mut queue: mpsc::Receiver<Job>) {
             }
             Err(e) => {
                 let e = unavailable(e);
-                answers = batch.drain(..).map(|job| job(Err(e.clone()))).collect();
+                outcomes = batch.drain(..).map(|write| write.run(Err(e.clone()))).collect();
                 Err(e)
             }
         };
-        for answer in answers {
-            answer(committed.clone());
+        for outcome in outcomes {
+            outcome.answer(committed.clone(), &handover);
         }
     }
 }
