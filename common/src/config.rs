@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use crate::event::Provider;
-use crate::money;
 use crate::notify::Routing;
 use crate::providers::ProviderSettings;
 use crate::providers::foloosi_api::{self, FoloosiApi};
@@ -146,16 +145,7 @@ impl Config {
             }
             None => None,
         };
-        let currency = |var: &'static str| -> Result<String, ConfigError> {
-            let code = env(var).unwrap_or_else(|| "USD".into());
-            money::currency(&code).map(|(c, _)| c).map_err(|e| invalid(var, e.to_string()))
-        };
-        let settings = ProviderSettings {
-            memberful_currency: currency("MEMBERFUL_CURRENCY")?,
-            memberful_account: env("MEMBERFUL_ACCOUNT"),
-            webforce_currency: currency("WEBFORCE_CURRENCY")?,
-            foloosi_merchant: env("FOLOOSI_MERCHANT_ID"),
-        };
+        let settings = ProviderSettings::load(env).map_err(|(var, e)| invalid(var, e))?;
         let mut routing = Routing::default();
         if let Some(spec) = env("ROUTING") {
             routing = routing.with_overrides(None, &spec).map_err(|e| invalid("ROUTING", e.to_string()))?;
@@ -261,6 +251,7 @@ mod tests {
             (&[("CONSCENT_BASIC_AUTH", "nocolon")], "CONSCENT_BASIC_AUTH"),
             (&[("REPLAY_TOLERANCE_SECONDS", "five")], "REPLAY_TOLERANCE_SECONDS"),
             (&[("MEMBERFUL_CURRENCY", "DOLLARS")], "MEMBERFUL_CURRENCY"),
+            (&[("WEBFORCE_CURRENCY", "usd!")], "WEBFORCE_CURRENCY"),
             (&[("ROUTING", "created=all")], "ROUTING"),
             (&[("ROUTING_RAINFOREST", "created=all")], "ROUTING_RAINFOREST"),
             (&[("MEMBERFUL_WEBHOOK_SECRET", "short")], "MEMBERFUL_WEBHOOK_SECRET"),

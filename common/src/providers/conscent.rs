@@ -32,6 +32,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
     normalize: |body, _, _, _| normalize(body),
     dictionaries: &[(2, include_bytes!("../store/dictionaries/conscent.1"))],
     example: "refunded.subscription.json",
+    settings: &[],
 };
 
 /// The signature when the request carries one, else Basic credentials: the first scheme the

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{
-    Descriptor, Media, Parsed, PayloadError, ProviderSettings, SecretVar, Text, form_to_json, parse_json, present,
-    required, text,
+    Descriptor, Media, Parsed, PayloadError, ProviderSettings, SecretVar, Setting, Text, TextSetting, form_to_json,
+    parse_json, present, required, text,
 };
 use crate::event::{EventKind, Normalized, Proof, Refusal, Status};
 use crate::money;
@@ -33,7 +33,11 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
     normalize: |body, media, _, settings| normalize(body, media, settings),
     dictionaries: &[(5, include_bytes!("../store/dictionaries/foloosi.1"))],
     example: "transaction.success.json",
+    settings: &[Setting::Text(&MERCHANT)],
 };
+
+/// The merchant id stamped on its events.
+pub static MERCHANT: TextSetting = TextSetting { var: "FOLOOSI_MERCHANT_ID" };
 
 fn verifier(secrets: &SecretLists<'_>) -> Result<Option<Arc<dyn Verifier>>, SecretError> {
     super::shared_token(secrets, TOKEN_VAR, TOKEN_HEADER, TOKEN_QUERY)
@@ -219,7 +223,7 @@ fn event(d: Delivery, status_word: &str, f: &Fields, settings: &ProviderSettings
     let mut n = Normalized::new(kind, event_type, status, d.transaction_no);
     n.order_ref = d.order_id;
     n.gateway_refund_id = d.payment_reference;
-    n.merchant_id = settings.foloosi_merchant.clone();
+    n.merchant_id = settings.text(&MERCHANT);
     if let Some(amount) = d.amount {
         let currency = d.currency.ok_or_else(|| PayloadError::missing("data.transfer.transaction_currency"))?;
         n.amount = Some(

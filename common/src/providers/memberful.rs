@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{
-    Descriptor, Parsed, PayloadError, ProviderSettings, SecretVar, Text, parse_fast, parse_json, parse_raw, present,
-    required, text, unhandled,
+    CurrencySetting, Descriptor, Parsed, PayloadError, ProviderSettings, SecretVar, Setting, Text, TextSetting,
+    parse_fast, parse_json, parse_raw, present, required, text, unhandled,
 };
 use crate::event::{EventKind, Normalized, Proof, Provider, Status};
 use crate::money;
@@ -32,7 +32,13 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
     normalize: |body, _, _, settings| normalize(body, settings),
     dictionaries: &[(1, include_bytes!("../store/dictionaries/memberful.1"))],
     example: "order.refunded.json",
+    settings: &[Setting::Currency(&CURRENCY), Setting::Text(&ACCOUNT)],
 };
+
+/// The account's currency: `order.total` is in its minor units, and Memberful sends none.
+pub static CURRENCY: CurrencySetting = CurrencySetting { var: "MEMBERFUL_CURRENCY", default: "USD" };
+/// The merchant id stamped on its events (one Memberful account per deployment).
+pub static ACCOUNT: TextSetting = TextSetting { var: "MEMBERFUL_ACCOUNT" };
 
 fn verifier(secrets: &SecretLists<'_>) -> Result<Option<Arc<dyn Verifier>>, SecretError> {
     let keys = secrets.keys(SECRET_VAR)?;
@@ -100,10 +106,10 @@ pub fn normalize(body: &[u8], settings: &ProviderSettings) -> Result<Parsed, Pay
     n.order_ref = text(order.number);
     n.order_total = order
         .total
-        .map(|t| money::from_minor(t, &settings.memberful_currency))
+        .map(|t| money::from_minor(t, &settings.currency(&CURRENCY)))
         .transpose()
         .map_err(|source| PayloadError::Amount { field: "order.total", source })?;
-    n.merchant_id = settings.memberful_account.clone();
+    n.merchant_id = settings.text(&ACCOUNT);
     // Staff may refund "with or without canceling the associated subscription": access ends only
     // when nothing stays active.
     n.revoke_access = !order.subscriptions.unwrap_or_default().iter().any(|s| s.active == Some(true));
@@ -113,4 +119,28 @@ pub fn normalize(body: &[u8], settings: &ProviderSettings) -> Result<Parsed, Pay
         n.payor.phone = present(m.phone_number);
     }
     Ok(Parsed::Event(Box::new(n)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Memberful sends neither a currency nor an account: both come from the deployment.
+    #[test]
+    fn the_currency_and_the_account_come_from_the_settings() {
+        let body = br#"{"event":"order.refunded","order":{"uuid":"o_1","total":1250}}"#;
+        let event = |settings: &ProviderSettings| match normalize(body, settings).unwrap() {
+            Parsed::Event(n) => n,
+            other => panic!("{other:?}"),
+        };
+        let unset = event(&ProviderSettings::default());
+        assert_eq!(unset.order_total.as_ref().map(|m| m.currency.as_str()), Some("USD"));
+        assert_eq!(unset.merchant_id, None);
+        let set = ProviderSettings::default()
+            .with(Setting::Currency(&CURRENCY), "JPY")
+            .with(Setting::Text(&ACCOUNT), "acct_9");
+        let set = event(&set);
+        assert_eq!(set.order_total.as_ref().map(|m| m.currency.as_str()), Some("JPY"));
+        assert_eq!(set.merchant_id.as_deref(), Some("acct_9"));
+    }
 }

@@ -48,6 +48,8 @@ pub struct Descriptor {
     pub dictionaries: &'static [(u8, &'static [u8])],
     /// The fixture (under `tests/fixtures/<provider>/`) that `refund-relay events` signs.
     pub example: &'static str,
+    /// What its adapter reads of the deployment beyond its secrets.
+    pub settings: &'static [Setting],
 }
 
 /// One secret variable, and the development secret that the local runner, `events/` and the
@@ -137,27 +139,72 @@ impl PayloadError {
     }
 }
 
-/// Settings an adapter needs that its payload does not carry (Memberful sends no currency).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProviderSettings {
-    /// Memberful's account currency; its `order.total` is in this currency's minor units.
-    pub memberful_currency: String,
-    /// The merchant id to stamp on Memberful events (one Memberful account per deployment).
-    pub memberful_account: Option<String>,
-    /// Currency of WebforceHQ postbacks that carry none.
-    pub webforce_currency: String,
-    /// The merchant id to stamp on Foloosi events.
-    pub foloosi_merchant: Option<String>,
+/// A deployment setting a provider's adapter reads, from an environment variable. Declared in
+/// the provider's descriptor; [`ProviderSettings::load`] reads and checks every one at start.
+#[derive(Debug, Clone, Copy)]
+pub enum Setting {
+    Currency(&'static CurrencySetting),
+    Text(&'static TextSetting),
 }
 
-impl Default for ProviderSettings {
-    fn default() -> Self {
-        ProviderSettings {
-            memberful_currency: "USD".into(),
-            memberful_account: None,
-            webforce_currency: "USD".into(),
-            foloosi_merchant: None,
+/// An ISO 4217 currency code; `default` where the variable is unset.
+#[derive(Debug)]
+pub struct CurrencySetting {
+    pub var: &'static str,
+    pub default: &'static str,
+}
+
+/// Free text; absent where the variable is unset.
+#[derive(Debug)]
+pub struct TextSetting {
+    pub var: &'static str,
+}
+
+impl Setting {
+    pub fn var(self) -> &'static str {
+        match self {
+            Setting::Currency(s) => s.var,
+            Setting::Text(s) => s.var,
         }
+    }
+}
+
+/// The values of every provider's settings, read once. An adapter reads its own through the
+/// setting it declared, so a setting cannot be read under a name it was not loaded by.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderSettings {
+    values: std::collections::BTreeMap<&'static str, String>,
+}
+
+impl ProviderSettings {
+    /// Every provider's settings from `env`; a value that is not valid names its variable.
+    pub fn load(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, (&'static str, String)> {
+        let mut values = std::collections::BTreeMap::new();
+        for setting in Provider::ALL.iter().flat_map(|p| p.descriptor().settings) {
+            let Some(value) = env(setting.var()) else { continue };
+            let value = match setting {
+                Setting::Currency(_) => {
+                    crate::money::currency(&value).map(|(code, _)| code).map_err(|e| (setting.var(), e.to_string()))?
+                }
+                Setting::Text(_) => value,
+            };
+            values.insert(setting.var(), value);
+        }
+        Ok(ProviderSettings { values })
+    }
+
+    /// `setting` set to `value`, unchecked (tests).
+    pub fn with(mut self, setting: Setting, value: &str) -> Self {
+        self.values.insert(setting.var(), value.to_owned());
+        self
+    }
+
+    pub fn currency(&self, setting: &CurrencySetting) -> String {
+        self.values.get(setting.var).map_or(setting.default, String::as_str).to_owned()
+    }
+
+    pub fn text(&self, setting: &TextSetting) -> Option<String> {
+        self.values.get(setting.var).cloned()
     }
 }
 
@@ -411,6 +458,13 @@ mod tests {
             let example = fixtures.join(provider.as_str()).join(d.example);
             assert!(example.is_file(), "{provider}: no fixture {}", example.display());
             let dev = |var: &str| d.secrets.iter().find(|s| s.var == var).and_then(|s| s.dev).map(str::to_owned);
+            vars.extend(d.settings.iter().map(|s| s.var()));
+            for setting in d.settings {
+                for doc in ["README.md", "template.yaml"] {
+                    let text = std::fs::read_to_string(fixtures.join("../..").join(doc)).unwrap();
+                    assert!(text.contains(setting.var()), "{provider}: {doc} does not name {}", setting.var());
+                }
+            }
             let verifier = (d.verifier)(&SecretLists::new(&dev, 300)).unwrap();
             assert!(verifier.is_some(), "{provider}: its development secrets build no verifier");
             assert!((d.verifier)(&SecretLists::new(&|_| None, 300)).unwrap().is_none(), "{provider}");
@@ -418,7 +472,23 @@ mod tests {
         let mut unique = vars.clone();
         unique.sort_unstable();
         unique.dedup();
-        assert_eq!(unique.len(), vars.len(), "a secret variable claimed twice: {vars:?}");
+        assert_eq!(unique.len(), vars.len(), "a variable claimed twice: {vars:?}");
+    }
+
+    #[test]
+    fn settings_are_read_through_what_declares_them() {
+        let env = |var: &str| match var {
+            "MEMBERFUL_CURRENCY" => Some("EUR".to_owned()),
+            "MEMBERFUL_ACCOUNT" => Some("acct_1".to_owned()),
+            _ => None,
+        };
+        let settings = ProviderSettings::load(&env).unwrap();
+        assert_eq!(settings.currency(&memberful::CURRENCY), "EUR");
+        assert_eq!(settings.text(&memberful::ACCOUNT).as_deref(), Some("acct_1"));
+        assert_eq!(settings.currency(&webforce::CURRENCY), "USD", "the default where unset");
+        assert_eq!(settings.text(&foloosi::MERCHANT), None);
+        let bad = |var: &str| (var == "WEBFORCE_CURRENCY").then(|| "DOLLARS".to_owned());
+        assert_eq!(ProviderSettings::load(&bad).unwrap_err().0, "WEBFORCE_CURRENCY");
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
     normalize: |body, _, _, _| normalize(body),
     dictionaries: &[(3, include_bytes!("../store/dictionaries/rainforest.1"))],
     example: "refund.succeeded.json",
+    settings: &[],
 };
 
 fn verifier(secrets: &SecretLists<'_>) -> Result<Option<Arc<dyn Verifier>>, SecretError> {

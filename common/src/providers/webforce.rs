@@ -21,8 +21,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{
-    Descriptor, Media, Parsed, PayloadError, ProviderSettings, SecretVar, Text, form_to_json, parse_json, present,
-    text, unhandled,
+    CurrencySetting, Descriptor, Media, Parsed, PayloadError, ProviderSettings, SecretVar, Setting, Text, form_to_json,
+    parse_json, present, text, unhandled,
 };
 use crate::event::{EventKind, Normalized, Proof, Provider, Status};
 use crate::money;
@@ -41,7 +41,11 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
     normalize,
     dictionaries: &[(4, include_bytes!("../store/dictionaries/webforce.1"))],
     example: "refund-applied.ours.json",
+    settings: &[Setting::Currency(&CURRENCY)],
 };
+
+/// The currency of postbacks that carry none.
+pub static CURRENCY: CurrencySetting = CurrencySetting { var: "WEBFORCE_CURRENCY", default: "USD" };
 
 fn verifier(secrets: &SecretLists<'_>) -> Result<Option<Arc<dyn Verifier>>, SecretError> {
     super::shared_token(secrets, TOKEN_VAR, TOKEN_HEADER, TOKEN_QUERY)
@@ -115,7 +119,7 @@ pub fn normalize(
         .ok_or_else(|| PayloadError::missing("transaction_id"))?;
     let mut n = Normalized::new(kind, event, status, object_id);
     n.order_ref = order_id.or(transaction_id);
-    let currency = present(p.currency).unwrap_or_else(|| settings.webforce_currency.clone());
+    let currency = present(p.currency).unwrap_or_else(|| settings.currency(&CURRENCY));
     n.amount = match (p.amount_cents, text(p.amount)) {
         (Some(_), Some(_)) => return Err(PayloadError::invalid("amount_cents", "both amount and amount_cents")),
         (Some(Text(cents)), None) => {
