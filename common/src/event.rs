@@ -263,14 +263,111 @@ pub fn key_part(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// An event's identity as the provider gives it: object id, event type and status, never
+/// anything about the delivery. The parts are escaped ([`key_part`]) so that ids containing `#`
+/// cannot make two events share a key. The one place a key is built.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn new(provider: Provider, object_id: &str, event_type: &str, status: Status) -> Self {
+        let mut key = Self::prefix(provider, object_id);
+        key.push_str(&key_part(event_type));
+        key.push('#');
+        key.push_str(status.as_str());
+        IdempotencyKey(key)
+    }
+
+    /// How every key of one object begins, `#` included: a store whose keys are ordered finds
+    /// an object's events as one range of them.
+    pub fn prefix(provider: Provider, object_id: &str) -> String {
+        [provider.as_str(), &key_part(object_id), ""].join("#")
+    }
+
+    /// `evt_` + 32 hex digits of SHA-256 over the key: every delivery of one event has the same
+    /// id, so subscribers can dedupe on it.
+    pub fn event_id(&self) -> EventId {
+        let digest = Sha256::digest(self.0.as_bytes());
+        EventId(format!("evt_{}", hex::encode(&digest[..16])))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An event's id (`evt_` + 32 hex digits), derived from its [`IdempotencyKey`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventId(String);
+
+impl EventId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+macro_rules! text_newtype {
+    ($($t:ty),+) => {$(
+        impl std::ops::Deref for $t {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl PartialEq<str> for $t {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+        impl PartialEq<&str> for $t {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+        impl PartialEq<String> for $t {
+            fn eq(&self, other: &String) -> bool {
+                &self.0 == other
+            }
+        }
+        impl PartialEq<$t> for str {
+            fn eq(&self, other: &$t) -> bool {
+                self == other.0
+            }
+        }
+        impl PartialEq<$t> for &str {
+            fn eq(&self, other: &$t) -> bool {
+                *self == other.0
+            }
+        }
+        impl PartialEq<$t> for String {
+            fn eq(&self, other: &$t) -> bool {
+                *self == other.0
+            }
+        }
+        impl From<$t> for String {
+            fn from(value: $t) -> String {
+                value.0
+            }
+        }
+    )+};
+}
+text_newtype!(IdempotencyKey, EventId);
+
 /// The canonical event: what is stored, streamed and (minus `raw_payload`) notified. Its
 /// `Debug` gives the raw payload's length, not its text, and the payor redacted.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefundEvent {
     /// Derived from the idempotency key, so every delivery of one event has the same id and
     /// subscribers can dedupe on it.
-    pub event_id: String,
-    pub idempotency_key: String,
+    pub event_id: EventId,
+    pub idempotency_key: IdempotencyKey,
     pub provider: Provider,
     pub kind: EventKind,
     pub event_type: String,
@@ -345,31 +442,6 @@ impl fmt::Debug for RefundEvent {
 }
 
 impl RefundEvent {
-    /// The idempotency key: the provider's own identity of the event (object id, event type and
-    /// status), never anything about the delivery. The parts are escaped ([`key_part`]) so ids
-    /// that contain `#` cannot make two events share a key.
-    pub fn idempotency_key(provider: Provider, object_id: &str, event_type: &str, status: Status) -> String {
-        let mut key = Self::idempotency_key_prefix(provider, object_id);
-        key.push_str(&key_part(event_type));
-        key.push('#');
-        key.push_str(status.as_str());
-        key
-    }
-
-    /// How every idempotency key of one object begins, `#` included: a store whose keys are
-    /// ordered finds an object's events as one range of them.
-    pub fn idempotency_key_prefix(provider: Provider, object_id: &str) -> String {
-        [provider.as_str(), &key_part(object_id), ""].join("#")
-    }
-
-    /// `evt_` + 32 hex digits of SHA-256 over the idempotency key.
-    pub fn event_id_for(idempotency_key: &str) -> String {
-        let digest = Sha256::digest(idempotency_key.as_bytes());
-        let mut id = *b"evt_00000000000000000000000000000000";
-        hex::encode_to_slice(&digest[..16], &mut id[4..]).expect("32 hex digits fit");
-        String::from_utf8(id.to_vec()).expect("ASCII")
-    }
-
     /// Whether `other`, stored under the same idempotency key, says the same thing: the same
     /// money, status and references. Delivery facts (when, which delivery id) and personal data
     /// may differ between a retry and the first delivery; these may not.
@@ -449,10 +521,8 @@ mod tests {
 
     #[test]
     fn ids_containing_separators_never_share_a_key() {
-        let a =
-            RefundEvent::idempotency_key(Provider::Foloosi, "A", "transaction.x#failed#transaction.y", Status::Failed);
-        let b =
-            RefundEvent::idempotency_key(Provider::Foloosi, "A#transaction.x#failed", "transaction.y", Status::Failed);
+        let a = IdempotencyKey::new(Provider::Foloosi, "A", "transaction.x#failed#transaction.y", Status::Failed);
+        let b = IdempotencyKey::new(Provider::Foloosi, "A#transaction.x#failed", "transaction.y", Status::Failed);
         assert_ne!(a, b);
         assert_eq!(key_part("100%#1"), "100%25%231");
         assert_eq!(key_part("plain"), "plain");
@@ -461,25 +531,23 @@ mod tests {
     #[test]
     fn the_key_prefix_is_how_idempotency_keys_begin() {
         for id in ["rfd_1", "a#b", "50%", ""] {
-            let key = RefundEvent::idempotency_key(Provider::Rainforest, id, "refund.created", Status::Created);
-            assert!(key.starts_with(&RefundEvent::idempotency_key_prefix(Provider::Rainforest, id)), "{key}");
+            let key = IdempotencyKey::new(Provider::Rainforest, id, "refund.created", Status::Created);
+            assert!(key.starts_with(&IdempotencyKey::prefix(Provider::Rainforest, id)), "{key}");
         }
     }
 
+    /// Stored events keep their keys and ids: both must stay exactly this text.
     #[test]
     fn event_id_depends_only_on_the_key() {
-        let a = RefundEvent::event_id_for("rainforest#rfd_1#refund.succeeded#succeeded");
-        let b = RefundEvent::event_id_for("rainforest#rfd_1#refund.succeeded#succeeded");
-        let c = RefundEvent::event_id_for("rainforest#rfd_1#refund.failed#failed");
-        assert_eq!(a, b);
-        assert_ne!(a, c);
-        assert_eq!(a.len(), 4 + 32);
-        // The same text as `evt_` + hex of the first 16 bytes of the digest.
+        let key = |event_type: &str, status| IdempotencyKey::new(Provider::Rainforest, "rfd_1", event_type, status);
+        let (a, b) = (key("refund.succeeded", Status::Succeeded), key("refund.succeeded", Status::Succeeded));
+        let c = key("refund.failed", Status::Failed);
+        assert_eq!(a.as_str(), "rainforest#rfd_1#refund.succeeded#succeeded");
+        assert_eq!(a.event_id(), b.event_id());
+        assert_ne!(a.event_id(), c.event_id());
+        // `evt_` + hex of the first 16 bytes of the key's SHA-256.
         let digest = Sha256::digest(b"rainforest#rfd_1#refund.succeeded#succeeded");
-        assert_eq!(a, format!("evt_{}", hex::encode(&digest[..16])));
-        assert_eq!(
-            RefundEvent::idempotency_key(Provider::Rainforest, "rfd_1", "refund.succeeded", Status::Succeeded),
-            "rainforest#rfd_1#refund.succeeded#succeeded"
-        );
+        assert_eq!(a.event_id(), format!("evt_{}", hex::encode(&digest[..16])));
+        assert_eq!(a.event_id(), "evt_da43159faa2d4c1fba66269c620c4918");
     }
 }

@@ -7,13 +7,14 @@
 use std::sync::Arc;
 
 use http::{HeaderMap, Method, StatusCode};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::config::Config;
 use crate::echo::bounded;
-use crate::event::{Proof, Provider, RefundEvent};
+use crate::event::{EventId, IdempotencyKey, Proof, Provider, RefundEvent};
 use crate::held::{HeldDelivery, HoldCode, HoldReason};
 use crate::metrics::WebhookOutcome;
 use crate::providers::foloosi;
@@ -89,16 +90,39 @@ impl ReceiveError {
         }
     }
 
-    fn body(&self) -> Value {
-        let mut body = json!({ "error": self.code(), "message": bounded(&self.to_string()) });
+    fn answer(&self) -> Answer {
         // The store's own words may name tables and endpoints; the provider needs only "retry".
-        match self {
-            ReceiveError::Store(_) => body["message"] = json!("could not store the delivery; retry later"),
-            ReceiveError::Confirmation(_) => body["message"] = json!("could not confirm the delivery; retry later"),
-            _ => {}
-        }
-        body
+        let message = match self {
+            ReceiveError::Store(_) => "could not store the delivery; retry later".into(),
+            ReceiveError::Confirmation(_) => "could not confirm the delivery; retry later".into(),
+            _ => bounded(&self.to_string()).to_string(),
+        };
+        Answer::Refused { error: self.code(), message }
     }
+}
+
+/// The body of every answer: the README's "Responses" table, as a type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    /// Authenticated: what became of the delivery.
+    Kept(Kept),
+    /// Before authentication, or a store (or confirming API) that failed: nothing was kept.
+    Refused { error: &'static str, message: String },
+}
+
+/// What became of an authenticated delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Kept {
+    /// Stored for the first time (200).
+    Accepted { event_id: EventId },
+    /// Already stored with the same content (200).
+    Duplicate { event_id: EventId },
+    /// An event we do not handle, acknowledged so that it is not retried (200).
+    Ignored { reason: String },
+    /// Kept raw: not readable today (202).
+    Held { held_id: String, reason: String },
 }
 
 /// The answer to one delivery.
@@ -106,6 +130,7 @@ impl ReceiveError {
 pub struct Receipt {
     pub status: StatusCode,
     pub outcome: WebhookOutcome,
+    /// The [`Answer`] as JSON.
     pub body: Value,
     /// The event, when this delivery stored it for the first time.
     pub stored: Option<RefundEvent>,
@@ -114,8 +139,13 @@ pub struct Receipt {
 }
 
 impl Receipt {
-    fn ok(outcome: WebhookOutcome, body: Value, stored: Option<RefundEvent>) -> Self {
-        Receipt { status: StatusCode::OK, outcome, body, stored, held: None }
+    fn new(status: StatusCode, outcome: WebhookOutcome, answer: &Answer) -> Self {
+        let body = serde_json::to_value(answer).unwrap_or_default();
+        Receipt { status, outcome, body, stored: None, held: None }
+    }
+
+    fn ok(outcome: WebhookOutcome, kept: Kept, stored: Option<RefundEvent>) -> Self {
+        Receipt { stored, ..Receipt::new(StatusCode::OK, outcome, &Answer::Kept(kept)) }
     }
 
     pub fn into_response(self) -> http::Response<String> {
@@ -242,11 +272,7 @@ impl Receiver {
             Reading::Event(event) => event,
             Reading::Ignored(reason) => {
                 tracing::info!(%provider, %reason, "ignored");
-                return Ok(Receipt::ok(
-                    WebhookOutcome::Ignored,
-                    json!({ "status": "ignored", "reason": reason }),
-                    None,
-                ));
+                return Ok(Receipt::ok(WebhookOutcome::Ignored, Kept::Ignored { reason }, None));
             }
             Reading::Unreadable(reason) => return self.hold(provider, req, &received_at, &reason).await,
         };
@@ -259,17 +285,13 @@ impl Receiver {
                 tracing::info!("accepted");
                 Ok(Receipt::ok(
                     WebhookOutcome::Accepted,
-                    json!({ "status": "accepted", "event_id": event.event_id }),
+                    Kept::Accepted { event_id: event.event_id.clone() },
                     Some(*event),
                 ))
             }
             Put::Duplicate(stored) if stored.same_content(&event) => {
                 tracing::info!("duplicate");
-                Ok(Receipt::ok(
-                    WebhookOutcome::Duplicate,
-                    json!({ "status": "duplicate", "event_id": event.event_id }),
-                    None,
-                ))
+                Ok(Receipt::ok(WebhookOutcome::Duplicate, Kept::Duplicate { event_id: event.event_id.clone() }, None))
             }
             Put::Duplicate(_) => {
                 drop(_enter);
@@ -312,10 +334,9 @@ impl Receiver {
             Ok(Parsed::Ignored(reason)) => return Ok(Reading::Ignored(reason)),
             Err(e) => return Ok(Reading::Unreadable(HoldReason::from(&e))),
         };
-        let key =
-            RefundEvent::idempotency_key(provider, &normalized.object_id, &normalized.event_type, normalized.status);
+        let key = IdempotencyKey::new(provider, &normalized.object_id, &normalized.event_type, normalized.status);
         let event = RefundEvent {
-            event_id: RefundEvent::event_id_for(&key),
+            event_id: key.event_id(),
             idempotency_key: key,
             provider,
             kind: normalized.kind,
@@ -379,13 +400,10 @@ impl Receiver {
         let held = HeldDelivery::new(provider, received_at.to_owned(), req.headers, req.query, req.body, reason);
         let hold = self.store.hold(&held).await?;
         tracing::warn!(%provider, held_id = %held.held_id, %reason, "held: authenticated but not readable");
-        let body = json!({ "status": "held", "held_id": held.held_id, "reason": held.reason });
+        let kept = Kept::Held { held_id: held.held_id.clone(), reason: held.reason.clone() };
         Ok(Receipt {
-            status: StatusCode::ACCEPTED,
-            outcome: WebhookOutcome::Held,
-            body,
-            stored: None,
             held: matches!(hold, Hold::Held).then_some(held),
+            ..Receipt::new(StatusCode::ACCEPTED, WebhookOutcome::Held, &Answer::Kept(kept))
         })
     }
 
@@ -437,7 +455,7 @@ pub fn refusal(route: &str, e: ReceiveError) -> Receipt {
     } else {
         tracing::warn!(%provider, status = status.as_u16(), %error, "refused");
     }
-    Receipt { status, outcome: e.outcome(), body: e.body(), stored: None, held: None }
+    Receipt::new(status, e.outcome(), &e.answer())
 }
 
 /// JSON for everyone; form-encoded where the provider posts forms; no content type is read as
@@ -459,4 +477,56 @@ fn media_type(provider: Provider, headers: &HeaderMap) -> Option<Media> {
         return None;
     };
     provider.accepts(media).then_some(media)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's Responses table shows every answer: each status a delivery can be kept
+    /// with, and each error code.
+    #[test]
+    fn the_readme_shows_every_answer() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        let table = &readme[readme.find("## Responses").unwrap()..];
+        let table = &table[..table[3..].find("\n## ").map_or(table.len(), |end| end + 3)];
+        let id = IdempotencyKey::new(Provider::Rainforest, "rfd_1", "refund.created", crate::event::Status::Created)
+            .event_id();
+        let kept = [
+            Kept::Accepted { event_id: id.clone() },
+            Kept::Duplicate { event_id: id },
+            Kept::Ignored { reason: "r".into() },
+            Kept::Held { held_id: "h".into(), reason: "r".into() },
+        ];
+        for answer in kept.map(Answer::Kept) {
+            let json = serde_json::to_string(&answer).unwrap();
+            let status = json.split(',').next().unwrap();
+            assert!(table.contains(status), "the README's Responses table has no `{status}`: {json}");
+        }
+        let refused = [
+            ReceiveError::UnknownProvider("x".into()),
+            ReceiveError::MethodNotAllowed(Method::GET),
+            ReceiveError::PayloadTooLarge { limit: 1 },
+            ReceiveError::Unauthorized(VerifyError::NoMatch),
+            ReceiveError::Store(StoreError::Unavailable("x".into())),
+            ReceiveError::Confirmation(ApiUnavailable("x".into())),
+        ];
+        for e in refused {
+            let json = serde_json::to_value(e.answer()).unwrap();
+            assert_eq!(json["error"], e.code());
+            let code = format!("\"error\":\"{}\"", e.code());
+            assert!(table.contains(&code), "the README's Responses table has no `{code}`");
+        }
+    }
+
+    /// The body a store failure answers names no table or endpoint.
+    #[test]
+    fn a_store_failure_says_only_retry() {
+        let e = ReceiveError::Store(StoreError::Unavailable("table arn:aws:dynamodb:… at https://…".into()));
+        let json = serde_json::to_value(e.answer()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({ "error": "store_unavailable", "message": "could not store the delivery; retry later" })
+        );
+    }
 }

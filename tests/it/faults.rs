@@ -176,7 +176,7 @@ async fn a_retried_batch_tells_no_audience_twice_of_a_record_already_told() {
     }
     for (i, e) in events.iter().enumerate() {
         for a in [Audience::Internal, Audience::Merchant, Audience::Payor] {
-            let n = copies.get(&(e.event_id.clone(), a)).copied().unwrap_or(0);
+            let n = copies.get(&(e.event_id.to_string(), a)).copied().unwrap_or(0);
             let want = if i == 3 && a == Audience::Internal { 2 } else { 1 };
             assert_eq!(n, want, "event {i} {a:?}");
         }
@@ -194,7 +194,7 @@ async fn sns_failing_for_part_of_a_batch_reports_exactly_those_records_and_recov
     let fanout = Fanout::new(Arc::new(MemoryStore::new()), notifier.clone(), support::general_routing(), "Test".into());
 
     // SNS refuses the merchant message of every third event: internal was already published.
-    let failing: Vec<String> = events.iter().step_by(3).map(|e| e.event_id.clone()).collect();
+    let failing: Vec<String> = events.iter().step_by(3).map(|e| e.event_id.to_string()).collect();
     notifier.fail_for(failing.clone(), Audience::Merchant);
     let res = lambda::handle_stream(&fanout, batch.clone()).await;
     let reported = sequence_numbers(&res);
@@ -213,8 +213,8 @@ async fn sns_failing_for_part_of_a_batch_reports_exactly_those_records_and_recov
     }
     for e in &events {
         for a in [Audience::Internal, Audience::Merchant, Audience::Payor] {
-            let n = copies.get(&(e.event_id.clone(), a)).copied().unwrap_or(0);
-            let retried = failing.contains(&e.event_id);
+            let n = copies.get(&(e.event_id.to_string(), a)).copied().unwrap_or(0);
+            let retried = failing.contains(&e.event_id.to_string());
             // Everything was published; only the retried events' first audience went out twice
             // (at least once, same event_id, for subscribers to dedupe).
             let max = if retried && a == Audience::Internal { 2 } else { 1 };

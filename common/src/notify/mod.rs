@@ -189,7 +189,7 @@ fn message(event: &RefundEvent, audience: Audience, platform: &str) -> Notificat
     }
     fields.retain(|_, v| !v.is_null());
     fit(&mut body, &attributes);
-    Notification { audience, event_id: event.event_id.clone(), attributes, body }
+    Notification { audience, event_id: event.event_id.to_string(), attributes, body }
 }
 
 fn noun(event: &RefundEvent) -> &'static str {

@@ -24,7 +24,7 @@ use serde_bytes::ByteBuf;
 pub use serde_dynamo::{AttributeValue, Item};
 use serde_json::Value;
 
-use crate::event::{EventKind, Provider, RefundEvent, key_part};
+use crate::event::{EventKind, IdempotencyKey, Provider, RefundEvent, key_part};
 use crate::held::{HeldDelivery, HeldNotice, HeldStatus};
 use crate::store::packed;
 
@@ -79,7 +79,7 @@ pub fn check_limits(event: &RefundEvent) -> Result<(), &'static str> {
     if event_sk(event).len() > MAX_SORT_KEY {
         return Err("event_type");
     }
-    let merchant = event.merchant_id.as_ref().map_or(0, |m| "MERCHANT#".len() + m.len());
+    let merchant = event.merchant_id.as_deref().map_or(0, |m| merchant_pk(m).len());
     if merchant > MAX_PARTITION_KEY {
         return Err("merchant_id");
     }
@@ -98,6 +98,11 @@ pub fn check_limits(event: &RefundEvent) -> Result<(), &'static str> {
 
 pub fn object_pk(provider: Provider, kind: EventKind, id: &str) -> String {
     format!("OBJ#{provider}#{}#{}", kind.as_str(), key_part(id))
+}
+
+/// The merchant index's partition: every event of one merchant.
+pub fn merchant_pk(merchant_id: &str) -> String {
+    format!("MERCHANT#{merchant_id}")
 }
 
 pub fn event_sk(event: &RefundEvent) -> String {
@@ -144,7 +149,7 @@ impl EventItem {
             raw_deflate: None,
             raw_text,
             expires_at: Some(expires_at),
-            merchant_pk: merchant.map(|m| format!("MERCHANT#{m}")),
+            merchant_pk: merchant.map(|m| merchant_pk(m)),
             merchant_sk: merchant.map(|_| format!("{}#{}", event.received_at, event.event_id)),
         }
     }
@@ -197,9 +202,9 @@ fn event_from_parts(pk: &str, sk: &str, json: &str) -> Result<RefundEvent, Strin
         let provider: Provider = provider.parse().map_err(|e: crate::event::UnknownProvider| e.to_string())?;
         let status: crate::event::Status = status.parse().map_err(|_| format!("`sk` has an unknown status: {sk}"))?;
         let (object_id, event_type) = (unescape(object_id), unescape(event_type));
-        let key = RefundEvent::idempotency_key(provider, &object_id, &event_type, status);
-        map.insert("event_id".into(), RefundEvent::event_id_for(&key).into());
-        map.insert("idempotency_key".into(), key.into());
+        let key = IdempotencyKey::new(provider, &object_id, &event_type, status);
+        map.insert("event_id".into(), key.event_id().as_str().into());
+        map.insert("idempotency_key".into(), key.as_str().into());
         map.insert("provider".into(), provider.as_str().into());
         map.insert("kind".into(), kind.into());
         map.insert("event_type".into(), event_type.into());
@@ -320,9 +325,9 @@ mod tests {
     use super::*;
 
     fn event_of(provider: Provider, raw: &str) -> RefundEvent {
-        let key = RefundEvent::idempotency_key(provider, "o_1", "refund", crate::event::Status::Succeeded);
+        let key = IdempotencyKey::new(provider, "o_1", "refund", crate::event::Status::Succeeded);
         serde_json::from_value(serde_json::json!({
-            "event_id": RefundEvent::event_id_for(&key), "idempotency_key": key, "provider": provider,
+            "event_id": key.event_id(), "idempotency_key": key, "provider": provider,
             "kind": "refund", "event_type": "refund", "status": "succeeded", "object_id": "o_1",
             "received_at": "2026-12-01T00:00:00Z", "raw_payload": raw,
         }))
@@ -358,10 +363,9 @@ mod tests {
 
     #[test]
     fn an_event_comes_back_from_its_keys_and_the_json_that_leaves_them_out() {
-        let key =
-            RefundEvent::idempotency_key(Provider::Rainforest, "rfd_#1%", "refund.#x", crate::event::Status::Failed);
+        let key = IdempotencyKey::new(Provider::Rainforest, "rfd_#1%", "refund.#x", crate::event::Status::Failed);
         let full = serde_json::json!({
-            "event_id": RefundEvent::event_id_for(&key), "idempotency_key": key, "provider": "rainforest",
+            "event_id": key.event_id(), "idempotency_key": key, "provider": "rainforest",
             "kind": "refund", "event_type": "refund.#x", "status": "failed", "object_id": "rfd_#1%",
             "received_at": "2026-12-01T00:00:00Z", "reason": "card expired",
         });

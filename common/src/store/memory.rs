@@ -6,16 +6,16 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Put, StoreError, advances, newest_first};
-use crate::event::{EventKind, Provider, RefundEvent, Status};
+use crate::event::{EventId, EventKind, IdempotencyKey, Provider, RefundEvent, Status};
 use crate::held::{HeldDelivery, HeldStatus};
 
 #[derive(Default)]
 struct State {
     events: Vec<RefundEvent>,
-    keys: HashMap<String, usize>,
-    aggregates: HashMap<String, (Status, String)>,
+    keys: HashMap<IdempotencyKey, usize>,
+    aggregates: HashMap<String, (Status, EventId)>,
     /// Per object, the event whose every audience was told.
-    told: HashMap<String, String>,
+    told: HashMap<String, EventId>,
     held: Vec<HeldDelivery>,
 }
 
@@ -145,8 +145,10 @@ impl EventStore for MemoryStore {
             .iter()
             .filter(|e| {
                 let key = object_key(e.provider, e.kind, &e.object_id);
-                let aggregate =
-                    s.aggregates.get(&key).map(|(st, last)| (*st, last.as_str(), s.told.get(&key).map(String::as_str)));
+                let aggregate = s
+                    .aggregates
+                    .get(&key)
+                    .map(|(st, last)| (*st, last.as_str(), s.told.get(&key).map(EventId::as_str)));
                 super::untold(aggregate, e)
             })
             .cloned()

@@ -62,7 +62,7 @@ pub enum StoreError {
 /// One event in an object's history, as `GET /refunds/...` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HistoryEntry {
-    pub event_id: String,
+    pub event_id: crate::event::EventId,
     pub event_type: String,
     pub status: Status,
     pub received_at: String,

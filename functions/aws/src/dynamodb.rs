@@ -191,7 +191,7 @@ impl EventStore for DynamoStore {
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":status", AttributeValue::S(event.status.as_str().into()))
             .expression_attribute_values(":rank", AttributeValue::N(event.status.rank().to_string()))
-            .expression_attribute_values(":event_id", AttributeValue::S(event.event_id.clone()))
+            .expression_attribute_values(":event_id", AttributeValue::S(event.event_id.to_string()))
             .expression_attribute_values(":at", AttributeValue::S(event.received_at.clone()))
             .expression_attribute_values(":provider", AttributeValue::S(event.provider.as_str().into()))
             .expression_attribute_values(":kind", AttributeValue::S(event.kind.as_str().into()))
@@ -207,7 +207,11 @@ impl EventStore for DynamoStore {
                     && let UpdateItemError::ConditionalCheckFailedException(failed) = ctx.err()
                 {
                     let told = failed.item().and_then(|i| i.get("told_event_id")).and_then(|v| v.as_s().ok());
-                    return Ok(if told == Some(&event.event_id) { Advance::AlreadyTold } else { Advance::Stale });
+                    return Ok(if told.is_some_and(|t| *t == event.event_id) {
+                        Advance::AlreadyTold
+                    } else {
+                        Advance::Stale
+                    });
                 }
                 Err(classify(&e))
             }
@@ -219,7 +223,7 @@ impl EventStore for DynamoStore {
             .update_aggregate(event)
             .update_expression("SET told_event_id = :event_id")
             .condition_expression("last_event_id = :event_id")
-            .expression_attribute_values(":event_id", AttributeValue::S(event.event_id.clone()))
+            .expression_attribute_values(":event_id", AttributeValue::S(event.event_id.to_string()))
             .send()
             .await;
         match result {
@@ -264,7 +268,7 @@ impl EventStore for DynamoStore {
 
     async fn merchant_events(&self, merchant_id: &str, since: Option<&str>) -> Result<Vec<RefundEvent>, StoreError> {
         let items =
-            self.query_all(Some(layout::MERCHANT_INDEX), "merchant_pk", &format!("MERCHANT#{merchant_id}")).await?;
+            self.query_all(Some(layout::MERCHANT_INDEX), "merchant_pk", &layout::merchant_pk(merchant_id)).await?;
         let mut events = items.iter().map(Self::from_item).collect::<Result<Vec<_>, _>>()?;
         events.retain(|e| since.is_none_or(|t| e.received_at.as_str() >= t));
         events.sort_by(|a, b| a.received_at.cmp(&b.received_at));

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use common::event::{EventKind, Provider, RefundEvent, Status};
+use common::event::{EventKind, IdempotencyKey, Provider, RefundEvent, Status};
 use common::held::{HeldDelivery, HeldStatus};
 use common::store::{Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Put, StoreError, newest_first};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -192,7 +192,7 @@ impl EventStore for SqliteStore {
                 )
                 .map_err(unavailable)?;
             // One range of the unique index holds the object's events.
-            let from = RefundEvent::idempotency_key_prefix(provider, &id);
+            let from = IdempotencyKey::prefix(provider, &id);
             // The prefix ends in `#`; `$` is the next character, so [from, until) is the prefix.
             let until = format!("{}$", &from[..from.len() - 1]);
             let events = stmt
@@ -300,9 +300,9 @@ pub(crate) mod tests {
     /// something to be told.
     pub(crate) fn event(object_id: &str, status: Status) -> RefundEvent {
         let event_type = format!("refund.{status}");
-        let key = RefundEvent::idempotency_key(Provider::Rainforest, object_id, &event_type, status);
+        let key = IdempotencyKey::new(Provider::Rainforest, object_id, &event_type, status);
         serde_json::from_value(serde_json::json!({
-            "event_id": RefundEvent::event_id_for(&key),
+            "event_id": key.event_id(),
             "idempotency_key": key,
             "provider": "rainforest",
             "kind": "refund",
@@ -427,8 +427,8 @@ pub(crate) mod tests {
                     "INSERT INTO events (idempotency_key, event_id, provider, kind, object_id, event_type, status, \
                      received_at, event_json, notified) VALUES (?1, ?2, 'rainforest', 'refund', ?3, ?4, ?5, ?6, ?7, ?8)",
                     params![
-                        e.idempotency_key,
-                        e.event_id,
+                        e.idempotency_key.as_str(),
+                        e.event_id.as_str(),
                         e.object_id,
                         e.event_type,
                         e.status.as_str(),

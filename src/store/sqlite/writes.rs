@@ -144,8 +144,8 @@ fn insert_event(c: &Connection, e: RefundEvent, json: &str) -> Result<(Put, Opti
         )
         .and_then(|mut s| {
             s.execute(params![
-                e.idempotency_key,
-                e.event_id,
+                e.idempotency_key.as_str(),
+                e.event_id.as_str(),
                 e.provider.as_str(),
                 e.kind.as_str(),
                 e.object_id,
@@ -162,7 +162,7 @@ fn insert_event(c: &Connection, e: RefundEvent, json: &str) -> Result<(Put, Opti
     }
     let json: String = c
         .prepare_cached("SELECT event_json FROM events WHERE idempotency_key = ?1")
-        .and_then(|mut s| s.query_row(params![e.idempotency_key], |r| r.get(0)))
+        .and_then(|mut s| s.query_row(params![e.idempotency_key.as_str()], |r| r.get(0)))
         .map_err(unavailable)?;
     let stored = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     Ok((Put::Duplicate(Box::new(stored)), None))
@@ -191,7 +191,7 @@ fn advance(tx: &Connection, e: &RefundEvent) -> Result<Advance, StoreError> {
                 "SELECT EXISTS (SELECT 1 FROM outbox JOIN events ON events.seq = outbox.seq \
              WHERE events.idempotency_key = ?1)",
             )
-            .and_then(|mut s| s.query_row(params![e.idempotency_key], |r| r.get(0)))
+            .and_then(|mut s| s.query_row(params![e.idempotency_key.as_str()], |r| r.get(0)))
             .map_err(unavailable)?;
         if !pending {
             return Ok(Advance::AlreadyTold);
@@ -211,7 +211,7 @@ fn advance(tx: &Connection, e: &RefundEvent) -> Result<Advance, StoreError> {
             e.kind.as_str(),
             e.object_id,
             e.status.as_str(),
-            e.event_id,
+            e.event_id.as_str(),
             e.received_at
         ])
     })

@@ -152,8 +152,8 @@ pub struct FlakyNotifier {
 }
 
 impl FlakyNotifier {
-    pub fn fail_for(&self, event_ids: impl IntoIterator<Item = String>, at: Audience) {
-        *self.failing.lock().unwrap() = event_ids.into_iter().collect();
+    pub fn fail_for(&self, event_ids: impl IntoIterator<Item = impl Into<String>>, at: Audience) {
+        *self.failing.lock().unwrap() = event_ids.into_iter().map(Into::into).collect();
         *self.fail_at.lock().unwrap() = Some(at);
     }
     pub fn recover(&self) {
