@@ -162,7 +162,7 @@ impl Proof {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Money {
     pub minor: i64,
-    pub currency: String,
+    pub currency: crate::money::Currency,
 }
 
 /// The person who paid. Personal data: never logged, sent only to the audiences that need it.

@@ -4,9 +4,10 @@
 //! a float would lose paise, so the amount's decimal text is parsed exactly (`rust_decimal`) and
 //! scaled by the exponent `iso_currency` knows for the code (0 for JPY, 2 for INR, 3 for KWD).
 
-use iso_currency::Currency;
+use iso_currency::Currency as Iso;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
+use serde::{Deserialize, Serialize};
 
 use crate::event::Money;
 
@@ -30,17 +31,55 @@ pub enum MoneyError {
     OutOfRange(String),
 }
 
-/// The ISO 4217 currency for `code` (upper-cased first), with its exponent.
-pub fn currency(code: &str) -> Result<(String, u16), MoneyError> {
-    let upper = code.trim().to_ascii_uppercase();
-    let cur = Currency::from_code(&upper).ok_or_else(|| MoneyError::UnknownCurrency(code.to_owned()))?;
-    let exponent = cur.exponent().ok_or_else(|| MoneyError::NoMinorUnit(upper.clone()))?;
-    Ok((upper, exponent))
+/// An ISO 4217 currency that has a minor unit: the only kind an amount is kept in. It is its
+/// upper-case code in JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Currency(Iso);
+
+impl Currency {
+    pub const USD: Currency = Currency(Iso::USD);
+
+    /// The currency for `code`, upper-cased first.
+    pub fn parse(code: &str) -> Result<Self, MoneyError> {
+        let upper = code.trim().to_ascii_uppercase();
+        let iso = Iso::from_code(&upper).ok_or_else(|| MoneyError::UnknownCurrency(code.to_owned()))?;
+        iso.exponent().ok_or(MoneyError::NoMinorUnit(upper))?;
+        Ok(Currency(iso))
+    }
+
+    pub fn code(self) -> &'static str {
+        self.0.code()
+    }
+
+    /// Digits after the decimal point: 2 for USD, 0 for JPY, 3 for KWD.
+    pub fn exponent(self) -> u16 {
+        // `parse` admits only currencies that have one.
+        self.0.exponent().unwrap_or(0)
+    }
+}
+
+impl std::fmt::Display for Currency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl Serialize for Currency {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.code())
+    }
+}
+
+impl<'de> Deserialize<'de> for Currency {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let code = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        Currency::parse(&code).map_err(serde::de::Error::custom)
+    }
 }
 
 /// An amount already in minor units (Memberful, Rainforest), checked against the same bounds.
 pub fn from_minor(minor: i64, code: &str) -> Result<Money, MoneyError> {
-    let (currency, _) = currency(code)?;
+    let currency = Currency::parse(code)?;
     if minor < 0 {
         return Err(MoneyError::Negative(minor.to_string()));
     }
@@ -52,7 +91,8 @@ pub fn from_minor(minor: i64, code: &str) -> Result<Money, MoneyError> {
 
 /// `major` is the amount's decimal text as the provider sent it (`"100"`, `"12.5"`, `1e2`).
 pub fn to_minor(major: &str, code: &str) -> Result<Money, MoneyError> {
-    let (currency, exponent) = currency(code)?;
+    let currency = Currency::parse(code)?;
+    let exponent = currency.exponent();
     let text = major.trim();
     // Exponent notation is legal JSON; rust_decimal parses it separately.
     let parsed = if text.contains(['e', 'E']) { Decimal::from_scientific(text) } else { Decimal::from_str_exact(text) };
@@ -63,7 +103,7 @@ pub fn to_minor(major: &str, code: &str) -> Result<Money, MoneyError> {
     let scale = Decimal::from(10u64.pow(u32::from(exponent)));
     let scaled = value.checked_mul(scale).ok_or_else(|| MoneyError::OutOfRange(major.to_owned()))?;
     if !scaled.fract().is_zero() {
-        return Err(MoneyError::TooPrecise { amount: major.to_owned(), currency, exponent });
+        return Err(MoneyError::TooPrecise { amount: major.to_owned(), currency: currency.to_string(), exponent });
     }
     let minor = scaled.to_i64().filter(|m| *m <= MAX_MINOR).ok_or_else(|| MoneyError::OutOfRange(major.to_owned()))?;
     Ok(Money { minor, currency })
@@ -71,8 +111,7 @@ pub fn to_minor(major: &str, code: &str) -> Result<Money, MoneyError> {
 
 /// `12.34 USD`, for readable texts.
 pub fn display(m: &Money) -> String {
-    let exponent = currency(&m.currency).map(|(_, e)| e).unwrap_or(0);
-    let value = Decimal::new(m.minor, u32::from(exponent));
+    let value = Decimal::new(m.minor, u32::from(m.currency.exponent()));
     format!("{value} {}", m.currency)
 }
 
@@ -109,14 +148,14 @@ mod tests {
 
     #[test]
     fn displays_in_major_units() {
-        assert_eq!(display(&Money { minor: 1234, currency: "USD".into() }), "12.34 USD");
-        assert_eq!(display(&Money { minor: 500, currency: "JPY".into() }), "500 JPY");
-        assert_eq!(display(&Money { minor: 1234, currency: "KWD".into() }), "1.234 KWD");
+        assert_eq!(display(&Money { minor: 1234, currency: Currency::USD }), "12.34 USD");
+        assert_eq!(display(&Money { minor: 500, currency: Currency::parse("JPY").unwrap() }), "500 JPY");
+        assert_eq!(display(&Money { minor: 1234, currency: Currency::parse("kwd").unwrap() }), "1.234 KWD");
     }
 
     #[test]
     fn minor_amounts_are_bounded_too() {
-        assert_eq!(from_minor(9900, "usd").unwrap(), Money { minor: 9900, currency: "USD".into() });
+        assert_eq!(from_minor(9900, "usd").unwrap(), Money { minor: 9900, currency: Currency::USD });
         assert!(from_minor(-1, "USD").is_err());
         assert!(from_minor(i64::MAX, "USD").is_err());
     }

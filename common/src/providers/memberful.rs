@@ -17,7 +17,7 @@ use super::{
     parse_fast, parse_json, parse_raw, present, required, text, unhandled,
 };
 use crate::event::{EventKind, Normalized, Proof, Provider, Status};
-use crate::money;
+use crate::money::{self, Currency};
 use crate::verify::{HmacSha256Hex, SecretError, SecretLists, Verifier, refs};
 
 pub const SIGNATURE_HEADER: &str = "x-memberful-webhook-signature";
@@ -36,7 +36,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
 };
 
 /// The account's currency: `order.total` is in its minor units, and Memberful sends none.
-pub static CURRENCY: CurrencySetting = CurrencySetting { var: "MEMBERFUL_CURRENCY", default: "USD" };
+pub static CURRENCY: CurrencySetting = CurrencySetting { var: "MEMBERFUL_CURRENCY", default: Currency::USD };
 /// The merchant id stamped on its events (one Memberful account per deployment).
 pub static ACCOUNT: TextSetting = TextSetting { var: "MEMBERFUL_ACCOUNT" };
 
@@ -106,7 +106,7 @@ pub fn normalize(body: &[u8], settings: &ProviderSettings) -> Result<Parsed, Pay
     n.order_ref = text(order.number);
     n.order_total = order
         .total
-        .map(|t| money::from_minor(t, &settings.currency(&CURRENCY)))
+        .map(|t| money::from_minor(t, settings.currency(&CURRENCY).code()))
         .transpose()
         .map_err(|source| PayloadError::Amount { field: "order.total", source })?;
     n.merchant_id = settings.text(&ACCOUNT);
@@ -134,13 +134,14 @@ mod tests {
             other => panic!("{other:?}"),
         };
         let unset = event(&ProviderSettings::default());
-        assert_eq!(unset.order_total.as_ref().map(|m| m.currency.as_str()), Some("USD"));
+        assert_eq!(unset.order_total.as_ref().map(|m| m.currency.code()), Some("USD"));
         assert_eq!(unset.merchant_id, None);
         let set = ProviderSettings::default()
-            .with(Setting::Currency(&CURRENCY), "JPY")
-            .with(Setting::Text(&ACCOUNT), "acct_9");
+            .with(Setting::Currency(&CURRENCY), "jpy")
+            .and_then(|s| s.with(Setting::Text(&ACCOUNT), "acct_9"))
+            .unwrap();
         let set = event(&set);
-        assert_eq!(set.order_total.as_ref().map(|m| m.currency.as_str()), Some("JPY"));
+        assert_eq!(set.order_total.as_ref().map(|m| m.currency.code()), Some("JPY"));
         assert_eq!(set.merchant_id.as_deref(), Some("acct_9"));
     }
 }

@@ -20,7 +20,7 @@ use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::value::RawValue;
 
 use crate::event::{Normalized, Proof, Provider};
-use crate::money::MoneyError;
+use crate::money::{Currency, MoneyError};
 use crate::verify::{SecretError, SecretLists, SharedToken, Verifier, refs};
 
 /// Builds a provider's verifier from its secret variables: `None` when none of them is set.
@@ -151,7 +151,7 @@ pub enum Setting {
 #[derive(Debug)]
 pub struct CurrencySetting {
     pub var: &'static str,
-    pub default: &'static str,
+    pub default: Currency,
 }
 
 /// Free text; absent where the variable is unset.
@@ -173,38 +173,41 @@ impl Setting {
 /// setting it declared, so a setting cannot be read under a name it was not loaded by.
 #[derive(Debug, Clone, Default)]
 pub struct ProviderSettings {
-    values: std::collections::BTreeMap<&'static str, String>,
+    currencies: std::collections::BTreeMap<&'static str, Currency>,
+    texts: std::collections::BTreeMap<&'static str, String>,
 }
 
 impl ProviderSettings {
     /// Every provider's settings from `env`; a value that is not valid names its variable.
     pub fn load(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, (&'static str, String)> {
-        let mut values = std::collections::BTreeMap::new();
-        for setting in Provider::ALL.iter().flat_map(|p| p.descriptor().settings) {
-            let Some(value) = env(setting.var()) else { continue };
-            let value = match setting {
-                Setting::Currency(_) => {
-                    crate::money::currency(&value).map(|(code, _)| code).map_err(|e| (setting.var(), e.to_string()))?
-                }
-                Setting::Text(_) => value,
-            };
-            values.insert(setting.var(), value);
+        let mut settings = ProviderSettings::default();
+        for &setting in Provider::ALL.iter().flat_map(|p| p.descriptor().settings) {
+            if let Some(value) = env(setting.var()) {
+                settings = settings.with(setting, &value).map_err(|e| (setting.var(), e))?;
+            }
         }
-        Ok(ProviderSettings { values })
+        Ok(settings)
     }
 
-    /// `setting` set to `value`, unchecked (tests).
-    pub fn with(mut self, setting: Setting, value: &str) -> Self {
-        self.values.insert(setting.var(), value.to_owned());
-        self
+    /// `setting` set to `value`, or why `value` is not one.
+    pub fn with(mut self, setting: Setting, value: &str) -> Result<Self, String> {
+        match setting {
+            Setting::Currency(s) => {
+                self.currencies.insert(s.var, Currency::parse(value).map_err(|e| e.to_string())?);
+            }
+            Setting::Text(s) => {
+                self.texts.insert(s.var, value.to_owned());
+            }
+        }
+        Ok(self)
     }
 
-    pub fn currency(&self, setting: &CurrencySetting) -> String {
-        self.values.get(setting.var).map_or(setting.default, String::as_str).to_owned()
+    pub fn currency(&self, setting: &CurrencySetting) -> Currency {
+        self.currencies.get(setting.var).copied().unwrap_or(setting.default)
     }
 
     pub fn text(&self, setting: &TextSetting) -> Option<String> {
-        self.values.get(setting.var).cloned()
+        self.texts.get(setting.var).cloned()
     }
 }
 
@@ -483,9 +486,9 @@ mod tests {
             _ => None,
         };
         let settings = ProviderSettings::load(&env).unwrap();
-        assert_eq!(settings.currency(&memberful::CURRENCY), "EUR");
+        assert_eq!(settings.currency(&memberful::CURRENCY).code(), "EUR");
         assert_eq!(settings.text(&memberful::ACCOUNT).as_deref(), Some("acct_1"));
-        assert_eq!(settings.currency(&webforce::CURRENCY), "USD", "the default where unset");
+        assert_eq!(settings.currency(&webforce::CURRENCY), Currency::USD, "the default where unset");
         assert_eq!(settings.text(&foloosi::MERCHANT), None);
         let bad = |var: &str| (var == "WEBFORCE_CURRENCY").then(|| "DOLLARS".to_owned());
         assert_eq!(ProviderSettings::load(&bad).unwrap_err().0, "WEBFORCE_CURRENCY");

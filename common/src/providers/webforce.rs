@@ -25,7 +25,7 @@ use super::{
     parse_json, present, text, unhandled,
 };
 use crate::event::{EventKind, Normalized, Proof, Provider, Status};
-use crate::money;
+use crate::money::{self, Currency};
 use crate::verify::{SecretError, SecretLists, Verifier};
 
 pub const TOKEN_HEADER: &str = "x-webhook-token";
@@ -45,7 +45,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
 };
 
 /// The currency of postbacks that carry none.
-pub static CURRENCY: CurrencySetting = CurrencySetting { var: "WEBFORCE_CURRENCY", default: "USD" };
+pub static CURRENCY: CurrencySetting = CurrencySetting { var: "WEBFORCE_CURRENCY", default: Currency::USD };
 
 fn verifier(secrets: &SecretLists<'_>) -> Result<Option<Arc<dyn Verifier>>, SecretError> {
     super::shared_token(secrets, TOKEN_VAR, TOKEN_HEADER, TOKEN_QUERY)
@@ -119,7 +119,7 @@ pub fn normalize(
         .ok_or_else(|| PayloadError::missing("transaction_id"))?;
     let mut n = Normalized::new(kind, event, status, object_id);
     n.order_ref = order_id.or(transaction_id);
-    let currency = present(p.currency).unwrap_or_else(|| settings.currency(&CURRENCY));
+    let currency = present(p.currency).unwrap_or_else(|| settings.currency(&CURRENCY).code().to_owned());
     n.amount = match (p.amount_cents, text(p.amount)) {
         (Some(_), Some(_)) => return Err(PayloadError::invalid("amount_cents", "both amount and amount_cents")),
         (Some(Text(cents)), None) => {
