@@ -8,7 +8,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|body: &[u8]| {
     let settings = ProviderSettings::default();
-    let first = Provider::Conscent.normalize(body, Media::Json, &settings);
+    let first = Provider::Conscent.normalize(body, Media::Json, None, &settings);
     fuzz_support::check_normalized(Provider::Conscent, &first);
-    assert_eq!(first, Provider::Conscent.normalize(body, Media::Json, &settings));
+    assert_eq!(first, Provider::Conscent.normalize(body, Media::Json, None, &settings));
 });

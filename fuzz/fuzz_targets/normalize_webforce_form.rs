@@ -8,7 +8,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|body: &[u8]| {
     let settings = ProviderSettings::default();
-    let first = Provider::Webforce.normalize(body, Media::Form, &settings);
+    let first = Provider::Webforce.normalize(body, Media::Form, None, &settings);
     fuzz_support::check_normalized(Provider::Webforce, &first);
-    assert_eq!(first, Provider::Webforce.normalize(body, Media::Form, &settings));
+    assert_eq!(first, Provider::Webforce.normalize(body, Media::Form, None, &settings));
 });

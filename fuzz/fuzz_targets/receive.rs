@@ -9,7 +9,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use common::config::{Config, DEV_SECRETS, Secrets};
+use common::config::{Config, Secrets, dev_secret};
 use common::event::Provider;
 use common::receive::{Receiver, WebhookRequest};
 use common::store::MemoryStore;
@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 fn config() -> &'static Config {
     static CONFIG: OnceLock<Config> = OnceLock::new();
     CONFIG.get_or_init(|| {
-        let env = |k: &str| DEV_SECRETS.iter().find(|(name, _)| *name == k).map(|(_, v)| (*v).to_owned());
+        let env = |k: &str| dev_secret(k).map(str::to_owned);
         Config::load(&Provider::ALL, Secrets::Required, &env).expect("development configuration")
     })
 }
