@@ -265,11 +265,15 @@ pub struct HeldItem {
     pub reason: String,
     pub held_status: HeldStatus,
     /// The kept headers as a JSON object.
+    #[serde(default = "no_headers")]
     pub headers: String,
     pub body: ByteBuf,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
+    // The index keys are written, never read back: an item without them still reads.
+    #[serde(default)]
     pub held_pk: String,
+    #[serde(default)]
     pub held_sk: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
@@ -277,6 +281,10 @@ pub struct HeldItem {
     pub query: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolution: Option<String>,
+}
+
+fn no_headers() -> String {
+    "{}".into()
 }
 
 impl HeldItem {
@@ -450,5 +458,14 @@ mod tests {
         assert_eq!(back.into_held().unwrap(), held);
         let Image::Held(notice) = read_image(item).unwrap() else { panic!("a held image") };
         assert_eq!(notice.held_id, "h_1");
+
+        // What the earlier reader required of a held item is still all it needs.
+        let mut minimal = dynamodb_json(&HeldItem::new(&held, 7)).unwrap();
+        for optional in ["headers", "expires_at", "held_pk", "held_sk", "content_type"] {
+            minimal.as_object_mut().unwrap().remove(optional);
+        }
+        let back: HeldItem = serde_dynamo::from_item(serde_json::from_value::<Item>(minimal).unwrap()).unwrap();
+        let back = back.into_held().unwrap();
+        assert_eq!((back.headers.len(), back.content_type, back.body), (0, None, held.body.clone()));
     }
 }
