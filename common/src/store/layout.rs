@@ -79,7 +79,7 @@ pub fn check_limits(event: &RefundEvent) -> Result<(), &'static str> {
     if event_sk(event).len() > MAX_SORT_KEY {
         return Err("event_type");
     }
-    let merchant = event.merchant_id.as_deref().map_or(0, |m| merchant_pk(m).len());
+    let merchant = event.merchant_id.as_ref().map_or(0, |m| MERCHANT_PK_PREFIX.len() + m.len());
     if merchant > MAX_PARTITION_KEY {
         return Err("merchant_id");
     }
@@ -100,9 +100,11 @@ pub fn object_pk(provider: Provider, kind: EventKind, id: &str) -> String {
     format!("OBJ#{provider}#{}#{}", kind.as_str(), key_part(id))
 }
 
+const MERCHANT_PK_PREFIX: &str = "MERCHANT#";
+
 /// The merchant index's partition: every event of one merchant.
 pub fn merchant_pk(merchant_id: &str) -> String {
-    format!("MERCHANT#{merchant_id}")
+    format!("{MERCHANT_PK_PREFIX}{merchant_id}")
 }
 
 pub fn event_sk(event: &RefundEvent) -> String {
