@@ -391,6 +391,19 @@ mod tests {
         assert!(event_from_parts("HELD#x", &item.sk, &item.event).is_err());
     }
 
+    /// The merchant index's partition key is measured as it is built: at DynamoDB's 2,048
+    /// bytes it is written, one byte more and the delivery is held.
+    #[test]
+    fn a_merchant_key_beyond_dynamodbs_limit_is_refused_before_the_write() {
+        let mut event = event_of(Provider::Rainforest, "{}");
+        let room = MAX_PARTITION_KEY - merchant_pk("").len();
+        event.merchant_id = Some("m".repeat(room));
+        assert_eq!(merchant_pk(event.merchant_id.as_deref().unwrap()).len(), MAX_PARTITION_KEY);
+        assert_eq!(check_limits(&event), Ok(()));
+        event.merchant_id = Some("m".repeat(room + 1));
+        assert_eq!(check_limits(&event), Err("merchant_id"));
+    }
+
     /// The table holds items already: the attribute names and types must not move.
     #[test]
     fn the_items_on_the_wire_keep_their_names_and_types() {
