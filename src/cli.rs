@@ -16,6 +16,7 @@ use common::held::HeldStatus;
 use common::notify::Notifier;
 use common::receive::{Receiver, Reprocessed};
 use common::store::EventStore;
+use common::timestamp::Timestamp;
 
 use crate::sender::{fresh_delivery_id, now, post, signed_headers};
 
@@ -134,7 +135,7 @@ pub enum RefundsCommand {
         merchant: String,
         /// Only events received at or after this time (RFC 3339).
         #[arg(long)]
-        since: Option<String>,
+        since: Option<Timestamp>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -320,7 +321,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Refunds { command: RefundsCommand::List { merchant, since, store } } => {
-            for e in store.open().await?.merchant_events(&merchant, since.as_deref()).await? {
+            for e in store.open().await?.merchant_events(&merchant, since).await? {
                 let row = serde_json::json!({
                     "event_id": e.event_id, "provider": e.provider, "kind": e.kind, "id": e.object_id,
                     "status": e.status, "amount": e.amount, "order_total": e.order_total, "received_at": e.received_at,

@@ -16,6 +16,7 @@ use common::event::{EventKind, Provider, RefundEvent};
 use common::held::HeldDelivery;
 use common::receive::{Receiver, WebhookRequest};
 use common::store::{Advance, EventStore, Hold, ObjectRecord, Put, StoreError};
+use common::timestamp::Timestamp;
 use criterion::{Criterion, criterion_group, criterion_main};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
@@ -41,7 +42,7 @@ impl EventStore for NullStore {
     async fn event(&self, _: &str) -> Result<Option<RefundEvent>, StoreError> {
         Ok(None)
     }
-    async fn merchant_events(&self, _: &str, _: Option<&str>) -> Result<Vec<RefundEvent>, StoreError> {
+    async fn merchant_events(&self, _: &str, _: Option<Timestamp>) -> Result<Vec<RefundEvent>, StoreError> {
         Ok(Vec::new())
     }
     async fn untold(&self) -> Result<Vec<RefundEvent>, StoreError> {

@@ -397,8 +397,7 @@ pub struct RefundEvent {
     pub source: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub occurred_at: Option<String>,
-    /// RFC 3339, UTC.
-    pub received_at: String,
+    pub received_at: crate::timestamp::Timestamp,
     /// The provider's delivery id (`svix-id`), recorded for support but never part of the key:
     /// a manual resend gets a new one and must still be a duplicate.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -16,6 +16,7 @@ use crate::echo::bounded;
 use crate::event::Provider;
 use crate::money::MoneyError;
 use crate::providers::PayloadError;
+use crate::timestamp::Timestamp;
 
 /// Why a delivery was held: a code and the field at fault. It names the field and never quotes a
 /// value, so a reason can be logged, notified and answered without leaking payload data.
@@ -151,8 +152,8 @@ impl HeldStatus {
 pub struct HeldDelivery {
     pub held_id: String,
     pub provider: Provider,
-    /// RFC 3339, UTC: when it was first held.
-    pub received_at: String,
+    /// When it was first held.
+    pub received_at: Timestamp,
     pub content_type: Option<String>,
     /// The body exactly as received (it may not even be UTF-8).
     pub body: Vec<u8>,
@@ -172,7 +173,7 @@ pub struct HeldDelivery {
 pub struct HeldNotice {
     pub held_id: String,
     pub provider: Provider,
-    pub received_at: String,
+    pub received_at: Timestamp,
     pub reason: String,
 }
 
@@ -215,7 +216,7 @@ impl HeldDelivery {
     /// A newly held delivery, with credentials taken out of its headers and query.
     pub fn new(
         provider: Provider,
-        received_at: String,
+        received_at: Timestamp,
         headers: &HeaderMap,
         query: Option<&str>,
         body: &[u8],
@@ -256,7 +257,7 @@ impl HeldDelivery {
         HeldNotice {
             held_id: self.held_id.clone(),
             provider: self.provider,
-            received_at: self.received_at.clone(),
+            received_at: self.received_at,
             reason: self.reason.clone(),
         }
     }
@@ -278,7 +279,7 @@ impl HeldDelivery {
         HeldSummary {
             held_id: &self.held_id,
             provider: self.provider,
-            received_at: &self.received_at,
+            received_at: self.received_at,
             reason: &self.reason,
             status: self.status,
             resolution: self.resolution.as_deref(),
@@ -316,7 +317,7 @@ impl HeldDelivery {
 pub struct HeldSummary<'a> {
     pub held_id: &'a str,
     pub provider: Provider,
-    pub received_at: &'a str,
+    pub received_at: Timestamp,
     pub reason: &'a str,
     pub status: HeldStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -351,7 +352,7 @@ mod tests {
         let reason = HoldReason::new(HoldCode::Malformed, "body");
         let held = HeldDelivery::new(
             Provider::Webforce,
-            "2026-12-01T00:00:00Z".into(),
+            time::macros::datetime!(2026-12-01 00:00 UTC).into(),
             &h,
             Some("token=abc&event=refund-applied&api_key=1"),
             b"x",
@@ -369,8 +370,14 @@ mod tests {
     fn a_held_deliverys_debug_leaves_its_body_out() {
         let body = br#"{"customer_email":"dana@example.com"}"#;
         let reason = HoldReason::new(HoldCode::Malformed, "body");
-        let held =
-            HeldDelivery::new(Provider::Foloosi, "2026-12-01T00:00:00Z".into(), &HeaderMap::new(), None, body, &reason);
+        let held = HeldDelivery::new(
+            Provider::Foloosi,
+            time::macros::datetime!(2026-12-01 00:00 UTC).into(),
+            &HeaderMap::new(),
+            None,
+            body,
+            &reason,
+        );
         let text = format!("{held:?}");
         assert!(!text.contains("dana@example.com") && text.contains(&format!("<{} bytes>", body.len())), "{text}");
         assert!(text.contains(&held.held_id) && text.contains("malformed: body"), "{text}");

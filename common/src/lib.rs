@@ -16,6 +16,7 @@ pub mod providers;
 pub mod receive;
 pub mod secrets;
 pub mod store;
+pub mod timestamp;
 pub mod verify;
 
 pub use event::{EventKind, Provider, RefundEvent, Status};

@@ -10,7 +10,6 @@ use http::{HeaderMap, Method, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::config::Config;
 use crate::echo::bounded;
@@ -22,6 +21,7 @@ use crate::providers::foloosi_api::{ApiUnavailable, FoloosiApi};
 use crate::providers::{Media, Parsed, PayloadError, ProviderSettings};
 use crate::secrets::{ProviderVerifier, Rotation};
 use crate::store::{EventStore, Hold, Put, StoreError, layout};
+use crate::timestamp::Timestamp;
 use crate::verify::{Presented, Verified, VerifyError};
 
 /// One webhook delivery as any HTTP front sees it.
@@ -266,15 +266,15 @@ impl Receiver {
             .await?;
 
         // Authenticated: from here on the delivery is stored, ignored or held, never refused.
-        let received_at = now.format(&Rfc3339).unwrap_or_default();
-        let reading = self.read(provider, req.headers, req.query, req.body, &received_at, verified).await?;
+        let received_at = Timestamp::from(now);
+        let reading = self.read(provider, req.headers, req.query, req.body, received_at, verified).await?;
         let event = match reading {
             Reading::Event(event) => event,
             Reading::Ignored(reason) => {
                 tracing::info!(%provider, %reason, "ignored");
                 return Ok(Receipt::ok(WebhookOutcome::Ignored, Kept::Ignored { reason }, None));
             }
-            Reading::Unreadable(reason) => return self.hold(provider, req, &received_at, &reason).await,
+            Reading::Unreadable(reason) => return self.hold(provider, req, received_at, &reason).await,
         };
 
         let put = self.store.put_if_absent(&event).await?;
@@ -295,7 +295,7 @@ impl Receiver {
             }
             Put::Duplicate(_) => {
                 drop(_enter);
-                self.hold(provider, req, &received_at, &HoldReason::bare(HoldCode::Conflict)).await
+                self.hold(provider, req, received_at, &HoldReason::bare(HoldCode::Conflict)).await
             }
         }
     }
@@ -309,7 +309,7 @@ impl Receiver {
         headers: &HeaderMap,
         query: Option<&str>,
         body: &[u8],
-        received_at: &str,
+        received_at: Timestamp,
         verified: Verified,
     ) -> Result<Reading, ReceiveError> {
         let Some(media) = media_type(provider, headers) else {
@@ -355,7 +355,7 @@ impl Receiver {
             product: normalized.product,
             source: normalized.source,
             occurred_at: normalized.occurred_at,
-            received_at: received_at.to_owned(),
+            received_at,
             delivery_id: verified.delivery_id,
             proof,
             raw_payload: raw.to_owned(),
@@ -394,10 +394,10 @@ impl Receiver {
         &self,
         provider: Provider,
         req: WebhookRequest<'_>,
-        received_at: &str,
+        received_at: Timestamp,
         reason: &HoldReason,
     ) -> Result<Receipt, ReceiveError> {
-        let held = HeldDelivery::new(provider, received_at.to_owned(), req.headers, req.query, req.body, reason);
+        let held = HeldDelivery::new(provider, received_at, req.headers, req.query, req.body, reason);
         let hold = self.store.hold(&held).await?;
         tracing::warn!(%provider, held_id = %held.held_id, %reason, "held: authenticated but not readable");
         let kept = Kept::Held { held_id: held.held_id.clone(), reason: held.reason.clone() };
@@ -414,7 +414,7 @@ impl Receiver {
         let headers = held.header_map();
         let verified = Verified { delivery_id: None, proof: held.provider.proof() };
         let reading =
-            self.read(held.provider, &headers, held.query.as_deref(), &held.body, &held.received_at, verified).await?;
+            self.read(held.provider, &headers, held.query.as_deref(), &held.body, held.received_at, verified).await?;
         let event = match reading {
             Reading::Event(event) => event,
             Reading::Ignored(reason) => {

@@ -27,6 +27,7 @@ use serde_json::Value;
 use crate::event::{EventKind, IdempotencyKey, Provider, RefundEvent, key_part};
 use crate::held::{HeldDelivery, HeldNotice, HeldStatus};
 use crate::store::packed;
+use crate::timestamp::Timestamp;
 
 pub const EVENT_SK_PREFIX: &str = "EVT#";
 pub const AGGREGATE_SK: &str = "AGG";
@@ -263,7 +264,7 @@ pub struct HeldItem {
     pub sk: String,
     pub held_id: String,
     pub provider: Provider,
-    pub received_at: String,
+    pub received_at: Timestamp,
     pub reason: String,
     pub held_status: HeldStatus,
     /// The kept headers as a JSON object.
@@ -298,7 +299,7 @@ impl HeldItem {
             sk: HELD_SK.into(),
             held_id: held.held_id.clone(),
             provider: held.provider,
-            received_at: held.received_at.clone(),
+            received_at: held.received_at,
             reason: held.reason.clone(),
             held_status: held.status,
             headers: Value::Object(headers).to_string(),
@@ -438,7 +439,7 @@ mod tests {
         let held = HeldDelivery {
             held_id: "h_1".into(),
             provider: Provider::Foloosi,
-            received_at: "2026-12-01T00:00:00Z".into(),
+            received_at: time::macros::datetime!(2026-12-01 00:00 UTC).into(),
             content_type: Some("text/plain".into()),
             body: b"\xff not UTF-8".to_vec(),
             reason: "body: not JSON".into(),

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use super::{Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Put, StoreError, advances, newest_first};
 use crate::event::{EventId, EventKind, IdempotencyKey, Provider, RefundEvent, Status};
 use crate::held::{HeldDelivery, HeldStatus};
+use crate::timestamp::Timestamp;
 
 #[derive(Default)]
 struct State {
@@ -124,17 +125,21 @@ impl EventStore for MemoryStore {
         Ok(self.lock().events.iter().find(|e| e.event_id == event_id).cloned())
     }
 
-    async fn merchant_events(&self, merchant_id: &str, since: Option<&str>) -> Result<Vec<RefundEvent>, StoreError> {
+    async fn merchant_events(
+        &self,
+        merchant_id: &str,
+        since: Option<Timestamp>,
+    ) -> Result<Vec<RefundEvent>, StoreError> {
         self.check()?;
         let mut events: Vec<RefundEvent> = self
             .lock()
             .events
             .iter()
             .filter(|e| e.merchant_id.as_deref() == Some(merchant_id))
-            .filter(|e| since.is_none_or(|t| e.received_at.as_str() >= t))
+            .filter(|e| since.is_none_or(|t| e.received_at >= t))
             .cloned()
             .collect();
-        events.sort_by(|a, b| a.received_at.cmp(&b.received_at));
+        events.sort_by_key(|e| e.received_at);
         Ok(events)
     }
 

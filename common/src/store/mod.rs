@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::event::{EventKind, Provider, RefundEvent, Status};
 use crate::held::{HeldDelivery, HeldStatus};
+use crate::timestamp::Timestamp;
 
 /// The answer to the one write a webhook costs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +66,7 @@ pub struct HistoryEntry {
     pub event_id: crate::event::EventId,
     pub event_type: String,
     pub status: Status,
-    pub received_at: String,
+    pub received_at: crate::timestamp::Timestamp,
     /// The event's amount, or the order total where that is all the provider sends (Memberful).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub amount: Option<crate::event::Money>,
@@ -77,7 +78,7 @@ impl HistoryEntry {
             event_id: e.event_id.clone(),
             event_type: e.event_type.clone(),
             status: e.status,
-            received_at: e.received_at.clone(),
+            received_at: e.received_at,
             amount: e.amount.clone().or_else(|| e.order_total.clone()),
         }
     }
@@ -119,9 +120,13 @@ pub trait EventStore: Send + Sync {
     /// One stored event by its id (an operator's look-up: on DynamoDB a scan).
     async fn event(&self, event_id: &str) -> Result<Option<RefundEvent>, StoreError>;
 
-    /// A merchant's events, oldest first, received at or after `since` (RFC 3339) if given.
+    /// A merchant's events, oldest first, received at or after `since` if given.
     /// Without their raw payloads where the store's index does not keep them.
-    async fn merchant_events(&self, merchant_id: &str, since: Option<&str>) -> Result<Vec<RefundEvent>, StoreError>;
+    async fn merchant_events(
+        &self,
+        merchant_id: &str,
+        since: Option<Timestamp>,
+    ) -> Result<Vec<RefundEvent>, StoreError>;
 
     /// Stored events no audience has been told of yet and that would still be told: the object
     /// has no aggregate, the event ranks above it, or the event moved it but its told marker is

@@ -17,6 +17,7 @@ use common::event::{EventKind, Provider, RefundEvent, Status};
 use common::held::{HeldDelivery, HeldStatus};
 use common::store::layout::{self, AGGREGATE_SK, EVENT_SK_PREFIX, EventItem, HELD_INDEX, HELD_SK, HeldItem};
 use common::store::{Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Put, StoreError, newest_first};
+use common::timestamp::Timestamp;
 
 #[derive(Clone)]
 pub struct DynamoStore {
@@ -192,7 +193,7 @@ impl EventStore for DynamoStore {
             .expression_attribute_values(":status", AttributeValue::S(event.status.as_str().into()))
             .expression_attribute_values(":rank", AttributeValue::N(event.status.rank().to_string()))
             .expression_attribute_values(":event_id", AttributeValue::S(event.event_id.to_string()))
-            .expression_attribute_values(":at", AttributeValue::S(event.received_at.clone()))
+            .expression_attribute_values(":at", AttributeValue::S(event.received_at.to_string()))
             .expression_attribute_values(":provider", AttributeValue::S(event.provider.as_str().into()))
             .expression_attribute_values(":kind", AttributeValue::S(event.kind.as_str().into()))
             .expression_attribute_values(":object_id", AttributeValue::S(event.object_id.clone()))
@@ -249,7 +250,7 @@ impl EventStore for DynamoStore {
         if events.is_empty() {
             return Ok(None);
         }
-        events.sort_by(|a, b| a.received_at.cmp(&b.received_at));
+        events.sort_by_key(|e| e.received_at);
         Ok(Some(ObjectRecord { provider, kind, id: id.to_owned(), status, events }))
     }
 
@@ -266,12 +267,16 @@ impl EventStore for DynamoStore {
         Ok(None)
     }
 
-    async fn merchant_events(&self, merchant_id: &str, since: Option<&str>) -> Result<Vec<RefundEvent>, StoreError> {
+    async fn merchant_events(
+        &self,
+        merchant_id: &str,
+        since: Option<Timestamp>,
+    ) -> Result<Vec<RefundEvent>, StoreError> {
         let items =
             self.query_all(Some(layout::MERCHANT_INDEX), "merchant_pk", &layout::merchant_pk(merchant_id)).await?;
         let mut events = items.iter().map(Self::from_item).collect::<Result<Vec<_>, _>>()?;
-        events.retain(|e| since.is_none_or(|t| e.received_at.as_str() >= t));
-        events.sort_by(|a, b| a.received_at.cmp(&b.received_at));
+        events.retain(|e| since.is_none_or(|t| e.received_at >= t));
+        events.sort_by_key(|e| e.received_at);
         Ok(events)
     }
 
@@ -299,7 +304,7 @@ impl EventStore for DynamoStore {
                 events.push(event);
             }
         }
-        events.sort_by(|a, b| a.received_at.cmp(&b.received_at));
+        events.sort_by_key(|e| e.received_at);
         Ok(events)
     }
 

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use common::event::{EventKind, IdempotencyKey, Provider, RefundEvent, Status};
 use common::held::{HeldDelivery, HeldStatus};
 use common::store::{Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Put, StoreError, newest_first};
+use common::timestamp::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
 
 mod schema;
@@ -152,7 +153,7 @@ fn held_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<HeldDelivery, Stor
         Ok(HeldDelivery {
             provider: provider.parse().map_err(|_| corrupt("provider"))?,
             held_id: r.get(1).map_err(unavailable)?,
-            received_at: r.get(2).map_err(unavailable)?,
+            received_at: r.get::<_, String>(2).map_err(unavailable)?.parse().map_err(|_| corrupt("received_at"))?,
             content_type: r.get(3).map_err(unavailable)?,
             body: r.get(4).map_err(unavailable)?,
             reason: r.get(5).map_err(unavailable)?,
@@ -235,8 +236,13 @@ impl EventStore for SqliteStore {
         .await
     }
 
-    async fn merchant_events(&self, merchant_id: &str, since: Option<&str>) -> Result<Vec<RefundEvent>, StoreError> {
-        let (merchant, since) = (merchant_id.to_owned(), since.unwrap_or_default().to_owned());
+    async fn merchant_events(
+        &self,
+        merchant_id: &str,
+        since: Option<Timestamp>,
+    ) -> Result<Vec<RefundEvent>, StoreError> {
+        // Stored times are all one width, so comparing their text compares the times.
+        let (merchant, since) = (merchant_id.to_owned(), since.map(|t| t.to_string()).unwrap_or_default());
         self.read(move |c| {
             let mut stmt = c
                 .prepare_cached(
@@ -432,7 +438,7 @@ pub(crate) mod tests {
                         e.object_id,
                         e.event_type,
                         e.status.as_str(),
-                        e.received_at,
+                        e.received_at.to_string(),
                         serde_json::to_string(e).unwrap(),
                         notified
                     ],
@@ -454,6 +460,28 @@ pub(crate) mod tests {
 
     /// Ids that share a beginning, or differ only by an escaped character, keep their own
     /// histories when looked up through the key's range.
+    /// Within one second too: `since` is exact and the earlier time comes first.
+    #[tokio::test]
+    async fn a_merchants_events_are_in_time_order_within_a_second() {
+        let (_dir, store) = open();
+        let at = |id: &str, received_at: &str| RefundEvent {
+            received_at: received_at.parse().unwrap(),
+            ..event(id, Status::Created)
+        };
+        // Stored latest first, so the order they were written in cannot pass for time order.
+        for e in [
+            at("rfd_half", "2026-11-25T00:00:00.5Z"),
+            at("rfd_whole", "2026-11-25T00:00:00Z"),
+            at("rfd_before", "2026-11-24T23:59:59.9Z"),
+        ] {
+            assert_eq!(store.put_if_absent(&e).await.unwrap(), Put::Stored);
+        }
+        let since = "2026-11-25T00:00:00Z".parse().ok();
+        let listed: Vec<String> =
+            store.merchant_events("mid_1", since).await.unwrap().into_iter().map(|e| e.object_id).collect();
+        assert_eq!(listed, ["rfd_whole", "rfd_half"]);
+    }
+
     #[tokio::test]
     async fn an_object_history_holds_only_its_own_events() {
         let (_dir, store) = open();

@@ -151,7 +151,7 @@ fn insert_event(c: &Connection, e: RefundEvent, json: &str) -> Result<(Put, Opti
                 e.object_id,
                 e.event_type,
                 e.status.as_str(),
-                e.received_at,
+                e.received_at.to_string(),
                 json
             ])
         })
@@ -212,7 +212,7 @@ fn advance(tx: &Connection, e: &RefundEvent) -> Result<Advance, StoreError> {
             e.object_id,
             e.status.as_str(),
             e.event_id.as_str(),
-            e.received_at
+            e.received_at.to_string()
         ])
     })
     .map_err(unavailable)?;
@@ -230,7 +230,7 @@ fn hold(c: &Connection, h: &HeldDelivery, headers: &str) -> Result<Hold, StoreEr
             s.execute(params![
                 h.provider.as_str(),
                 h.held_id,
-                h.received_at,
+                h.received_at.to_string(),
                 h.content_type,
                 h.body,
                 h.reason,

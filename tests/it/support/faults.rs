@@ -9,6 +9,7 @@ use common::event::{EventKind, Provider, RefundEvent};
 use common::held::HeldDelivery;
 use common::notify::{Audience, Notification, Notifier, NotifyError};
 use common::store::{Advance, EventStore, Hold, ObjectRecord, Put, StoreError};
+use common::timestamp::Timestamp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreFault {
@@ -90,7 +91,11 @@ impl<S: EventStore> EventStore for FlakyStore<S> {
         }
     }
 
-    async fn merchant_events(&self, merchant_id: &str, since: Option<&str>) -> Result<Vec<RefundEvent>, StoreError> {
+    async fn merchant_events(
+        &self,
+        merchant_id: &str,
+        since: Option<Timestamp>,
+    ) -> Result<Vec<RefundEvent>, StoreError> {
         match injected(self.fault()) {
             Some(e) => Err(e),
             None => self.inner.merchant_events(merchant_id, since).await,
