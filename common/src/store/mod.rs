@@ -66,7 +66,7 @@ pub struct HistoryEntry {
     pub event_id: crate::event::EventId,
     pub event_type: String,
     pub status: Status,
-    pub received_at: crate::timestamp::Timestamp,
+    pub received_at: Timestamp,
     /// The event's amount, or the order total where that is all the provider sends (Memberful).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub amount: Option<crate::event::Money>,
