@@ -458,8 +458,6 @@ pub(crate) mod tests {
         );
     }
 
-    /// Ids that share a beginning, or differ only by an escaped character, keep their own
-    /// histories when looked up through the key's range.
     /// Within one second too: `since` is exact and the earlier time comes first.
     #[tokio::test]
     async fn a_merchants_events_are_in_time_order_within_a_second() {
@@ -482,6 +480,8 @@ pub(crate) mod tests {
         assert_eq!(listed, ["rfd_whole", "rfd_half"]);
     }
 
+    /// Ids that share a beginning, or differ only by an escaped character, keep their own
+    /// histories when looked up through the key's range.
     #[tokio::test]
     async fn an_object_history_holds_only_its_own_events() {
         let (_dir, store) = open();
