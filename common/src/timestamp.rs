@@ -19,10 +19,6 @@ impl Timestamp {
     pub fn now() -> Self {
         Self::from(OffsetDateTime::now_utc())
     }
-
-    pub fn as_offset_date_time(&self) -> OffsetDateTime {
-        self.0
-    }
 }
 
 impl From<OffsetDateTime> for Timestamp {
