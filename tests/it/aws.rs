@@ -578,3 +578,34 @@ async fn a_secret_in_secrets_manager_rotates_without_a_restart() {
     let both = env(&[("MEMBERFUL_WEBHOOK_SECRET_ARN", &arn), ("MEMBERFUL_WEBHOOK_SECRET", NEW)]);
     assert!(lambda::webhook_receiver_with(Provider::Memberful, &both, &s.sdk).await.is_err());
 }
+
+/// The functions' HTTPS client looks host names up itself, on the runtime's thread rather than
+/// tokio's blocking pool: a store named `localhost`, not an address, is reached through it.
+#[tokio::test]
+async fn the_functions_client_reaches_a_store_by_host_name() {
+    let Some(endpoint) = moto::endpoint() else { return };
+    let by_name = endpoint.replacen("127.0.0.1", "localhost", 1);
+    assert_ne!(by_name, endpoint, "the shared server listens on 127.0.0.1: {endpoint}");
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(lambda::https_client(lambda::SdkSetup::Lambda))
+        .endpoint_url(&by_name)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "tests"))
+        .load()
+        .await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = moto::unique("by-name");
+    moto::create_table(&ddb, &table).await;
+    let store = DynamoStore::new(ddb.clone(), &table, RETENTION);
+    let receiver = Receiver::new(&config(&[]), Arc::new(store));
+    let body = fixture("memberful/order.refunded.json");
+    let headers = signed(&config(&[]), Provider::Memberful, "application/json", &body, now(), "msg-by-name");
+    let receipt = receiver
+        .receive(
+            Provider::Memberful,
+            common::WebhookRequest { method: &http::Method::POST, headers: &headers, query: None, body: &body },
+        )
+        .await;
+    assert_eq!(receipt.body["status"], "accepted", "{}", receipt.body);
+    assert_eq!(moto::item_count(&ddb, &table, "EVT#").await, 1);
+}

@@ -14,6 +14,7 @@ pub use lambda_runtime;
 
 pub use aws_lambda_events::dynamodb::Event as StreamEvent;
 pub use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse as BatchResponse};
+use aws_smithy_runtime_api::client::dns::{DnsFuture, ResolveDns, ResolveDnsError};
 use lambda_http::{Body, Request, RequestExt, Response};
 use lambda_runtime::LambdaEvent;
 use time::OffsetDateTime;
@@ -120,13 +121,34 @@ pub fn https_client(setup: SdkSetup) -> aws_sdk_dynamodb::config::SharedHttpClie
         }
     };
     let builder = aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc));
-    match TlsContext::builder().with_trust_store(trust).build() {
-        Ok(context) => builder.tls_context(context).build_https(),
+    let builder = match TlsContext::builder().with_trust_store(trust).build() {
+        Ok(context) => builder.tls_context(context),
         // Building a context only validates the trust store, which is fixed above.
         Err(e) => {
             tracing::warn!(error = %e, "TLS context refused; using the SDK's default roots");
-            builder.build_https()
+            builder
         }
+    };
+    match setup {
+        SdkSetup::Lambda => builder.build_with_resolver(LookupOnThisThread),
+        SdkSetup::Operator => builder.build_https(),
+    }
+}
+
+/// DNS for a Lambda function: `getaddrinfo` on the runtime's own thread. The SDK's resolver hands
+/// every lookup to tokio's blocking pool, which starts a thread for a cold start's first
+/// connection, CPU that a 128 MB function's share pays for (bench/README.md, "DNS on the
+/// runtime's thread"). An environment serves one invocation at a time, so a lookup blocks nothing
+/// else; one that hangs ends in the resolver's own timeout or the function's, and the provider,
+/// having had no answer, delivers again.
+#[derive(Debug, Clone, Copy)]
+struct LookupOnThisThread;
+
+impl ResolveDns for LookupOnThisThread {
+    fn resolve_dns<'a>(&'a self, name: &'a str) -> DnsFuture<'a> {
+        use std::net::ToSocketAddrs;
+        let found = (name, 0).to_socket_addrs().map(|addrs| addrs.map(|a| a.ip()).collect());
+        DnsFuture::ready(found.map_err(ResolveDnsError::new))
     }
 }
 
