@@ -138,9 +138,9 @@ pub fn https_client(setup: SdkSetup) -> aws_sdk_dynamodb::config::SharedHttpClie
 /// DNS for a Lambda function: `getaddrinfo` on the runtime's own thread. The SDK's resolver hands
 /// every lookup to tokio's blocking pool, which starts a thread for a cold start's first
 /// connection, CPU that a 128 MB function's share pays for (bench/README.md, "DNS on the
-/// runtime's thread"). An environment serves one invocation at a time, so a lookup blocks nothing
-/// else; one that hangs ends in the resolver's own timeout or the function's, and the provider,
-/// having had no answer, delivers again.
+/// runtime's thread"). An environment serves one invocation at a time, so a lookup holds up at
+/// most that invocation's other requests (the fan-out's); one that hangs ends in the resolver's
+/// own timeout or the function's, and what had no answer is delivered again.
 #[derive(Debug, Clone, Copy)]
 struct LookupOnThisThread;
 
