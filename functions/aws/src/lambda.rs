@@ -101,6 +101,8 @@ pub enum SdkSetup {
     /// - credentials come from the environment, where Lambda puts the role's, without building
     ///   the rest of the default chain (web identity, SSO, profiles, IMDS); the whole chain when
     ///   the environment has none.
+    /// - host names are looked up on the runtime's thread (`LookupOnThisThread`), not in a
+    ///   thread started for the first connection.
     Lambda,
     /// An operator's machine (the CLI): the system's roots and the default credential chain.
     Operator,
