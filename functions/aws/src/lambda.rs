@@ -109,7 +109,7 @@ pub enum SdkSetup {
 }
 
 /// Amazon Root CA 1 to 4 and Starfield Services Root CA G2 (the root AWS's chains cross-sign to
-/// for older clients), as https://www.amazontrust.com/repository/ publishes them.
+/// for older clients), as <https://www.amazontrust.com/repository/> publishes them.
 pub const AMAZON_TRUST_SERVICES_ROOTS: &str = include_str!("../certs/amazon-trust-services.pem");
 
 /// The HTTPS client every SDK client shares: rustls on aws-lc, as the SDK's default client.
