@@ -586,13 +586,7 @@ async fn the_functions_client_reaches_a_store_by_host_name() {
     let Some(endpoint) = moto::endpoint() else { return };
     let by_name = endpoint.replacen("127.0.0.1", "localhost", 1);
     assert_ne!(by_name, endpoint, "the shared server listens on 127.0.0.1: {endpoint}");
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(lambda::https_client(lambda::SdkSetup::Lambda))
-        .endpoint_url(&by_name)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "tests"))
-        .load()
-        .await;
+    let sdk = moto::loader(&by_name).http_client(lambda::https_client(lambda::SdkSetup::Lambda)).load().await;
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     let table = moto::unique("by-name");
     moto::create_table(&ddb, &table).await;

@@ -27,12 +27,15 @@ pub fn endpoint() -> Option<String> {
 }
 
 pub async fn sdk(endpoint: &str) -> aws_config::SdkConfig {
+    loader(endpoint).load().await
+}
+
+/// [`sdk`]'s configuration before it is loaded, for a test that changes one part of it.
+pub fn loader(endpoint: &str) -> aws_config::ConfigLoader {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "tests"))
-        .load()
-        .await
 }
 
 /// A name no other test uses, so tests share one server without sharing state.
