@@ -3,10 +3,10 @@
 Python peer, under AWS's Runtime Interface Emulator (RIE) with the function's process (only it)
 held to a Lambda memory size's share of one CPU, reaching DynamoDB and SNS over HTTPS.
 
-    python3 bench/cold_start.py [--memory 128,256,512] [--runs 7] [--warm 30]
+    python3 bench/cold_start.py [--memory 128,256,512] [--runs 7] [--warm 30] [--idle-warm 10]
                                 [--only ours|peer] [--functions rainforest,fanout] [--json PATH]
                                 [--bin-dir target/release] [--profile perf|callgrind DIR]
-                                [--store moto|dynamodb-local]
+                                [--store moto|dynamodb-local] [--env NAME=VALUE ...]
 
 Needs the release bootstraps (`cargo build --release --workspace --bins`) and root (the cgroup).
 
@@ -34,6 +34,12 @@ Needs the release bootstraps (`cargo build --release --workspace --bins`) and ro
   batch is one record; for the other webhooks the same delivery again, a duplicate, which is
   still one DynamoDB request), the CPU time init and the first invocation took (schedstat), peak
   RSS (VmHWM), and DynamoDB requests per warm invocation.
+- **Two warm paces**: the --warm invocations go back to back, as under sustained traffic into one
+  environment; a function whose invocation needs more CPU than is left of its quota period then
+  waits for the next period, so its p50 depends on how invocations fall across periods (the peer
+  at 128 MB: 12 or 80 ms, run to run). The --idle-warm ones each follow 150 ms of idle, so each
+  starts with the whole quota: a webhook reaching an environment that is warm but was idle, which
+  is how refunds, a few a minute, mostly arrive.
 - --profile perf|callgrind DIR: records each of our cold starts, inside the quota, with `perf
   record` (software clock; `perf report -i`) or callgrind (instructions; `callgrind_annotate`).
 
@@ -63,9 +69,12 @@ _spec.loader.exec_module(harness)
 HarnessError = harness.HarnessError
 CPU_MB = 1769  # Lambda: one vCPU at 1,769 MB
 PERIOD_US = 100_000
+# Longer than a quota period: an invocation after this much idle starts with the whole budget.
+IDLE_S = 1.5 * PERIOD_US / 1e6
 CGROUP_V1 = Path("/sys/fs/cgroup/cpu")
 CGROUP_V2 = Path("/sys/fs/cgroup")
 SYSTEM_BUNDLE_FOR_OURS = False  # --system-bundle
+ENV_FOR_OURS = {}  # --env
 INIT_FULL_CPU = ", init at full CPU"
 INIT_MODES = {"at-share": [False], "full": [True], "both": [False, True]}
 SYSTEM_BUNDLES = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"]
@@ -269,6 +278,7 @@ def https_env(subject, services, secrets, run_id, endpoints, tls):
         # root alone, or with --system-bundle the system's store too (what the SDK's default
         # client loads).
         env["SSL_CERT_FILE"] = str(tls.bundle if SYSTEM_BUNDLE_FOR_OURS else tls.root)
+        env.update(ENV_FOR_OURS)
     return env
 
 
@@ -303,7 +313,7 @@ def cpu_ms(pid):
     return total / 1e6
 
 
-def cold_start(subject, share, services, secrets, endpoints, tls, warm, workdir, profile, boost=False):
+def cold_start(subject, share, services, secrets, endpoints, tls, warm, idle_warm, workdir, profile, boost=False):
     run_id = f"{share.memory_mb}-{uuid.uuid4().hex[:8]}"
     env = https_env(subject, services, secrets, run_id, endpoints, tls)
     tool = None
@@ -328,13 +338,17 @@ def cold_start(subject, share, services, secrets, endpoints, tls, warm, workdir,
         r["cold_page_faults"] = int(Path(f"/proc/{em.bootstrap_pid()}/stat").read_text().rsplit(")", 1)[1].split()[7])
         make, warm_outcome = warm_event(subject, secrets)
         r["warm_ms"], r["warm_dynamodb"], r["warm_cpu_ms"] = [], [], []
-        for i in range(warm):
+        r["idle_warm_ms"], r["idle_warm_cpu_ms"] = [], []
+        for i in range(warm + idle_warm):
+            idle = i >= warm
+            if idle:
+                time.sleep(IDLE_S)
             before, cpu_before = services.counts(), cpu_ms(em.bootstrap_pid()) if not tool else 0.0
             answer, _, duration = em.invoke(make())
             harness.check_answer(f"{subject.label} warm #{i + 1}", answer, warm_outcome)
-            r["warm_ms"].append(duration)
+            r["idle_warm_ms" if idle else "warm_ms"].append(duration)
             if not tool:
-                r["warm_cpu_ms"].append(cpu_ms(em.bootstrap_pid()) - cpu_before)
+                r["idle_warm_cpu_ms" if idle else "warm_cpu_ms"].append(cpu_ms(em.bootstrap_pid()) - cpu_before)
             r["warm_dynamodb"].append(harness.dynamodb_total(harness.diff(services.counts(), before)[0]))
         pid = em.bootstrap_pid()
         if tool and tool[0] == "perf":  # perf is the RIE's child; the bootstrap is perf's
@@ -366,6 +380,7 @@ def summarize(runs):
 
     warm = [d for r in runs for d in r["warm_ms"]]
     warm_cpu = [c for r in runs for c in r.get("warm_cpu_ms", [])]
+    idle = [d for r in runs for d in r.get("idle_warm_ms", [])]
     return {
         "init_ms": spread("init_ms"),
         "first_invoke_ms": spread("first_invoke_ms"),
@@ -376,9 +391,11 @@ def summarize(runs):
         "warm_p50_ms": statistics.median(warm) if warm else None,
         "warm_p90_ms": harness.p90(warm) if warm else None,
         "warm_cpu_p50_ms": statistics.median(warm_cpu) if warm_cpu else None,
+        "idle_warm_p50_ms": statistics.median(idle) if idle else None,
+        "idle_warm_p90_ms": harness.p90(idle) if idle else None,
         "vmhwm_mib": max(r["vmhwm_kib"] for r in runs) / 1024,
         "warm_dynamodb_per_webhook": statistics.mean(d for r in runs for d in r["warm_dynamodb"])
-        if warm else None,
+        if warm or idle else None,
     }
 
 
@@ -393,15 +410,16 @@ def report(results):
     a = results["args"]
     lines = [
         f"Cold starts under the RIE at each memory size's CPU share, over HTTPS; {a['runs']} cold starts per "
-        f"row, {a['warm']} warm invocations after each; load average at start {results['loadavg'][0]:.2f} on "
+        f"row, {a['warm']} warm invocations after each, back to back, then {a.get('idle_warm', 0)} more, each after "
+        f"{IDLE_S * 1000:.0f} ms idle; load average at start {results['loadavg'][0]:.2f} on "
         f"{os.cpu_count()} cores; the peer's CA bundle: {results['bundle_certs']} certificates, ours: "
         f"{results['ours_trust']}. Milliseconds, median "
         "(min–max); warm: REPORT Duration over every run's warm invocations, and the CPU time of each "
         "(schedstat, every thread of the function's process).",
         "",
-        "| MB (CPU) | function | init | first invocation | **cold webhook** | warm p50 / p90 | warm CPU p50 | VmHWM | "
-        "DynamoDB per warm webhook |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| MB (CPU) | function | init | first invocation | **cold webhook** | warm p50 / p90 | warm CPU p50 | "
+        "warm after idle p50 / p90 | VmHWM | DynamoDB per warm webhook |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for mb, functions in results["memory"].items():
         pct = 100 * int(mb) / CPU_MB
@@ -409,10 +427,12 @@ def report(results):
             warm = f"{s['warm_p50_ms']:.1f} / {s['warm_p90_ms']:.1f}" if s["warm_p50_ms"] is not None else "–"
             ddb = f"{s['warm_dynamodb_per_webhook']:g}" if s["warm_dynamodb_per_webhook"] is not None else "–"
             cpu = f"{s['warm_cpu_p50_ms']:.2f}" if s.get("warm_cpu_p50_ms") is not None else "–"
+            idle = (f"{s['idle_warm_p50_ms']:.1f} / {s['idle_warm_p90_ms']:.1f}"
+                    if s.get("idle_warm_p50_ms") is not None else "–")
             digits = 1 if s["cold_webhook_ms"]["median"] < 100 else 0
             lines.append(f"| {mb} ({pct:.1f} %) | {label} | {cell(s['init_ms'], digits)} | "
                          f"{cell(s['first_invoke_ms'], digits)} | **{cell(s['cold_webhook_ms'], digits)}** | {warm} | {cpu} | "
-                         f"{s['vmhwm_mib']:.1f} MiB | {ddb} |")
+                         f"{idle} | {s['vmhwm_mib']:.1f} MiB | {ddb} |")
     ratios = []
     for mb, functions in results["memory"].items():
         for init in ("", INIT_FULL_CPU):
@@ -423,10 +443,11 @@ def report(results):
                 ratios.append(
                     f"| {mb} | {'full CPU' if init else 'the share'} | "
                     f"{peer['cold_webhook_ms']['median'] / ours['cold_webhook_ms']['median']:.1f}× | "
-                    f"{ratio('warm_p50_ms')} | {ratio('warm_cpu_p50_ms')} |")
+                    f"{ratio('warm_p50_ms')} | {ratio('warm_cpu_p50_ms')} | {ratio('idle_warm_p50_ms')} |")
     if ratios:
-        lines += ["", "| MB | init at | cold webhook: peer ÷ ours | warm p50: peer ÷ ours | warm CPU p50: peer ÷ ours |",
-                  "|---|---|---|---|---|", *ratios]
+        lines += ["", "| MB | init at | cold webhook: peer ÷ ours | warm p50: peer ÷ ours | warm CPU p50: peer ÷ ours "
+                  "| warm after idle p50: peer ÷ ours |",
+                  "|---|---|---|---|---|---|", *ratios]
     return "\n".join(lines)
 
 
@@ -435,6 +456,8 @@ def main():
     parser.add_argument("--memory", default="128,256,512", help="memory sizes in MB (default 128,256,512)")
     parser.add_argument("--runs", type=int, default=7, help="cold starts per function and size (default 7)")
     parser.add_argument("--warm", type=int, default=30, help="warm invocations after each cold one (default 30)")
+    parser.add_argument("--idle-warm", type=int, default=10,
+                        help="then warm invocations each after an idle quota period (default 10)")
     parser.add_argument("--only", choices=["ours", "peer"])
     parser.add_argument("--functions", help="which of ours, comma-separated (default all)")
     parser.add_argument("--bin-dir", type=Path, default=harness.RELEASE, help="where our bootstraps are")
@@ -446,12 +469,19 @@ def main():
                         help="give ours the system's certificate store too (as the SDK's default client loads it)")
     parser.add_argument("--secrets-manager", action="store_true",
                         help="each webhook function also with its secrets read from Secrets Manager at init")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for our functions' environment (repeatable), for an A/B of one build")
     parser.add_argument("--store", choices=["moto", "dynamodb-local"], default="moto",
                         help="what answers DynamoDB (SNS and Secrets Manager are moto's either way)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     global SYSTEM_BUNDLE_FOR_OURS
     SYSTEM_BUNDLE_FOR_OURS = args.system_bundle
+    for setting in args.env:
+        name, sep, value = setting.partition("=")
+        if not sep:
+            parser.error(f"--env {setting}: NAME=VALUE")
+        ENV_FOR_OURS[name] = value
     if os.geteuid() != 0:
         sys.exit("needs root: the CPU share is a cgroup")
 
@@ -482,7 +512,8 @@ def main():
     secrets = harness.dev_secrets()
     sizes = [int(m) for m in args.memory.split(",")]
     results = {"loadavg": os.getloadavg(),
-               "args": {"runs": args.runs, "warm": args.warm, "memory": sizes, "store": args.store},
+               "args": {"runs": args.runs, "warm": args.warm, "idle_warm": args.idle_warm, "memory": sizes,
+                        "store": args.store, "env": ENV_FOR_OURS},
                "memory": {}, "raw": {}}
     services = harness.Services(args.store)
     shares = []
@@ -505,7 +536,8 @@ def main():
                     # With init at full CPU every Runtime API call passes the relay (a Python hop),
                     # so warm invocations are measured at the share only.
                     runs.append(cold_start(subject, share, services, secrets, endpoints, tls,
-                                           0 if boost else args.warm, workdir, args.profile, boost))
+                                           0 if boost else args.warm, 0 if boost else args.idle_warm,
+                                           workdir, args.profile, boost))
                     r = runs[-1]
                     print(f"  {mb} MB {label} {run + 1}/{args.runs}: init {r['init_ms']:.1f} + first "
                           f"{r['first_invoke_ms']:.1f} = {r['cold_webhook_ms']:.1f} ms (CPU "
