@@ -165,9 +165,15 @@ class RuntimeApiRelay:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 conn = http.client.HTTPConnection(*relay.upstream.split(":"), timeout=900)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-                conn.request(self.command, self.path, body=body or None, headers=headers)
-                res = conn.getresponse()
-                payload = res.read()
+                try:
+                    conn.request(self.command, self.path, body=body or None, headers=headers)
+                    res = conn.getresponse()
+                    payload = res.read()
+                except (ConnectionError, http.client.HTTPException):
+                    # The emulator stopped while the bootstrap waited for its next invocation:
+                    # how every cold start here ends.
+                    conn.close()
+                    return
                 self.send_response(res.status)
                 for k, v in res.getheaders():
                     if k.lower() not in ("transfer-encoding", "connection", "content-length"):
