@@ -6,7 +6,7 @@ held to a Lambda memory size's share of one CPU, reaching DynamoDB and SNS over 
     python3 bench/cold_start.py [--memory 128,256,512] [--runs 7] [--warm 30] [--idle-warm 10]
                                 [--only ours|peer] [--functions rainforest,fanout] [--json PATH]
                                 [--bin-dir target/release] [--profile perf|callgrind DIR]
-                                [--store moto|dynamodb-local] [--env NAME=VALUE ...]
+                                [--store moto|dynamodb-local] [--env NAME=VALUE ...] [--evict-binary]
 
 Needs the release bootstraps (`cargo build --release --workspace --bins`) and root (the cgroup).
 
@@ -40,6 +40,9 @@ Needs the release bootstraps (`cargo build --release --workspace --bins`) and ro
   at 128 MB: 12 or 80 ms, run to run). The --idle-warm ones each follow 150 ms of idle, so each
   starts with the whole quota: a webhook reaching an environment that is warm but was idle, which
   is how refunds, a few a minute, mostly arrive.
+- --evict-binary: drops each of our bootstraps from the page cache before each cold start, so
+  that its exec reads the code it runs from the disk (major faults), as a new execution
+  environment's does; the peer's interpreter and libraries stay cached.
 - --profile perf|callgrind DIR: records each of our cold starts, inside the quota, with `perf
   record` (software clock; `perf report -i`) or callgrind (instructions; `callgrind_annotate`).
 
@@ -75,6 +78,7 @@ CGROUP_V1 = Path("/sys/fs/cgroup/cpu")
 CGROUP_V2 = Path("/sys/fs/cgroup")
 SYSTEM_BUNDLE_FOR_OURS = False  # --system-bundle
 ENV_FOR_OURS = {}  # --env
+EVICT_OURS = False  # --evict-binary
 INIT_FULL_CPU = ", init at full CPU"
 INIT_MODES = {"at-share": [False], "full": [True], "both": [False, True]}
 SYSTEM_BUNDLES = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"]
@@ -319,6 +323,16 @@ def cpu_ms(pid):
     return total / 1e6
 
 
+def evict_from_page_cache(path):
+    """Drops a file's pages from the page cache (none is mapped between two cold starts), so that
+    the next exec reads what it runs from the disk, as in a new execution environment."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 def cold_start(subject, share, services, secrets, endpoints, tls, warm, idle_warm, workdir, profile, boost=False):
     run_id = f"{share.memory_mb}-{uuid.uuid4().hex[:8]}"
     env = https_env(subject, services, secrets, run_id, endpoints, tls)
@@ -328,7 +342,11 @@ def cold_start(subject, share, services, secrets, endpoints, tls, warm, idle_war
     relay = RuntimeApiRelay(share, workdir) if boost else None
     bootstrap = share.wrapper(subject.bootstrap.resolve(), workdir, tool, relay)
     event, outcome = harness.first_event(subject, secrets)
+    # A new environment starts with a whole quota period: none of it spent by the run before.
+    time.sleep(IDLE_S)
     throttled_before = share.throttled_ms()
+    if EVICT_OURS and subject.side == "ours":
+        evict_from_page_cache(subject.bootstrap.resolve())
     em = harness.Emulator(bootstrap, env)
     if relay:
         relay.upstream = em.runtime_address
@@ -341,7 +359,8 @@ def cold_start(subject, share, services, secrets, endpoints, tls, warm, idle_war
         r["cold_webhook_ms"] = r["init_ms"] + r["first_invoke_ms"]
         r["cold_throttled_ms"] = share.throttled_ms() - throttled_before
         r["cold_cpu_ms"] = cpu_ms(em.bootstrap_pid()) if not tool else None
-        r["cold_page_faults"] = int(Path(f"/proc/{em.bootstrap_pid()}/stat").read_text().rsplit(")", 1)[1].split()[7])
+        stat = Path(f"/proc/{em.bootstrap_pid()}/stat").read_text().rsplit(")", 1)[1].split()
+        r["cold_page_faults"], r["cold_major_faults"] = int(stat[7]), int(stat[9])
         make, warm_outcome = warm_event(subject, secrets)
         r["warm_ms"], r["warm_dynamodb"], r["warm_cpu_ms"] = [], [], []
         r["idle_warm_ms"], r["idle_warm_cpu_ms"] = [], []
@@ -477,12 +496,15 @@ def main():
                         help="each webhook function also with its secrets read from Secrets Manager at init")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for our functions' environment (repeatable), for an A/B of one build")
+    parser.add_argument("--evict-binary", action="store_true",
+                        help="drop each of our bootstraps from the page cache before each cold start")
     parser.add_argument("--store", choices=["moto", "dynamodb-local"], default="moto",
                         help="what answers DynamoDB (SNS and Secrets Manager are moto's either way)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    global SYSTEM_BUNDLE_FOR_OURS
+    global SYSTEM_BUNDLE_FOR_OURS, EVICT_OURS
     SYSTEM_BUNDLE_FOR_OURS = args.system_bundle
+    EVICT_OURS = args.evict_binary
     for setting in args.env:
         name, sep, value = setting.partition("=")
         if not sep:
@@ -519,7 +541,7 @@ def main():
     sizes = [int(m) for m in args.memory.split(",")]
     results = {"loadavg": os.getloadavg(),
                "args": {"runs": args.runs, "warm": args.warm, "idle_warm": args.idle_warm, "memory": sizes,
-                        "store": args.store, "env": ENV_FOR_OURS},
+                        "store": args.store, "env": ENV_FOR_OURS, "evict_binary": EVICT_OURS},
                "memory": {}, "raw": {}}
     services = harness.Services(args.store)
     shares = []
@@ -547,7 +569,8 @@ def main():
                     r = runs[-1]
                     print(f"  {mb} MB {label} {run + 1}/{args.runs}: init {r['init_ms']:.1f} + first "
                           f"{r['first_invoke_ms']:.1f} = {r['cold_webhook_ms']:.1f} ms (CPU "
-                          f"{r['cold_cpu_ms'] or float('nan'):.1f} ms, {r['cold_page_faults']} page faults, throttled "
+                          f"{r['cold_cpu_ms'] or float('nan'):.1f} ms, {r['cold_page_faults']} page faults "
+                          f"({r['cold_major_faults']} major), throttled "
                           f"{r['cold_throttled_ms']:.0f} ms), warm p50 "
                           f"{statistics.median(r['warm_ms']) if r['warm_ms'] else float('nan'):.1f} ms",
                           file=sys.stderr, flush=True)
