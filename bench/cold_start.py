@@ -365,15 +365,15 @@ def cold_start(subject, share, services, secrets, endpoints, tls, warm, idle_war
         r["warm_ms"], r["warm_dynamodb"], r["warm_cpu_ms"] = [], [], []
         r["idle_warm_ms"], r["idle_warm_cpu_ms"] = [], []
         for i in range(warm + idle_warm):
-            idle = i >= warm
-            if idle:
+            pace = "idle_warm" if i >= warm else "warm"
+            if pace == "idle_warm":
                 time.sleep(IDLE_S)
             before, cpu_before = services.counts(), cpu_ms(em.bootstrap_pid()) if not tool else 0.0
             answer, _, duration = em.invoke(make())
             harness.check_answer(f"{subject.label} warm #{i + 1}", answer, warm_outcome)
-            r["idle_warm_ms" if idle else "warm_ms"].append(duration)
+            r[f"{pace}_ms"].append(duration)
             if not tool:
-                r["idle_warm_cpu_ms" if idle else "warm_cpu_ms"].append(cpu_ms(em.bootstrap_pid()) - cpu_before)
+                r[f"{pace}_cpu_ms"].append(cpu_ms(em.bootstrap_pid()) - cpu_before)
             r["warm_dynamodb"].append(harness.dynamodb_total(harness.diff(services.counts(), before)[0]))
         pid = em.bootstrap_pid()
         if tool and tool[0] == "perf":  # perf is the RIE's child; the bootstrap is perf's

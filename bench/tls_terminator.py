@@ -45,21 +45,24 @@ class Upstream:
     async def exchange(self, start, headers, body):
         """The upstream's answer, or None when it never came. A kept connection found closed is
         reopened once, as the SDKs' own pools do; a fresh one that fails is not retried."""
-        for reused in (self.writer is not None, False):
-            if self.writer is None:
-                self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-            try:
-                self.writer.write(b"\r\n".join([start, *headers]) + b"\r\n\r\n" + body)
-                await self.writer.drain()
-                answer = await read_message(self.reader)
-            except (ConnectionError, OSError):
-                answer = None
+        if self.writer is not None:
+            answer = await self._send(start, headers, body)
             if answer is not None:
                 return answer
             self.close()
-            if not reused:
-                return None
-        return None
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        answer = await self._send(start, headers, body)
+        if answer is None:
+            self.close()
+        return answer
+
+    async def _send(self, start, headers, body):
+        try:
+            self.writer.write(b"\r\n".join([start, *headers]) + b"\r\n\r\n" + body)
+            await self.writer.drain()
+            return await read_message(self.reader)
+        except (ConnectionError, OSError):
+            return None
 
     def close(self):
         if self.writer is not None:
