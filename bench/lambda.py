@@ -295,7 +295,7 @@ class Services:
 
     def create_events_table(self, name):
         """The events table as tests/it/support/aws.rs (and template.yaml) declare it."""
-        attrs = ["pk", "sk", "merchant_pk", "merchant_sk", "held_pk", "held_sk"]
+        attrs = ["pk", "sk", "merchant_pk", "merchant_sk", "held_pk", "held_sk", "held_shard"]
         self.ddb.create_table(
             TableName=name,
             BillingMode="PAY_PER_REQUEST",
@@ -311,7 +311,22 @@ class Services:
                     "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["event"]},
                 },
                 {
+                    # Held items by provider and shard, without bodies.
                     "IndexName": held_index(),
+                    "KeySchema": [
+                        {"AttributeName": "held_shard", "KeyType": "HASH"},
+                        {"AttributeName": "held_sk", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {
+                        "ProjectionType": "INCLUDE",
+                        "NonKeyAttributes": [
+                            "held_id", "provider", "received_at", "reason", "held_status", "content_type", "resolution",
+                        ],
+                    },
+                },
+                {
+                    # Legacy: new held items no longer write held_pk; listing still reads old ones.
+                    "IndexName": describe()["events_table"]["legacy_held_index"],
                     "KeySchema": [
                         {"AttributeName": "held_pk", "KeyType": "HASH"},
                         {"AttributeName": "held_sk", "KeyType": "RANGE"},

@@ -17,9 +17,12 @@ Then, for every Lambda function of the expanded template, every permission its r
 policies, AWS::IAM::Policy resources attached to the role, managed policies) must be exactly the
 set listed in EXPECTED below: each Allow statement's (action, resource) pairs must be listed, each
 listed pair must be granted, no action or resource may contain a wildcard, and NotAction /
-NotResource are refused. The only grants on "*" are the AWS managed policies in MANAGED_POLICIES,
-allowed per function. Roles must be assumable by Lambda only, and the functions' resource policies
-(AWS::Lambda::Permission) must let only this stack's HTTP API invoke them.
+NotResource are refused. A pair EXPECTED lists with an IAM condition (a webhook function's
+UpdateItem, limited by dynamodb:LeadingKeys to its provider's held-cap counter) must be granted
+with exactly that condition, in every statement that grants it. The only grants on "*" are the AWS
+managed policies in MANAGED_POLICIES, allowed per function. Roles must be assumable by Lambda only,
+and the functions' resource policies (AWS::Lambda::Permission) must let only this stack's HTTP API
+invoke them.
 
 A statement (or policy, or value) inside !If is checked in each branch, under that branch's
 condition; a branch of !Ref AWS::NoValue grants nothing. A grant EXPECTED lists under a condition
@@ -28,12 +31,14 @@ granted when the condition holds and only then; the condition must be "that para
 empty", and the parameter's AllowedPattern must refuse a wildcard ARN.
 
 It also checks what operating the stack relies on: the notification topics' policy denies
-sns:Publish to every principal but the fan-out's role and without TLS; every DynamoDB table has
-deletion protection and DeletionPolicy/UpdateReplacePolicy Retain; every alarm notifies AlarmTopic
-(AlarmActions and OKActions); every provider with a /webhooks/<provider> route has a burst and a
-sustained unauthorized alarm; every alarm and dashboard graph in the RefundRelay namespace reads a
-metric under a dimension set the functions write; a metric filter on the API's access log compares
-fields as the log format writes them; the dashboard body is JSON after !Sub.
+sns:Publish without TLS, and to every principal but exactly the fan-out's and the operator
+function's roles, each of which only lambda.amazonaws.com may assume (so an operator publishes only
+by invoking the operator function); every DynamoDB table has deletion protection and
+DeletionPolicy/UpdateReplacePolicy Retain; every alarm notifies AlarmTopic (AlarmActions and
+OKActions); every provider with a /webhooks/<provider> route has a burst and a sustained
+unauthorized alarm; every alarm and dashboard graph in the RefundRelay namespace reads a metric
+under a dimension set the functions write; a metric filter on the API's access log compares fields
+as the log format writes them; the dashboard body is JSON after !Sub.
 
 Exit status: 0 when the template complies, 1 on any violation (each one printed), 2 on a usage or
 template error.
@@ -71,33 +76,64 @@ def topic(name: str) -> frozenset[str]:
     })
 
 
-def webhook(*secrets: str) -> dict:
-    """A webhook function: the one PutItem, always, and secretsmanager:GetSecretValue on each of its
-    provider's secrets by the parameter <Name>Arn, only under the condition Has<Name>Arn."""
+def held_cap(provider: str) -> dict:
+    """The IAM condition that limits an UpdateItem to the provider's held-cap counter items."""
+    return {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["HELDCAP#%s#*" % provider]}}
+
+
+def webhook(provider: str, *secrets: str) -> dict:
+    """A webhook function: the one PutItem, always; UpdateItem of its provider's held-cap counter
+    only (the LeadingKeys condition); and secretsmanager:GetSecretValue on each of its provider's
+    secrets by the parameter <Name>Arn, only under the condition Has<Name>Arn."""
     return {
         "managed": BASIC,
         "grants": {("dynamodb:PutItem", EVENTS_TABLE)},
+        "conditioned": {("dynamodb:UpdateItem", EVENTS_TABLE): held_cap(provider)},
         "if": {("secretsmanager:GetSecretValue", "${%sArn}" % s, "Has%sArn" % s) for s in secrets},
     }
 
 
+NOTIFICATION_TOPIC_GRANTS = {
+    ("sns:Publish", topic("InternalTopic")),
+    ("sns:Publish", topic("MerchantTopic")),
+    ("sns:Publish", topic("PayorTopic")),
+}
+
+
 EXPECTED = {
-    "MemberfulFunction": webhook("MemberfulWebhookSecret"),
-    "ConscentFunction": webhook("ConscentWebhookSecret", "ConscentBasicAuth"),
-    "RainforestFunction": webhook("RainforestWebhookSecret"),
-    "WebforceFunction": webhook("WebforceWebhookToken"),
-    "FoloosiFunction": webhook("FoloosiWebhookToken", "FoloosiSecretKey"),
+    "MemberfulFunction": webhook("memberful", "MemberfulWebhookSecret"),
+    "ConscentFunction": webhook("conscent", "ConscentWebhookSecret", "ConscentBasicAuth"),
+    "RainforestFunction": webhook("rainforest", "RainforestWebhookSecret"),
+    "WebforceFunction": webhook("webforce", "WebforceWebhookToken"),
+    "FoloosiFunction": webhook("foloosi", "FoloosiWebhookToken", "FoloosiSecretKey"),
     "FanoutFunction": {
         "managed": BASIC | {"service-role/AWSLambdaDynamoDBExecutionRole"},
         "grants": {
             ("dynamodb:UpdateItem", EVENTS_TABLE),
-            ("sns:Publish", topic("InternalTopic")),
-            ("sns:Publish", topic("MerchantTopic")),
-            ("sns:Publish", topic("PayorTopic")),
             ("sqs:SendMessage", "${FanoutDeadLetterQueue.Arn}"),
-        },
+        } | NOTIFICATION_TOPIC_GRANTS,
+    },
+    # reprocess, redrive and replay, invoked by the CLI: reads of events and held items (the two
+    # held indexes, no other), redrive's Scan, reprocess's conditional write and resolution,
+    # aggregate and told-marker updates, the three topics, and Foloosi's API key only when set.
+    "OperatorFunction": {
+        "managed": BASIC,
+        "grants": {
+            ("dynamodb:GetItem", EVENTS_TABLE),
+            ("dynamodb:Query", EVENTS_TABLE),
+            ("dynamodb:Scan", EVENTS_TABLE),
+            ("dynamodb:PutItem", EVENTS_TABLE),
+            ("dynamodb:UpdateItem", EVENTS_TABLE),
+            ("dynamodb:Query", EVENTS_TABLE + "/index/by_held_provider"),
+            ("dynamodb:Query", EVENTS_TABLE + "/index/by_held"),
+        } | NOTIFICATION_TOPIC_GRANTS,
+        "if": {("secretsmanager:GetSecretValue", "${FoloosiSecretKeyArn}", "HasFoloosiSecretKeyArn")},
     },
 }
+
+# The functions whose roles the notification topics' policy lets publish: the stream's fan-out,
+# and the operator function that recovery commands invoke.
+PUBLISHERS = ("FanoutFunction", "OperatorFunction")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,8 +287,8 @@ def short(resource: str) -> str:
     m = re.fullmatch(r"arn:\$\{AWS::Partition\}:sns:\$\{AWS::Region\}:\$\{AWS::AccountId\}:\$\{(\w+)\.TopicName\}", resource)
     if m:
         return m.group(1)
-    m = re.fullmatch(r"\$\{([\w.]+)\}", resource)
-    return m.group(1) if m else resource
+    m = re.fullmatch(r"\$\{([\w.]+)\}(/[\w/.-]+)?", resource)
+    return m.group(1) + (m.group(2) or "") if m else resource
 
 
 def managed_name(arn: str) -> str | None:
@@ -377,8 +413,10 @@ def check(cfn: dict) -> tuple[list[str], list[tuple[str, list[str], list[tuple[s
                     condition = presource.get("Condition")
                     documents.append((pname, props.get("PolicyDocument", {}), frozenset({(condition, True)}) if isinstance(condition, str) else frozenset()))
 
-        # (action, resource) -> every set of conditions it is granted under (empty: always).
+        # (action, resource) -> every set of conditions it is granted under (empty: always), and
+        # -> every IAM Condition block it is granted with ("" for none).
         granted: dict[tuple[str, str], set[frozenset]] = {}
+        iam_conditions: dict[tuple[str, str], set[str]] = {}
         for where, document, base in documents:
             for raw in as_list(document.get("Statement", [])):
                 for assumed, statements in resolved(raw, base):
@@ -390,6 +428,7 @@ def check(cfn: dict) -> tuple[list[str], list[tuple[str, list[str], list[tuple[s
                                 violations.append(f"{name}: {where}: {key} grants everything not listed")
                         actions = [str(a) for a in as_list(st.get("Action", []))]
                         targets = [render(r) for r in as_list(st.get("Resource", []))]
+                        iam_condition = _condition_text(st)
                         for action in actions:
                             if "*" in action or "?" in action:
                                 violations.append(f"{name}: {where}: wildcard action {action}")
@@ -397,10 +436,23 @@ def check(cfn: dict) -> tuple[list[str], list[tuple[str, list[str], list[tuple[s
                                 if "*" in target or "?" in target:
                                     violations.append(f"{name}: {where}: {action} on wildcard resource {target}")
                                 granted.setdefault((action, target), set()).add(assumed)
+                                iam_conditions.setdefault((action, target), set()).add(iam_condition)
 
         allowed = {(a.lower(), r) for a, rs in expected["grants"] for r in ([rs] if isinstance(rs, str) else rs)}
         allowed_if = {(a.lower(), r): c for a, r, c in expected.get("if", set())}
+        # A grant EXPECTED lists with an IAM condition: every statement granting it must carry
+        # exactly that condition (without it, the action reaches every item of the table).
+        conditioned = {(a.lower(), r): _condition_text({"Condition": c}) for (a, r), c in expected.get("conditioned", {}).items()}
         for (action, target), conditions in sorted(granted.items()):
+            wanted = conditioned.get((action.lower(), target))
+            if wanted is not None:
+                for got in sorted(iam_conditions[(action, target)]):
+                    if got != wanted:
+                        violations.append(f"{name}: {action} on {short(target)} is granted {'with ' + got if got else 'without a condition'}, not only with {wanted}")
+                for assumed in conditions:
+                    if assumed:
+                        violations.append(f"{name}: {action} on {short(target)} is granted {when(assumed)}, not always")
+                continue
             if (action.lower(), target) in allowed or "*" in action + target:
                 continue
             condition = allowed_if.get((action.lower(), target))
@@ -416,12 +468,15 @@ def check(cfn: dict) -> tuple[list[str], list[tuple[str, list[str], list[tuple[s
             if frozenset() not in found:
                 only = f", granted only {' or '.join(sorted(when(c) for c in found))}" if found else ""
                 violations.append(f"{name}: {action} on {short(options[0])} missing{only} (the function needs it, or update EXPECTED)")
+        for (action, target), wanted in sorted(conditioned.items()):
+            if not any(g.lower() == action and t == target and frozenset() in cs and wanted in iam_conditions[(g, t)] for (g, t), cs in granted.items()):
+                violations.append(f"{name}: {action} on {short(target)} with {wanted} missing (the function needs it, or update EXPECTED)")
         for action, target, condition in sorted(expected.get("if", set())):
             if not any(g.lower() == action.lower() and t == target and any(a <= {(condition, True)} for a in c) for (g, t), c in granted.items()):
                 violations.append(f"{name}: {action} on {short(target)} missing if {condition} (the function needs it then, or update EXPECTED)")
             violations += conditional_grant_violations(cfn, target, condition)
         summary.append((name, managed, sorted(
-            ((a, r, when(c)) for (a, r), cs in granted.items() for c in cs),
+            ((a, r, " ".join(w for w in (when(c), ic and "with " + ic) if w)) for (a, r), cs in granted.items() for c in cs for ic in iam_conditions[(a, r)]),
             key=lambda g: (g[2] != "", g),
         )))
 
@@ -487,7 +542,7 @@ EMITTED = {
     "SkippedRecords": [frozenset()],
 }
 VALUES = {
-    "Outcome": {"accepted", "duplicate", "ignored", "held", "unauthorized", "rejected", "store_unavailable"},
+    "Outcome": {"accepted", "duplicate", "ignored", "held", "held_over_cap", "unauthorized", "rejected", "store_unavailable"},
     "Audience": {"internal", "merchant", "payor"},
     "Result": {"published", "failed"},
 }
@@ -585,6 +640,30 @@ def _condition(st: dict) -> dict:
     return out
 
 
+def _condition_text(st: dict) -> str:
+    """_condition() as one comparable string, "" for a statement without a condition."""
+    return json.dumps(_condition(st), sort_keys=True) if st.get("Condition") else ""
+
+
+def _lambda_only(role: dict) -> str | None:
+    """Why a role's trust policy lets anything but Lambda assume it, or None when only
+    lambda.amazonaws.com may (sts:AssumeRole, no other principal, no NotPrincipal)."""
+    statements = [st for st in as_list(role.get("Properties", {}).get("AssumeRolePolicyDocument", {}).get("Statement", [])) if isinstance(st, dict)]
+    allows = [st for st in statements if st.get("Effect") == "Allow"]
+    if not allows:
+        return "no statement lets Lambda assume it"
+    for st in allows:
+        principal = st.get("Principal")
+        if "NotPrincipal" in st or not (
+            isinstance(principal, dict)
+            and set(principal) == {"Service"}
+            and as_list(principal["Service"]) == ["lambda.amazonaws.com"]
+            and as_list(st.get("Action")) == ["sts:AssumeRole"]
+        ):
+            return f"its trust policy lets {json.dumps(principal if 'NotPrincipal' not in st else {'NotPrincipal': st['NotPrincipal']})} {st.get('Action')}"
+    return None
+
+
 def _denies_publish(st: dict, topic_ref: str) -> bool:
     """A Deny of sns:Publish to every principal, on this topic, with no NotAction/NotResource."""
     if st.get("Effect") != "Deny" or not _everyone(st.get("Principal")) or "NotAction" in st or "NotResource" in st:
@@ -610,12 +689,20 @@ def check_operations(sam: dict, cfn: dict) -> tuple[list[str], list[str]]:
     providers = webhook_providers(sam)
     emitted = emitted_metrics(sam)
 
-    # Only the fan-out's role publishes to the notification topics, and only over TLS. SNS
-    # keeps one policy per topic (the last applied), so a topic must be in exactly one.
-    fanout_role = role_of(cfn.get("Resources", {}).get("FanoutFunction", {}), cfn.get("Resources", {}))
-    if fanout_role is None:
-        violations.append("FanoutFunction: its role is not found in the expanded template, so the topic policy cannot be checked")
-    only_fanout = {"ArnNotEquals": {"aws:principalarn": ["${%s.Arn}" % fanout_role]}}
+    # Only the publishers' roles (the fan-out's, the operator function's) publish to the
+    # notification topics, and only over TLS; each role exempted from the Deny must be one only
+    # Lambda can assume, so no person's credentials publish. SNS keeps one policy per topic (the
+    # last applied), so a topic must be in exactly one.
+    cfn_resources = cfn.get("Resources", {})
+    publisher_roles = []
+    for function in PUBLISHERS:
+        role = role_of(cfn_resources.get(function, {}), cfn_resources)
+        if role is None:
+            violations.append(f"{function}: its role is not found in the expanded template, so the topic policy cannot be checked")
+        else:
+            publisher_roles.append(role)
+    publishers = sorted("${%s.Arn}" % r for r in publisher_roles)
+    names = " and ".join(publisher_roles)
     tls_only = {"Bool": {"aws:securetransport": ["false"]}}
     policies = {n: r.get("Properties", {}) for n, r in resources.items() if r.get("Type") == "AWS::SNS::TopicPolicy"}
     for topic in NOTIFICATION_TOPICS:
@@ -628,11 +715,32 @@ def check_operations(sam: dict, cfn: dict) -> tuple[list[str], list[str]]:
             violations.append(f"{topic}: in {len(covering)} topic policies ({', '.join(sorted(covering))}); SNS keeps only the last one applied")
         for pname in covering:
             statements = [st for st in as_list(policies[pname].get("PolicyDocument", {}).get("Statement", [])) if _denies_publish(st, ref)]
-            if not any(_condition(st) == only_fanout for st in statements):
-                violations.append(f"{topic}: {pname} does not deny sns:Publish to every principal but {fanout_role} (Deny, Principal *, ArnNotEquals aws:PrincipalArn {fanout_role}.Arn, no other condition)")
+            # A Deny to all but the principals of its one ArnNotEquals aws:PrincipalArn.
+            exempting = [
+                _condition(st)["ArnNotEquals"]["aws:principalarn"] for st in statements
+                if set(_condition(st)) == {"ArnNotEquals"} and set(_condition(st)["ArnNotEquals"]) == {"aws:principalarn"}
+            ]
+            if not exempting:
+                violations.append(f"{topic}: {pname} does not deny sns:Publish to every principal but {names} (Deny, Principal *, ArnNotEquals aws:PrincipalArn [their role ARNs], no other condition)")
+            elif publishers not in exempting:
+                for exempted in exempting:
+                    extra = [short(a) for a in exempted if a not in publishers]
+                    missing = [short(a) for a in publishers if a not in exempted]
+                    violations.append(
+                        f"{topic}: {pname} lets {', '.join(short(a) for a in exempted)} publish; exactly {names} are expected"
+                        + (f" (not expected: {', '.join(extra)})" if extra else "") + (f" (missing: {', '.join(missing)})" if missing else "")
+                    )
+            for exempted in exempting:
+                for arn in exempted:
+                    m = re.fullmatch(r"\$\{(\w+)\.Arn\}", arn)
+                    role = cfn_resources.get(m.group(1)) if m else None
+                    if role is None or role.get("Type") != "AWS::IAM::Role":
+                        violations.append(f"{topic}: {pname} lets {arn} publish: not a role of this template, so nothing shows only Lambda can assume it")
+                    elif (why := _lambda_only(role)) is not None:
+                        violations.append(f"{topic}: {pname} lets {m.group(1)} publish, but {why}; only lambda.amazonaws.com may assume a publisher's role")
             if not any(_condition(st) == tls_only for st in statements):
                 violations.append(f"{topic}: {pname} does not deny sns:Publish without TLS (Deny, Principal *, Bool aws:SecureTransport false, no other condition)")
-    summary.append(f"topics: {', '.join(NOTIFICATION_TOPICS)}: only {fanout_role} publishes, over TLS only")
+    summary.append(f"topics: {', '.join(NOTIFICATION_TOPICS)}: only {names} publish (roles only Lambda can assume), over TLS only")
 
     # The table is the record of every webhook: a stack delete, a replacement or an update
     # must not be able to remove it.
@@ -866,6 +974,41 @@ def _publisher_memberful(t):
             st["Condition"]["ArnNotEquals"]["aws:PrincipalArn"] = {"Fn::GetAtt": ["MemberfulFunctionRole", "Arn"]}
 
 
+def _publisher_added(arn):
+    def mutate(t):
+        for st in _topic_statements(t):
+            if "ArnNotEquals" in st.get("Condition", {}):
+                st["Condition"]["ArnNotEquals"]["aws:PrincipalArn"] = as_list(st["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]) + [arn]
+    return mutate
+
+
+def _operator_trusts_account(t):
+    _props(t, "OperatorFunction")["AssumeRolePolicyDocument"] = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"},
+            {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "sts:AssumeRole"},
+        ],
+    }
+
+
+def _held_cap_statement(t, name):
+    """The webhook function's UpdateItem of its held-cap counter."""
+    return next(st for st in _props(t, name)["Policies"][0]["Statement"] if st.get("Action") == "dynamodb:UpdateItem")
+
+
+def _held_cap_unconditioned(name):
+    def mutate(t):
+        del _held_cap_statement(t, name)["Condition"]
+    return mutate
+
+
+def _held_cap_keys(name, keys):
+    def mutate(t):
+        _held_cap_statement(t, name)["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"] = keys
+    return mutate
+
+
 def _tls_deny_narrowed(t):
     for st in _topic_statements(t):
         if "Bool" in st.get("Condition", {}):
@@ -942,6 +1085,11 @@ SELF_TESTS = [
     ("FanoutFunction publishes to topic \"*\"", _topic_wildcard, "FanoutFunction: FanoutFunctionRole/FanoutFunctionRolePolicy1: sns:Publish on wildcard resource"),
     ("FanoutFunction updates the table's indexes", _update_index, "FanoutFunction: FanoutFunctionRole/FanoutFunctionRolePolicy0: dynamodb:UpdateItem on wildcard resource ${EventsTable.Arn}/index/*"),
     ("FanoutFunction's DLQ destination loses Type: SQS", _drop_dlq_type, "FanoutFunction: sqs:SendMessage on FanoutDeadLetterQueue.Arn missing"),
+    ("OperatorFunction also gets dynamodb:DeleteItem", _add_statement("OperatorFunction", {"Effect": "Allow", "Action": "dynamodb:DeleteItem", "Resource": {"Fn::GetAtt": ["EventsTable", "Arn"]}}), "OperatorFunction: dynamodb:DeleteItem on EventsTable.Arn: not this function's job"),
+    ("OperatorFunction queries the merchant index too", _add_statement("OperatorFunction", {"Effect": "Allow", "Action": "dynamodb:Query", "Resource": {"Fn::Sub": "${EventsTable.Arn}/index/by_merchant"}}), "OperatorFunction: dynamodb:Query on EventsTable.Arn/index/by_merchant: not this function's job"),
+    ("WebforceFunction's held-cap UpdateItem loses its LeadingKeys condition", _held_cap_unconditioned("WebforceFunction"), "WebforceFunction: dynamodb:UpdateItem on EventsTable.Arn is granted without a condition"),
+    ("ConscentFunction's held-cap UpdateItem reaches Memberful's counter too", _held_cap_keys("ConscentFunction", ["HELDCAP#conscent#*", "HELDCAP#memberful#*"]), "ConscentFunction: dynamodb:UpdateItem on EventsTable.Arn is granted with"),
+    ("FoloosiFunction's held-cap UpdateItem reaches every item", _held_cap_keys("FoloosiFunction", ["*"]), "FoloosiFunction: dynamodb:UpdateItem on EventsTable.Arn is granted with"),
     ("an AWS::IAM::Policy attached to MemberfulFunctionRole", _standalone_policy, "MemberfulFunction: s3:GetObject on arn:aws:s3:::bucket/key: not this function's job"),
     ("anyone may invoke MemberfulFunction", _public_invoke, "PublicInvoke: lets * lambda:InvokeFunction"),
     # Secrets Manager: each webhook function reads its own provider's secrets, only when set.
@@ -951,8 +1099,10 @@ SELF_TESTS = [
     ("ConscentBasicAuthArn accepts a wildcard ARN", _set_parameter("ConscentBasicAuthArn", "AllowedPattern", "^$|^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+$"), "ConscentBasicAuthArn: AllowedPattern accepts arn:aws:secretsmanager:us-east-1:123456789012:secret:*"),
     ("HasFoloosiSecretKeyArn holds whatever FoloosiSecretKeyArn is", _set_condition("HasFoloosiSecretKeyArn", {"Fn::Equals": ["", ""]}), "HasFoloosiSecretKeyArn: not !Not [!Equals [!Ref FoloosiSecretKeyArn, \"\"]]"),
     # Operations: the topic policy, the table, the alarms, the metric filter, the dashboard.
-    ("the topic policy stops denying other publishers", _drop_statement("OnlyTheFanoutPublishes"), "InternalTopic: NotificationTopicsPolicy does not deny sns:Publish to every principal but FanoutFunctionRole"),
-    ("the topic policy excepts a webhook function's role instead", _publisher_memberful, "PayorTopic: NotificationTopicsPolicy does not deny sns:Publish to every principal but FanoutFunctionRole"),
+    ("the topic policy stops denying other publishers", _drop_statement("OnlyLambdaRolesPublish"), "InternalTopic: NotificationTopicsPolicy does not deny sns:Publish to every principal but FanoutFunctionRole and OperatorFunctionRole"),
+    ("the topic policy excepts a webhook function's role instead", _publisher_memberful, "PayorTopic: NotificationTopicsPolicy lets MemberfulFunctionRole.Arn publish; exactly FanoutFunctionRole and OperatorFunctionRole are expected (not expected: MemberfulFunctionRole.Arn) (missing: FanoutFunctionRole.Arn, OperatorFunctionRole.Arn)"),
+    ("the topic policy also excepts the account root", _publisher_added("arn:aws:iam::123456789012:root"), "MerchantTopic: NotificationTopicsPolicy lets arn:aws:iam::123456789012:root publish: not a role of this template"),
+    ("the operator's role may be assumed by the account too", _operator_trusts_account, "InternalTopic: NotificationTopicsPolicy lets OperatorFunctionRole publish, but its trust policy lets {\"AWS\": \"arn:aws:iam::123456789012:root\"}"),
     ("the topic policy stops requiring TLS", _drop_statement("RequireTls"), "MerchantTopic: NotificationTopicsPolicy does not deny sns:Publish without TLS"),
     ("the TLS deny gets a second condition (so it denies less)", _tls_deny_narrowed, "InternalTopic: NotificationTopicsPolicy does not deny sns:Publish without TLS"),
     ("PayorTopic is left out of the topic policy", _payor_unlisted, "PayorTopic: no AWS::SNS::TopicPolicy names it"),

@@ -7,14 +7,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use aws_adapters::dynamodb::DynamoStore;
-use aws_adapters::sns::{SnsNotifier, TopicArns};
 use clap::{Parser, Subcommand};
 use common::config::{Config, Secrets, dev_secret, dev_secrets, process_env};
 use common::event::{EventKind, Provider};
-use common::fanout::{Delivery, Fanout, Outcome};
-use common::held::HeldStatus;
-use common::notify::Notifier;
-use common::receive::{Receiver, Reprocessed};
+use common::operate::{self, Operator, Report, Request};
 use common::store::EventStore;
 use common::timestamp::Timestamp;
 
@@ -79,7 +75,7 @@ pub enum Command {
     /// the same conditional write) and its held item marked resolved.
     Reprocess {
         #[command(flatten)]
-        store: StoreArgs,
+        target: OperatorArgs,
         /// Only this provider's held deliveries.
         #[arg(long)]
         provider: Option<Provider>,
@@ -87,22 +83,29 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Tell stored events' audiences again, through the fan-out. An event already told in full
-    /// publishes nothing and says so, unless --force. With --table, the topics come from
-    /// INTERNAL_TOPIC_ARN, MERCHANT_TOPIC_ARN and PAYOR_TOPIC_ARN.
+    /// Tell one object's stored events again, through the fan-out. An event already told in
+    /// full publishes nothing and says so, unless --force. Every notification names its
+    /// provider, object and event.
     Replay {
+        provider: Provider,
+        object_id: String,
         #[arg(required = true)]
         event_ids: Vec<String>,
+        /// `payment` for the payment outcomes Foloosi and WebforceHQ send.
+        #[arg(long, default_value = "refund", value_parser = parse_kind)]
+        kind: EventKind,
         #[arg(long)]
         force: bool,
         #[command(flatten)]
-        store: StoreArgs,
+        target: OperatorArgs,
     },
-    /// After a fan-out outage: tell every stored event that no audience was told of yet (on
-    /// DynamoDB, a scan of the table).
+    /// After a fan-out outage: tell every stored event that no audience was told of yet.
     Redrive {
         #[command(flatten)]
-        store: StoreArgs,
+        target: OperatorArgs,
+        /// List what would be told, to whom, under the deployment's routing; publish nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Write API Gateway and DynamoDB stream events for local Lambda invocation, signed with the
     /// development secrets.
@@ -143,11 +146,46 @@ pub enum RefundsCommand {
 
 #[derive(Subcommand)]
 pub enum HeldCommand {
-    /// Every held delivery, newest first.
+    /// Held deliveries, newest first, a page at a time (no bodies).
     List {
         #[command(flatten)]
         store: StoreArgs,
+        #[arg(long)]
+        provider: Option<Provider>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Where the page begins: the `next:` line of the page before.
+        #[arg(long)]
+        after: Option<String>,
     },
+}
+
+/// Where a command that writes and tells runs: inside a deployment's operator function, on its
+/// configuration and with a role the topics let publish (`--stack` or `--function`), or on the
+/// local runner's data directory.
+#[derive(clap::Args)]
+pub struct OperatorArgs {
+    #[arg(long, default_value = ".relay")]
+    pub data_dir: PathBuf,
+    /// The deployed stack: its output `OperatorFunctionName` names the function to invoke.
+    #[arg(long, conflicts_with = "function")]
+    pub stack: Option<String>,
+    /// The operator function's name or ARN (the endpoint from `AWS_ENDPOINT_URL_LAMBDA` or
+    /// `AWS_ENDPOINT_URL`, as for every AWS client).
+    #[arg(long)]
+    pub function: Option<String>,
+    /// Refused with what to use instead: this shell's configuration is not the deployment's.
+    #[arg(long, hide = true)]
+    pub table: Option<String>,
+}
+
+/// `refund` or `payment`.
+fn parse_kind(kind: &str) -> Result<EventKind, String> {
+    match kind {
+        "refund" => Ok(EventKind::Refund),
+        "payment" => Ok(EventKind::Payment),
+        other => Err(format!("unknown kind `{other}`: refund or payment")),
+    }
 }
 
 /// Which store a command reads: the local runner's data directory, or a DynamoDB table (region,
@@ -174,83 +212,122 @@ impl StoreArgs {
     }
 }
 
-impl StoreArgs {
-    /// The store and the fan-out an operator's command tells through: SNS (topics from the
-    /// environment) for a table, the local runner's notifications file for a data directory.
-    async fn fanout(&self) -> anyhow::Result<(Arc<dyn EventStore>, Fanout)> {
-        let config = local_config()?;
-        let store = self.open().await?;
-        let notifier: Arc<dyn Notifier> = match &self.table {
-            Some(_) => {
-                let var =
-                    |name: &'static str| process_env(name).with_context(|| format!("{name} must be set with --table"));
-                let topics = TopicArns {
-                    internal: var("INTERNAL_TOPIC_ARN")?,
-                    merchant: var("MERCHANT_TOPIC_ARN")?,
-                    payor: var("PAYOR_TOPIC_ARN")?,
-                };
-                Arc::new(SnsNotifier::new(
-                    aws_sdk_sns::Client::new(
-                        &aws_adapters::lambda::aws_config(aws_adapters::lambda::SdkSetup::Operator).await,
-                    ),
-                    topics,
-                ))
-            }
-            None => Arc::new(crate::notifier::FileNotifier::open(&self.data_dir.join("notifications.jsonl"))?),
-        };
-        let fanout = Fanout::new(store.clone(), notifier, config.routing, config.platform);
-        Ok((store, fanout))
-    }
-}
-
-fn said(delivery: &Delivery) -> String {
-    match delivery {
-        Delivery::Notified(n) => format!("told {} audience(s)", n.len()),
-        Delivery::Stale => "stale: its object is already past this status; nobody told".into(),
-        Delivery::AlreadyTold => "already told every audience; nothing published (--force to publish again)".into(),
-    }
-}
-
-/// Reprocesses held deliveries and prints, per delivery, what it was held for and what it now is.
-async fn reprocess(args: &StoreArgs, provider: Option<Provider>, dry_run: bool) -> anyhow::Result<()> {
-    let config = local_config()?;
-    let (store, runner): (Arc<dyn EventStore>, _) = match &args.table {
-        Some(_) => (args.open().await?, None),
-        None => {
-            // The local runner's own outbox then tells what was stored, as `serve` would.
-            let runner = crate::serve::Runner::open(&config, &args.data_dir)?;
-            (Arc::new(runner.store().clone()), Some(runner))
-        }
+/// Runs an operator command where `target` says, printing each line as it comes and a closing
+/// count; fails if anything was left untold.
+async fn operate(target: &OperatorArgs, command: operate::Command) -> anyhow::Result<()> {
+    let name = match &command {
+        operate::Command::Reprocess { .. } => "reprocess",
+        operate::Command::Redrive { .. } => "redrive",
+        operate::Command::Replay { .. } => "replay",
     };
-    let receiver = Receiver::new(&config, store.clone());
-    let (mut stored, mut still) = (0, 0);
-    for held in store.held(provider).await?.into_iter().filter(|h| h.status == HeldStatus::Held) {
-        let outcome = receiver.reprocess(&held, dry_run).await?;
-        let verdict = match &outcome {
-            Reprocessed::Accepted(e) => {
-                stored += 1;
-                let fields = serde_json::to_value(e.as_ref()).map(|mut v| {
-                    v.as_object_mut().map(|m| m.remove("raw_payload"));
-                    v
-                })?;
-                format!("{} as event {} {fields}", if dry_run { "would be accepted" } else { "accepted" }, e.event_id)
-            }
-            Reprocessed::Duplicate(e) => format!("duplicate of event {}", e.event_id),
-            Reprocessed::Ignored(reason) => {
-                format!("{}: {reason}", if dry_run { "would be ignored" } else { "ignored" })
-            }
-            Reprocessed::StillHeld(reason) => {
-                still += 1;
-                format!("still held: {reason}")
-            }
-        };
-        println!("{} {} (held: {}) -> {verdict}", held.held_id, held.provider, held.reason);
+    if let Some(table) = &target.table {
+        bail!(
+            "{name} writes and tells, so it runs inside the deployment, on its configuration (Foloosi's key, \
+             routing, currencies, merchant ids) and with a role the topics let publish: use --stack STACK_NAME \
+             (or --function NAME) instead of --table {table}; --table is for the read-only commands"
+        );
     }
-    println!("{stored} {}stored, {still} still held", if dry_run { "would be " } else { "" });
-    if let (Some(runner), false) = (runner, dry_run) {
-        runner.outbox().drain().await.map_err(anyhow::Error::msg)?;
+    let dry_run = matches!(
+        command,
+        operate::Command::Reprocess { dry_run: true, .. } | operate::Command::Redrive { dry_run: true }
+    );
+    let mut total = Report::default();
+    let mut add = |report: Report| {
+        for line in &report.lines {
+            println!("{line}");
+        }
+        total.stored += report.stored;
+        total.still_held += report.still_held;
+        total.failed += report.failed;
+        report.resume
+    };
+    let remote = match (&target.stack, &target.function) {
+        (_, Some(function)) => Some((None, function.clone())),
+        (Some(stack), None) => Some((Some(stack.clone()), String::new())),
+        (None, None) => None,
+    };
+    match remote {
+        None => {
+            let config = local_config()?;
+            // The local runner's own outbox then tells what reprocessing stored, as `serve` would.
+            let runner = crate::serve::Runner::open(&config, &target.data_dir)?;
+            let notifier = crate::notifier::FileNotifier::open(&target.data_dir.join("notifications.jsonl"))?;
+            let operator = Operator::new(&config, Arc::new(runner.store().clone()), Arc::new(notifier));
+            add(operator.run(Request { command: command.clone(), resume: None }, None).await?);
+            if matches!(command, operate::Command::Reprocess { dry_run: false, .. }) {
+                runner.outbox().drain().await.map_err(anyhow::Error::msg)?;
+            }
+        }
+        Some((stack, mut function)) => {
+            let sdk = aws_adapters::lambda::aws_config(aws_adapters::lambda::SdkSetup::Operator).await;
+            if let Some(stack) = stack {
+                function = operator_function_of(&aws_sdk_cloudformation::Client::new(&sdk), &stack).await?;
+            }
+            // Nothing here publishes or writes with this shell's credentials: the function does.
+            let lambda = aws_sdk_lambda::Client::new(&sdk);
+            let mut resume = None;
+            loop {
+                let request = Request { command: command.clone(), resume: resume.take() };
+                match add(invoke(&lambda, &function, &request).await?) {
+                    Some(next) => {
+                        eprintln!("{name}: the operator function's time ran out; resuming from {next}");
+                        resume = Some(next);
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+    match command {
+        operate::Command::Reprocess { .. } => {
+            let would = if dry_run { "would be " } else { "" };
+            println!("{} {would}stored, {} still held", total.stored, total.still_held);
+        }
+        _ if total.failed > 0 => {
+            bail!("{} event(s) not told; run {name} again once the cause is fixed", total.failed)
+        }
+        _ => {}
     }
     Ok(())
+}
+
+/// The operator function a stack deployed, from its `OperatorFunctionName` output.
+async fn operator_function_of(cloudformation: &aws_sdk_cloudformation::Client, stack: &str) -> anyhow::Result<String> {
+    let described = cloudformation
+        .describe_stacks()
+        .stack_name(stack)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", aws_sdk_cloudformation::error::DisplayErrorContext(&e)))
+        .with_context(|| format!("describing stack {stack}"))?;
+    described
+        .stacks()
+        .iter()
+        .flat_map(|s| s.outputs())
+        .find(|o| o.output_key() == Some("OperatorFunctionName"))
+        .and_then(|o| o.output_value())
+        .map(str::to_owned)
+        .with_context(|| {
+            format!("stack {stack} has no OperatorFunctionName output: deploy this version's template.yaml")
+        })
+}
+
+/// One synchronous invocation of the operator function.
+async fn invoke(lambda: &aws_sdk_lambda::Client, function: &str, request: &Request) -> anyhow::Result<Report> {
+    let out = lambda
+        .invoke()
+        .function_name(function)
+        .payload(aws_sdk_lambda::primitives::Blob::new(serde_json::to_vec(request)?))
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", aws_sdk_lambda::error::DisplayErrorContext(&e)))
+        .with_context(|| format!("invoking {function}"))?;
+    let payload = out.payload.map(|p| p.into_inner()).unwrap_or_default();
+    if let Some(kind) = out.function_error {
+        bail!("the operator function failed ({kind}): {}", String::from_utf8_lossy(&payload));
+    }
+    serde_json::from_slice(&payload)
+        .with_context(|| format!("the operator function's answer: {}", String::from_utf8_lossy(&payload)))
 }
 
 /// Secrets as the local runner reads them: the environment, or the development secrets.
@@ -303,6 +380,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 "events_table": {
                     "merchant_index": common::store::layout::MERCHANT_INDEX,
                     "held_index": common::store::layout::HELD_INDEX,
+                    "legacy_held_index": common::store::layout::LEGACY_HELD_INDEX,
                 },
             });
             println!("{described}");
@@ -330,45 +408,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Replay { event_ids, force, store } => {
-            let (events, fanout) = store.fanout().await?;
-            for id in event_ids {
-                let Some(event) = events.event(&id).await? else { bail!("no stored event {id}") };
-                println!("{id}: {}", said(&fanout.replay(&event, force).await?));
+        Command::Replay { provider, object_id, event_ids, kind, force, target } => {
+            operate(&target, operate::Command::Replay { provider, kind, object_id, event_ids, force }).await
+        }
+        Command::Redrive { target, dry_run } => operate(&target, operate::Command::Redrive { dry_run }).await,
+        Command::Held { command: HeldCommand::List { store, provider, limit, after } } => {
+            let page = store.open().await?.held(provider, after, limit).await?;
+            for held in &page.items {
+                println!("{}", serde_json::to_string(held)?);
+            }
+            if let Some(next) = page.next {
+                println!("next: {next}");
             }
             Ok(())
         }
-        Command::Redrive { store } => {
-            let (events, fanout) = store.fanout().await?;
-            let untold: Vec<_> = events.untold().await?.into_iter().map(|e| (e.event_id.clone(), e)).collect();
-            let mut failed = 0;
-            for (id, outcome) in fanout.deliver_in_object_order(untold, 16).await {
-                let line = match outcome {
-                    Outcome::Delivered(d) => said(&d),
-                    Outcome::Failed(e) => {
-                        failed += 1;
-                        format!("failed: {e}")
-                    }
-                    Outcome::HeldBack => {
-                        failed += 1;
-                        "held back: an earlier event of its object failed".into()
-                    }
-                };
-                println!("{id}: {line}");
-            }
-            if failed > 0 {
-                bail!("{failed} event(s) not told; run redrive again once the cause is fixed");
-            }
-            Ok(())
+        Command::Reprocess { target, provider, dry_run } => {
+            operate(&target, operate::Command::Reprocess { provider, dry_run }).await
         }
-        Command::Held { command: HeldCommand::List { store } } => {
-            let store = store.open().await?;
-            for held in store.held(None).await? {
-                println!("{}", serde_json::to_string(&held.summary())?);
-            }
-            Ok(())
-        }
-        Command::Reprocess { store, provider, dry_run } => reprocess(&store, provider, dry_run).await,
         Command::Events { out, fixtures, timestamp } => {
             for path in crate::lambda_events::write_all(&out, &fixtures, timestamp.unwrap_or_else(now)).await? {
                 println!("{}", path.display());

@@ -110,6 +110,15 @@ pub async fn write_all(out: &Path, fixtures: &Path, now: i64) -> anyhow::Result<
         ))))
         .collect::<anyhow::Result<Vec<Value>>>()?;
     write("fanout-stream.json".into(), &json!({ "Records": records }))?;
+    // The operator function's events: what `refund-relay redrive|reprocess --dry-run --stack`
+    // sends it (`sam local invoke OperatorFunction -e events/operator-redrive-dry-run.json`).
+    for (name, command) in [
+        ("redrive", common::operate::Command::Redrive { dry_run: true }),
+        ("reprocess", common::operate::Command::Reprocess { provider: None, dry_run: true }),
+    ] {
+        let request = common::operate::Request { command, resume: None };
+        write(format!("operator-{name}-dry-run.json"), &serde_json::to_value(request)?)?;
+    }
     Ok(written)
 }
 

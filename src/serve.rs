@@ -157,10 +157,28 @@ fn store_unavailable(e: common::store::StoreError) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "error": "store_unavailable" }))).into_response()
 }
 
-/// `GET /held`: every held delivery, newest first, without bodies.
-async fn held_list(State(runner): State<Arc<Runner>>) -> Response {
-    match runner.store.held(None).await {
-        Ok(held) => axum::Json(held.iter().map(|h| h.summary()).collect::<Vec<_>>()).into_response(),
+/// `GET /held?limit=&after=`'s query.
+#[derive(serde::Deserialize)]
+struct HeldQuery {
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+/// Most held deliveries one `GET /held` lists.
+const HELD_LIST_MAX: usize = 1000;
+
+/// `GET /held`: held deliveries, newest first, without bodies, a page at a time: the
+/// `x-next-cursor` header, when present, is the next page's `after`.
+async fn held_list(State(runner): State<Arc<Runner>>, Query(page): Query<HeldQuery>) -> Response {
+    let limit = page.limit.unwrap_or(HELD_LIST_MAX).clamp(1, HELD_LIST_MAX);
+    match runner.store.held(None, page.after, limit).await {
+        Ok(held) => {
+            let mut response = axum::Json(held.items).into_response();
+            if let Some(next) = held.next.and_then(|n| http::HeaderValue::from_str(&n).ok()) {
+                response.headers_mut().insert("x-next-cursor", next);
+            }
+            response
+        }
         Err(e) => store_unavailable(e),
     }
 }

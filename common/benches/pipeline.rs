@@ -13,9 +13,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use common::config::{Config, Secrets, dev_secret};
 use common::event::{EventKind, Provider, RefundEvent};
-use common::held::HeldDelivery;
+use common::held::{HeldDelivery, HeldEntry};
 use common::receive::{Receiver, WebhookRequest};
-use common::store::{Advance, EventStore, Hold, ObjectRecord, Put, StoreError};
+use common::store::{Advance, EventStore, Hold, ObjectRecord, Page, Put, StoreError, Told};
 use common::timestamp::Timestamp;
 use criterion::{Criterion, criterion_group, criterion_main};
 use hmac::{Hmac, KeyInit, Mac};
@@ -31,28 +31,34 @@ impl EventStore for NullStore {
         Ok(Put::Stored)
     }
     async fn advance(&self, _: &RefundEvent) -> Result<Advance, StoreError> {
-        Ok(Advance::Advanced)
+        Ok(Advance::Advanced(Told::NONE))
     }
-    async fn mark_told(&self, _: &RefundEvent) -> Result<(), StoreError> {
+    async fn mark_told(&self, _: &RefundEvent, _: Told, _: bool) -> Result<(), StoreError> {
         Ok(())
     }
     async fn object(&self, _: Provider, _: EventKind, _: &str) -> Result<Option<ObjectRecord>, StoreError> {
         Ok(None)
     }
-    async fn event(&self, _: &str) -> Result<Option<RefundEvent>, StoreError> {
+    async fn object_event(
+        &self,
+        _: Provider,
+        _: EventKind,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<RefundEvent>, StoreError> {
         Ok(None)
     }
     async fn merchant_events(&self, _: &str, _: Option<Timestamp>) -> Result<Vec<RefundEvent>, StoreError> {
         Ok(Vec::new())
     }
-    async fn untold(&self) -> Result<Vec<RefundEvent>, StoreError> {
-        Ok(Vec::new())
+    async fn untold(&self, _: Option<String>) -> Result<Page<RefundEvent>, StoreError> {
+        Ok(Page { items: Vec::new(), next: None })
     }
     async fn hold(&self, _: &HeldDelivery) -> Result<Hold, StoreError> {
         Ok(Hold::Held)
     }
-    async fn held(&self, _: Option<Provider>) -> Result<Vec<HeldDelivery>, StoreError> {
-        Ok(Vec::new())
+    async fn held(&self, _: Option<Provider>, _: Option<String>, _: usize) -> Result<Page<HeldEntry>, StoreError> {
+        Ok(Page { items: Vec::new(), next: None })
     }
     async fn held_one(&self, _: &str) -> Result<Option<HeldDelivery>, StoreError> {
         Ok(None)

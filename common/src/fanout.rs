@@ -81,9 +81,16 @@ impl Fanout {
         published
     }
 
+    /// What telling `event` would publish, to whom, under this fan-out's routing: `redrive
+    /// --dry-run`'s answer. Nothing is read or written.
+    pub fn would_tell(&self, event: &RefundEvent) -> Vec<Notification> {
+        notify::notifications(event, &self.routing, &self.platform)
+    }
+
     /// Safe to call again for the same event after a failure: `advance` answers `Advanced` for
-    /// the event that last moved the object until it is marked told, so a retry publishes what
-    /// the first try did not (subscribers dedupe by `event_id`), and once told, nothing.
+    /// the event that last moved the object until it is marked told, with the audiences already
+    /// told of it. Each audience is marked right after its publish, so a retry publishes only to
+    /// the audiences the first try did not reach, and once all are told, nothing.
     pub async fn deliver(&self, event: &RefundEvent) -> Result<Delivery, FanoutError> {
         match self.store.advance(event).await? {
             Advance::Stale => {
@@ -95,12 +102,21 @@ impl Fanout {
                 tracing::info!(event_id = %event.event_id, "already told every audience: nothing published");
                 Ok(Delivery::AlreadyTold)
             }
-            Advance::Advanced => {
-                // In routing order, the payor last: a failure part-way leaves the payor untold, so
-                // the retry that re-tells the audiences before it never reaches a payor twice.
-                let messages = notify::notifications(event, &self.routing, &self.platform);
-                self.publish_all(&messages).await?;
-                self.store.mark_told(event).await?;
+            Advance::Advanced(already) => {
+                // In routing order, the payor last.
+                let messages: Vec<Notification> = notify::notifications(event, &self.routing, &self.platform)
+                    .into_iter()
+                    .filter(|n| !already.contains(n.audience))
+                    .collect();
+                // Each audience is marked right after its publish: a failure later on (the last
+                // marker included) leaves it marked, so the retry does not tell it again.
+                let mut told = already;
+                for n in &messages {
+                    self.publish(n).await?;
+                    told = told.with(n.audience);
+                    self.store.mark_told(event, told, false).await?;
+                }
+                self.store.mark_told(event, told, true).await?;
                 tracing::info!(event_id = %event.event_id, count = messages.len(), "notified");
                 Ok(Delivery::Notified(messages))
             }

@@ -275,14 +275,14 @@ impl HeldDelivery {
     }
 
     /// The listing's view: no body.
-    pub fn summary(&self) -> HeldSummary<'_> {
-        HeldSummary {
-            held_id: &self.held_id,
+    pub fn summary(&self) -> HeldEntry {
+        HeldEntry {
+            held_id: self.held_id.clone(),
             provider: self.provider,
             received_at: self.received_at,
-            reason: &self.reason,
+            reason: self.reason.clone(),
             status: self.status,
-            resolution: self.resolution.as_deref(),
+            resolution: self.resolution.clone(),
         }
     }
 
@@ -312,16 +312,17 @@ impl HeldDelivery {
     }
 }
 
-/// `GET /held`'s row.
-#[derive(Debug, Serialize)]
-pub struct HeldSummary<'a> {
-    pub held_id: &'a str,
+/// A held delivery as listings show it (`GET /held`, `held list`): what the store's held index
+/// keeps, never the body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeldEntry {
+    pub held_id: String,
     pub provider: Provider,
     pub received_at: Timestamp,
-    pub reason: &'a str,
+    pub reason: String,
     pub status: HeldStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub resolution: Option<&'a str>,
+    pub resolution: Option<String>,
 }
 
 /// The query without parameters whose names may carry a credential (`token`, `key`, ...).

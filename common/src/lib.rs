@@ -12,6 +12,7 @@ pub mod held;
 pub mod metrics;
 pub mod money;
 pub mod notify;
+pub mod operate;
 pub mod providers;
 pub mod receive;
 pub mod secrets;

@@ -32,10 +32,13 @@ pub enum WebhookOutcome {
     /// Not kept: the store (or the API that confirms a delivery) could not answer, so the answer
     /// was 503 and the provider retries.
     StoreUnavailable,
+    /// Authenticated and unreadable, past its provider's cap on new held items per minute: 503,
+    /// so the provider retries later.
+    HeldOverCap,
 }
 
 impl WebhookOutcome {
-    pub const ALL: [WebhookOutcome; 7] = [
+    pub const ALL: [WebhookOutcome; 8] = [
         WebhookOutcome::Accepted,
         WebhookOutcome::Duplicate,
         WebhookOutcome::Ignored,
@@ -43,6 +46,7 @@ impl WebhookOutcome {
         WebhookOutcome::Unauthorized,
         WebhookOutcome::Rejected,
         WebhookOutcome::StoreUnavailable,
+        WebhookOutcome::HeldOverCap,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +58,7 @@ impl WebhookOutcome {
             WebhookOutcome::Unauthorized => "unauthorized",
             WebhookOutcome::Rejected => "rejected",
             WebhookOutcome::StoreUnavailable => "store_unavailable",
+            WebhookOutcome::HeldOverCap => "held_over_cap",
         }
     }
 }

@@ -72,6 +72,7 @@ impl ReceiveError {
     pub fn outcome(&self) -> WebhookOutcome {
         match self {
             ReceiveError::Unauthorized(_) => WebhookOutcome::Unauthorized,
+            ReceiveError::Store(StoreError::HeldCapReached { .. }) => WebhookOutcome::HeldOverCap,
             ReceiveError::Store(_) | ReceiveError::Confirmation(_) => WebhookOutcome::StoreUnavailable,
             ReceiveError::UnknownProvider(_)
             | ReceiveError::MethodNotAllowed(_)
@@ -85,6 +86,7 @@ impl ReceiveError {
             ReceiveError::MethodNotAllowed(_) => "method_not_allowed",
             ReceiveError::PayloadTooLarge { .. } => "payload_too_large",
             ReceiveError::Unauthorized(_) => "unauthorized",
+            ReceiveError::Store(StoreError::HeldCapReached { .. }) => "held_cap_reached",
             ReceiveError::Store(_) => "store_unavailable",
             ReceiveError::Confirmation(_) => "confirmation_unavailable",
         }
@@ -93,6 +95,9 @@ impl ReceiveError {
     fn answer(&self) -> Answer {
         // The store's own words may name tables and endpoints; the provider needs only "retry".
         let message = match self {
+            ReceiveError::Store(StoreError::HeldCapReached { .. }) => {
+                "too many unreadable deliveries this minute; retry later".into()
+            }
             ReceiveError::Store(_) => "could not store the delivery; retry later".into(),
             ReceiveError::Confirmation(_) => "could not confirm the delivery; retry later".into(),
             _ => bounded(&self.to_string()).to_string(),

@@ -11,6 +11,7 @@ use aws_adapters::lambda;
 use aws_adapters::sns::SnsNotifier;
 use common::event::{EventKind, Provider, Status};
 use common::fanout::Fanout;
+use common::operate::{self, Operator};
 use common::receive::Receiver;
 use common::store::EventStore;
 use http::StatusCode;
@@ -276,6 +277,30 @@ async fn deliver_body(s: &Stack, provider: Provider, content_type: &str, body: &
         .await
 }
 
+/// The operator function's core on this stack: the table, real SNS topics, `extra` settings.
+fn operator(s: &Stack, topics: &aws_adapters::sns::TopicArns, extra: &[(&str, &str)]) -> Operator {
+    let sns = SnsNotifier::new(aws_sdk_sns::Client::new(&s.sdk), topics.clone());
+    Operator::new(&config(extra), s.store.clone(), Arc::new(sns))
+}
+
+async fn run(op: &Operator, command: operate::Command) -> operate::Report {
+    op.run(operate::Request { command, resume: None }, None).await.unwrap()
+}
+
+/// `refund-relay`'s output when it fails.
+fn cli_fails(endpoint: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_refund-relay"))
+        .args(args)
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// `refund-relay` against moto's DynamoDB, as an operator runs it.
 fn cli(endpoint: &str, args: &[&str], env: &[(&'static str, String)]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_refund-relay"))
@@ -293,8 +318,8 @@ fn cli(endpoint: &str, args: &[&str], env: &[(&'static str, String)]) -> String 
 }
 
 /// A held delivery on DynamoDB: one item (one PutItem, held once however often it is resent),
-/// the internal audience told once through the stream, and `reprocess --table` storing it once
-/// the configuration can read it.
+/// the internal audience told once through the stream, and the operator's `reprocess` storing it
+/// once the configuration can read it. From a shell, `reprocess --table` refuses.
 #[tokio::test]
 async fn held_deliveries_on_dynamodb_are_told_once_and_reprocessed() {
     let Some(endpoint) = moto::endpoint() else { return };
@@ -321,20 +346,31 @@ async fn held_deliveries_on_dynamodb_are_told_once_and_reprocessed() {
     let listed = cli(&endpoint, &["held", "list", "--table", &s.table], &[]);
     assert!(listed.contains(r.body["held_id"].as_str().unwrap()) && listed.contains("\"held\""), "{listed}");
 
+    let refused = cli_fails(&endpoint, &["reprocess", "--table", &s.table]);
+    assert!(refused.contains("--stack"), "{refused}");
+
     let api = support::foloosi_api::FakeFoloosi::start();
     api.answer("FLN8", support::foloosi_api::Answer::Detail(support::foloosi_api::detail("success", "order-8", "8")));
     let env = api.env();
-    let dry = cli(&endpoint, &["reprocess", "--table", &s.table, "--dry-run"], &env);
-    assert!(dry.contains("would be accepted") && dry.contains("succeeded"), "{dry}");
+    let op = operator(&s, &topics.arns, &env.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>());
+    let reprocess = |dry_run| operate::Command::Reprocess { provider: None, dry_run };
+    let dry = run(&op, reprocess(true)).await;
+    assert!(dry.lines[0].contains("would be accepted") && dry.lines[0].contains("succeeded"), "{dry:?}");
     assert_eq!(moto::item_count(&s.ddb, &s.table, "EVT#").await, 0, "a dry run writes nothing");
-    let run = cli(&endpoint, &["reprocess", "--table", &s.table], &env);
-    assert!(run.contains("-> accepted as event evt_"), "{run}");
+    let done = run(&op, reprocess(false)).await;
+    assert!(done.lines[0].contains("-> accepted as event evt_"), "{done:?}");
+    assert_eq!(done.stored, 1);
     assert_eq!(moto::item_count(&s.ddb, &s.table, "EVT#").await, 1);
     let listed = cli(&endpoint, &["held", "list", "--table", &s.table], &[]);
     assert!(listed.contains("\"resolved\""), "{listed}");
-    let twice = cli(&endpoint, &["reprocess", "--table", &s.table], &env);
-    assert!(twice.contains("0 stored"), "{twice}");
+    let twice = run(&op, reprocess(false)).await;
+    assert_eq!((twice.stored, twice.lines.len()), (0, 0), "{twice:?}");
     assert_eq!(moto::item_count(&s.ddb, &s.table, "EVT#").await, 1, "reprocessing twice stores once");
+    // Resolved, it expires as events do; while held it had no expiry at all.
+    let held = s.ddb.scan().table_name(&s.table).send().await.unwrap().items.unwrap();
+    let held = held.iter().find(|i| i["sk"].as_s().unwrap() == "HELD").unwrap();
+    let expires: i64 = held["expires_at"].as_n().unwrap().parse().unwrap();
+    assert!((expires - now() - RETENTION.as_secs() as i64).abs() < 60, "{held:?}");
 
     // The operator looks the payment up in the same table, with its money.
     let got = cli(&endpoint, &["refunds", "get", "foloosi", "FLN8", "--kind", "payment", "--table", &s.table], &[]);
@@ -445,8 +481,8 @@ async fn a_redelivered_stream_batch_publishes_nothing_again() {
     let batch = moto::stream_batch(&s.sdk, &s.ddb, &s.table).await;
     s.ops.0.lock().unwrap().clear();
     assert!(lambda::handle_stream(&fanout, batch.clone()).await.batch_item_failures.is_empty());
-    // Per event: the advance and the told marker.
-    assert_eq!(s.ops.0.lock().unwrap().iter().filter(|op| *op == "UpdateItem").count(), 6);
+    // Per event: the advance, a marker after each of its three audiences, and the told marker.
+    assert_eq!(s.ops.0.lock().unwrap().iter().filter(|op| *op == "UpdateItem").count(), 15);
     s.ops.0.lock().unwrap().clear();
     assert!(lambda::handle_stream(&fanout, batch).await.batch_item_failures.is_empty());
     assert_eq!(*s.ops.0.lock().unwrap(), ["UpdateItem"; 3], "one conditional request per record, nothing else");
@@ -455,39 +491,83 @@ async fn a_redelivered_stream_batch_publishes_nothing_again() {
     }
 }
 
-/// After a fan-out outage the operator tells what nobody was told (`redrive`), tells one event
-/// again on request (`replay`, which refuses to repeat itself without `--force`), and lists a
-/// merchant's refunds from the index: the same binary, against the table.
+/// After a fan-out outage the operator tells what nobody was told (`redrive`, with a dry run
+/// first), tells one event again on request (`replay`, which refuses to repeat itself without
+/// `force`, and finds the event with one Query of its object, never a Scan), and a merchant's
+/// refunds list from the index.
 #[tokio::test]
 async fn operators_redrive_replay_and_list_from_the_table() {
     let Some(endpoint) = moto::endpoint() else { return };
     let s = stack(&endpoint).await;
-    let mut ids = Vec::new();
+    let (mut ids, mut stored) = (Vec::new(), Vec::new());
     for rel in ["conscent/refunded.pass.json", "memberful/order.refunded.json", "rainforest/refund.failed.json"] {
         let r = deliver(&s, rel).await;
         assert_eq!(r.body["status"], "accepted", "{rel}");
         ids.push(r.body["event_id"].as_str().unwrap().to_owned());
+        stored.push(r.stored.unwrap());
     }
     let topics = moto::topics_with_queues(&s.sdk).await;
-    let env = [
-        ("INTERNAL_TOPIC_ARN", topics.arns.internal.clone()),
-        ("MERCHANT_TOPIC_ARN", topics.arns.merchant.clone()),
-        ("PAYOR_TOPIC_ARN", topics.arns.payor.clone()),
-    ];
+    let op = operator(&s, &topics.arns, &[]);
     // The stream never ran (the outage): every event is untold.
-    let redrive = cli(&endpoint, &["redrive", "--table", &s.table], &env);
-    assert_eq!(redrive.lines().count(), 3, "{redrive}");
-    // Conscent.ai and Memberful tell all three; Rainforest's table tells nobody of `failed`.
+    let dry = run(&op, operate::Command::Redrive { dry_run: true }).await;
+    assert_eq!(dry.lines.len(), 3, "{dry:?}");
+    // Conscent.ai and Memberful tell all three; Rainforest's own table tells nobody of `failed`.
+    assert!(dry.lines.iter().any(|l| l.contains("would tell nobody (rainforest refund")), "{dry:?}");
+    assert_eq!(dry.lines.iter().filter(|l| l.contains("would tell internal, merchant, payor")).count(), 2);
+    assert!(moto::drain(&s.sdk, &topics.queues["internal"]).await.is_empty(), "a dry run tells nobody");
+
+    s.ops.0.lock().unwrap().clear();
+    let redrive = run(&op, operate::Command::Redrive { dry_run: false }).await;
+    assert_eq!((redrive.lines.len(), redrive.failed), (3, 0), "{redrive:?}");
+    // A page of keys and markers (a projection); per object with no aggregate on the page, its
+    // markers; each untold event read whole once.
+    let ops = s.ops.0.lock().unwrap().clone();
+    assert_eq!(ops.iter().filter(|o| *o == "Scan").count(), 1, "{ops:?}");
+    assert_eq!(ops.iter().filter(|o| *o == "GetItem").count(), 3 + 3, "{ops:?}");
+    assert!(ops.iter().all(|o| ["Scan", "GetItem", "UpdateItem"].contains(&o.as_str())), "{ops:?}");
     assert_eq!(moto::drain(&s.sdk, &topics.queues["payor"]).await.len(), 2);
     assert_eq!(moto::drain(&s.sdk, &topics.queues["internal"]).await.len(), 2);
-    assert_eq!(cli(&endpoint, &["redrive", "--table", &s.table], &env), "", "nothing is untold any more");
+    assert!(run(&op, operate::Command::Redrive { dry_run: false }).await.lines.is_empty(), "nothing untold any more");
 
-    let again = cli(&endpoint, &["replay", &ids[0], "--table", &s.table], &env);
-    assert!(again.contains("already told"), "{again}");
+    let conscent = stored[0].clone();
+    let got = s.store.object_event(Provider::Conscent, EventKind::Refund, "x", &ids[0]).await.unwrap();
+    assert_eq!(got, None, "another object's partition does not hold it");
+    let replay = |force| operate::Command::Replay {
+        provider: Provider::Conscent,
+        kind: EventKind::Refund,
+        object_id: conscent.object_id.clone(),
+        event_ids: vec![ids[0].clone()],
+        force,
+    };
+    s.ops.0.lock().unwrap().clear();
+    let again = run(&op, replay(false)).await;
+    assert!(again.lines[0].contains("already told"), "{again:?}");
+    assert_eq!(*s.ops.0.lock().unwrap(), ["Query", "UpdateItem"], "one Query finds the event; no Scan");
     assert!(moto::drain(&s.sdk, &topics.queues["payor"]).await.is_empty(), "a replay does not repeat itself");
-    let forced = cli(&endpoint, &["replay", &ids[0], "--force", "--table", &s.table], &env);
-    assert!(forced.contains("told 3 audience(s)"), "{forced}");
+    let forced = run(&op, replay(true)).await;
+    assert!(forced.lines[0].contains("told 3 audience(s)"), "{forced:?}");
     assert_eq!(moto::drain(&s.sdk, &topics.queues["payor"]).await.len(), 1);
+    let unknown = op
+        .run(
+            operate::Request {
+                command: operate::Command::Replay {
+                    provider: Provider::Conscent,
+                    kind: EventKind::Refund,
+                    object_id: conscent.object_id.clone(),
+                    event_ids: vec!["evt_unknown".into()],
+                    force: false,
+                },
+                resume: None,
+            },
+            None,
+        )
+        .await;
+    assert!(unknown.unwrap_err().to_string().contains("no event evt_unknown"));
+    // From a shell the write commands refuse the table, naming what to use.
+    for args in [&["redrive", "--table", &s.table][..], &["replay", "conscent", "o", "evt_1", "--table", &s.table]] {
+        let refused = cli_fails(&endpoint, args);
+        assert!(refused.contains("--stack"), "{refused}");
+    }
 
     let listed =
         cli(&endpoint, &["refunds", "list", "--merchant", "mid_2sPKnRjN5gT6Zs0cHUFbDoDt1nE", "--table", &s.table], &[]);
@@ -510,6 +590,128 @@ async fn operators_redrive_replay_and_list_from_the_table() {
         &[],
     );
     assert_eq!(later, "");
+}
+
+/// Each audience is marked told right after its publish: when the event's told marker is lost
+/// after the payor was told, the retry publishes to nobody, and the payor hears of it once.
+#[tokio::test]
+async fn a_retry_after_the_last_publish_tells_the_payor_once() {
+    let Some(endpoint) = moto::endpoint() else { return };
+    let s = stack(&endpoint).await;
+    let r = deliver(&s, "conscent/refunded.pass.json").await;
+    let event = r.stored.expect("stored");
+    let topics = moto::topics_with_queues(&s.sdk).await;
+    let store = Arc::new(support::faults::FlakyStore::new(DynamoStore::new(s.ddb.clone(), &s.table, RETENTION)));
+    let sns = SnsNotifier::new(aws_sdk_sns::Client::new(&s.sdk), topics.arns.clone());
+    let fanout = Fanout::new(store.clone(), Arc::new(sns), support::general_routing(), "PlatformPay".into());
+    store.fail_next_final_mark();
+    assert!(fanout.deliver(&event).await.is_err(), "the told marker was lost");
+    let retried = fanout.deliver(&event).await.unwrap();
+    assert_eq!(retried, common::fanout::Delivery::Notified(vec![]), "every audience was marked: nothing again");
+    assert_eq!(fanout.deliver(&event).await.unwrap(), common::fanout::Delivery::AlreadyTold);
+    for audience in ["internal", "merchant", "payor"] {
+        assert_eq!(moto::drain(&s.sdk, &topics.queues[audience]).await.len(), 1, "{audience} told once");
+    }
+}
+
+/// Held items spread over several index partitions per provider; a listing of 1,000 of them is
+/// index Queries only (no body is read: the index does not keep it) and pages; and past its
+/// provider's cap a new held delivery is answered 503 and counted, while other providers still
+/// hold theirs.
+#[tokio::test]
+async fn held_items_spread_list_without_bodies_and_stop_at_the_cap() {
+    let Some(endpoint) = moto::endpoint() else { return };
+    let s = stack(&endpoint).await;
+    let body = |i: usize| format!("{{\"not a refund\": {i}, \"pad\": \"{}\"}}", "x".repeat(2000));
+    for i in 0..1000 {
+        let held = common::held::HeldDelivery::new(
+            Provider::ALL[i % Provider::ALL.len()],
+            common::timestamp::Timestamp::now(),
+            &http::HeaderMap::new(),
+            None,
+            body(i).as_bytes(),
+            &common::held::HoldReason::bare(common::held::HoldCode::Malformed),
+        );
+        s.store.hold(&held).await.unwrap();
+    }
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let page = s.ddb.scan().table_name(&s.table).set_exclusive_start_key(start).send().await.unwrap();
+        items.extend(page.items.unwrap_or_default());
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            break;
+        }
+    }
+    let shards: std::collections::BTreeSet<&str> =
+        items.iter().filter_map(|i| i.get("held_shard").and_then(|v| v.as_s().ok()).map(String::as_str)).collect();
+    assert_eq!(shards.len(), Provider::ALL.len() * common::store::layout::HELD_SHARDS as usize, "{shards:?}");
+    // What the index gives back has no body.
+    let page = s
+        .ddb
+        .query()
+        .table_name(&s.table)
+        .index_name(common::store::layout::HELD_INDEX)
+        .key_condition_expression("held_shard = :s")
+        .expression_attribute_values(
+            ":s",
+            aws_sdk_dynamodb::types::AttributeValue::S(shards.first().unwrap().to_string()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(page.items().iter().all(|i| !i.contains_key("body") && i.contains_key("reason")), "{:?}", page.items()[0]);
+
+    s.ops.0.lock().unwrap().clear();
+    let (mut listed, mut after, mut pages) = (Vec::new(), None, 0);
+    loop {
+        let page = s.store.held(None, after, 300).await.unwrap();
+        listed.extend(page.items);
+        pages += 1;
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!((listed.len(), pages), (1000, 4));
+    let ids: std::collections::BTreeSet<&str> = listed.iter().map(|h| h.held_id.as_str()).collect();
+    assert_eq!(ids.len(), 1000, "every item once");
+    assert!(listed.windows(2).all(|w| (w[0].received_at, &w[0].held_id) >= (w[1].received_at, &w[1].held_id)));
+    assert!(s.ops.0.lock().unwrap().iter().all(|o| o == "Query"), "index Queries only: no GetItem, no Scan");
+
+    // The cap: three new held items a minute for Foloosi, then 503.
+    let capped = Arc::new(DynamoStore::new(s.ddb.clone(), &s.table, RETENTION).with_held_cap(3));
+    let receiver = Receiver::new(&config(&[]), capped);
+    let second = time::OffsetDateTime::now_utc().second();
+    if second > 50 {
+        tokio::time::sleep(Duration::from_secs(u64::from(61 - second))).await; // one minute's counter throughout
+    }
+    let send = |provider: Provider, i: usize| {
+        let receiver = receiver.clone();
+        async move {
+            let body = format!("transaction_no=FLN{i}&order_id=flood-{i}");
+            let headers = signed(&config(&[]), provider, FORM, body.as_bytes(), now(), &moto::unique("msg"));
+            let req = common::WebhookRequest {
+                method: &http::Method::POST,
+                headers: &headers,
+                query: None,
+                body: body.as_bytes(),
+            };
+            receiver.receive(provider, req).await
+        }
+    };
+    for i in 0..3 {
+        assert_eq!(send(Provider::Foloosi, i).await.status, StatusCode::ACCEPTED);
+    }
+    let over = send(Provider::Foloosi, 3).await;
+    assert_eq!(
+        (over.status, over.outcome),
+        (StatusCode::SERVICE_UNAVAILABLE, common::metrics::WebhookOutcome::HeldOverCap)
+    );
+    assert_eq!(over.body["error"], "held_cap_reached");
+    let webforce = send(Provider::Webforce, 4).await;
+    assert_eq!(webforce.status, StatusCode::ACCEPTED, "another provider's cap is its own: {}", webforce.body);
 }
 
 /// A webhook function whose secret is named by `MEMBERFUL_WEBHOOK_SECRET_ARN`, on moto's Secrets

@@ -136,3 +136,114 @@ async fn the_arm64_bootstraps_under_qemu() {
         assert_eq!(moto::drain(&sdk, &topics.queues[audience]).await.len(), Provider::ALL.len(), "{audience}");
     }
 }
+
+/// The recovery commands as an operator runs them against a deployment: the CLI invokes the
+/// operator function (here the bootstrap under the emulator, which serves Lambda's Invoke API)
+/// and the function does the work on its own configuration. The shell has no Foloosi key and no
+/// routing, and the CLI itself never publishes nor touches the table.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_drives_the_operator_function() {
+    use support::count_proxy::CountProxy;
+    use support::foloosi_api::{Answer, FakeFoloosi, detail};
+
+    let Some((rie, bootstraps, endpoint)) = setup() else { return };
+    let sdk = moto::sdk(&endpoint).await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = moto::unique("operator");
+    moto::create_table(&ddb, &table).await;
+    let topics = moto::topics_with_queues(&sdk).await;
+
+    // What the webhook functions stored during an outage of the fan-out: two Foloosi deliveries
+    // held for confirmation, and a Rainforest refund that failed.
+    let store = std::sync::Arc::new(aws_adapters::dynamodb::DynamoStore::new(
+        ddb.clone(),
+        &table,
+        std::time::Duration::from_secs(3600),
+    ));
+    let receiver = common::Receiver::new(&support::config(&[]), store.clone());
+    for body in ["transaction_no=FLN8&order_id=order-8", "transaction_no=FLN9&order_id=order-9"] {
+        let form = "application/x-www-form-urlencoded";
+        let config = support::config(&[]);
+        let headers = support::signed(&config, Provider::Foloosi, form, body.as_bytes(), support::now(), "m");
+        let req = common::WebhookRequest {
+            method: &http::Method::POST,
+            headers: &headers,
+            query: None,
+            body: body.as_bytes(),
+        };
+        assert_eq!(receiver.receive(Provider::Foloosi, req).await.body["reason"], "needs_confirmation: status");
+    }
+    let failed = support::fixture("rainforest/refund.failed.json");
+    let config = support::config(&[]);
+    let headers = support::signed(&config, Provider::Rainforest, "application/json", &failed, support::now(), "m");
+    let req = common::WebhookRequest { method: &http::Method::POST, headers: &headers, query: None, body: &failed };
+    let refund = receiver.receive(Provider::Rainforest, req).await.stored.expect("stored");
+
+    // The deployment: Foloosi's key (FLN8 confirmed, FLN9 unknown to it) and a routing table
+    // that tells every audience of Rainforest's `failed` (Rainforest's own tells nobody),
+    // set on the function only.
+    let api = FakeFoloosi::start();
+    api.answer("FLN8", Answer::Detail(detail("success", "order-8", "8")));
+    let function_proxy = CountProxy::start(&endpoint);
+    let mut env = base_env(&function_proxy.url, &table);
+    env.extend(fanout_env(&function_proxy.url, &table, &topics.arns).into_iter().skip(env.len()));
+    env.extend(api.env().map(|(k, v)| (k.to_owned(), v)));
+    let em = start(&rie, &bootstraps.join("operator"), &env);
+    let lambda_endpoint = em.invoke_url.split("/2015-03-31").next().unwrap().to_owned();
+
+    // The CLI's own AWS calls go through a proxy of their own, to be counted.
+    let cli_proxy = CountProxy::start(&endpoint);
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_refund-relay"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AWS_ENDPOINT_URL", &cli_proxy.url)
+            .env("AWS_ENDPOINT_URL_LAMBDA", &lambda_endpoint)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{args:?}: {stdout} {stderr}");
+        stdout.into_owned()
+    };
+
+    let dry = cli(&["reprocess", "--function", "function", "--dry-run"]);
+    assert!(dry.contains("would be accepted") && dry.contains("still held: unconfirmed"), "{dry}");
+    assert!(dry.contains("1 would be stored, 1 still held"), "{dry}");
+    let done = cli(&["reprocess", "--function", "function"]);
+    assert!(done.contains("1 stored, 1 still held"), "the deployment's key confirmed one: {done}");
+    assert_eq!(moto::item_count(&ddb, &table, "EVT#").await, 2, "the unconfirmed one stays held");
+    assert_eq!(api.asked.lock().unwrap().iter().filter(|n| *n == "FLN9").count(), 2, "asked with the key");
+
+    // --stack: the stack's output names the function.
+    let cfn = aws_sdk_cloudformation::Client::new(&sdk);
+    let stack = moto::unique("relay");
+    let template = r#"{"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+        "Outputs": {"OperatorFunctionName": {"Value": "function"}}}"#;
+    cfn.create_stack().stack_name(&stack).template_body(template).send().await.expect("create stack");
+
+    let dry = cli(&["redrive", "--stack", &stack, "--dry-run"]);
+    let line = dry.lines().find(|l| l.starts_with(refund.event_id.as_str())).unwrap_or_else(|| panic!("{dry}"));
+    assert!(line.contains("would tell internal, merchant, payor"), "the function's routing: {line}");
+    assert!(moto::drain(&sdk, &topics.queues["payor"]).await.is_empty(), "a dry run tells nobody");
+    let redrive = cli(&["redrive", "--stack", &stack]);
+    assert_eq!(redrive.lines().count(), 2, "the refund and the confirmed payment: {redrive}");
+    let payor = moto::drain(&sdk, &topics.queues["payor"]).await;
+    assert!(payor.iter().any(|(b, _)| b["event_id"] == refund.event_id.as_str()), "{payor:?}");
+    assert_eq!(cli(&["redrive", "--stack", &stack]), "", "nothing is untold any more");
+
+    let before = function_proxy.counts();
+    let replay = cli(&["replay", "rainforest", &refund.object_id, refund.event_id.as_str(), "--stack", &stack]);
+    assert!(replay.contains("already told"), "{replay}");
+    let replayed = function_proxy.since(&before);
+    assert_eq!(replayed.get("Query"), Some(&1), "one Query finds the event: {replayed:?}");
+    assert_eq!(replayed.get("Scan"), None, "{replayed:?}");
+
+    // The CLI described the stack and invoked the function; everything else was the function's.
+    let own: Vec<String> = cli_proxy.counts().into_keys().collect();
+    assert_eq!(own, ["DescribeStacks"], "the CLI neither publishes nor reads the table: {own:?}");
+    eprintln!("operator: INIT REPORT durationMs {:.1}; replay: {replayed:?}", init_ms(&em));
+}

@@ -533,7 +533,7 @@ async fn hostile_requests_get_exactly_the_expected_answer() {
             WebhookOutcome::Held => receipt.status == 202 && receipt.body["status"] == "held",
             WebhookOutcome::Unauthorized => receipt.status == 401,
             WebhookOutcome::Rejected => [404, 405, 413].contains(&receipt.status.as_u16()),
-            WebhookOutcome::StoreUnavailable => receipt.status == 503,
+            WebhookOutcome::StoreUnavailable | WebhookOutcome::HeldOverCap => receipt.status == 503,
         };
         if !counted {
             wrong.push(format!("counted as {} for {}", receipt.outcome.as_str(), receipt.status));

@@ -14,5 +14,6 @@ mod loadgen;
 mod logs;
 mod pipeline;
 mod properties;
+mod runbooks;
 mod serve;
 mod storm;

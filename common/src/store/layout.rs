@@ -16,8 +16,14 @@
 //!   projecting the keys and `event` only (not the raw payload: see template.yaml).
 //! - held delivery: `pk = HELD#<provider>#<held id>`, `sk = HELD`, written with
 //!   `attribute_not_exists(pk)` so the same body held twice is one item; `body` (binary, exactly
-//!   as received), `reason`, `held_status`, and the sparse GSI `by_held` (`held_pk = HELD`,
-//!   `held_sk = <received at>#<held id>`) that lists them without a scan.
+//!   as received), `reason`, `held_status`, and the sparse GSI `by_held_provider`
+//!   (`held_shard = HELD#<provider>#<0-7>`, `held_sk = <received at>#<held id>`) that lists them
+//!   without a scan and without their bodies. Spread over eight shards a provider, held writes
+//!   are not capped by one index partition. Items held before it carry `held_pk = HELD` for the
+//!   legacy index `by_held` instead. An item has no `expires_at` while it is held: it expires
+//!   only once resolved.
+//! - held cap: `pk = HELDCAP#<provider>#<minute>`, `sk = HELDCAP`, a counter of the minute's new
+//!   held items, expiring after an hour.
 
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -25,7 +31,7 @@ pub use serde_dynamo::{AttributeValue, Item};
 use serde_json::Value;
 
 use crate::event::{EventKind, IdempotencyKey, Provider, RefundEvent, key_part};
-use crate::held::{HeldDelivery, HeldNotice, HeldStatus};
+use crate::held::{HeldDelivery, HeldEntry, HeldNotice, HeldStatus};
 use crate::store::packed;
 use crate::timestamp::Timestamp;
 
@@ -33,7 +39,12 @@ pub const EVENT_SK_PREFIX: &str = "EVT#";
 pub const AGGREGATE_SK: &str = "AGG";
 pub const HELD_SK: &str = "HELD";
 pub const MERCHANT_INDEX: &str = "by_merchant";
-pub const HELD_INDEX: &str = "by_held";
+pub const HELD_INDEX: &str = "by_held_provider";
+/// The held index of items written before `by_held_provider`: one partition, `held_pk = HELD`.
+pub const LEGACY_HELD_INDEX: &str = "by_held";
+pub const HELD_CAP_SK: &str = "HELDCAP";
+/// Shards of each provider's held index partition.
+pub const HELD_SHARDS: u8 = 8;
 
 /// DynamoDB's limits, checked before the write: a write beyond them fails on every retry, so
 /// such a delivery is held rather than answered 503 forever.
@@ -191,6 +202,30 @@ fn event_from_parts(pk: &str, sk: &str, json: &str) -> Result<RefundEvent, Strin
     let mut value: Value = serde_json::from_str(json).map_err(|e| format!("`event` attribute: {e}"))?;
     let map = value.as_object_mut().ok_or("`event` attribute is not an object")?;
     if !map.contains_key("provider") {
+        let keys = EventKeys::parse(pk, sk)?;
+        let key = keys.idempotency_key();
+        map.insert("event_id".into(), key.event_id().as_str().into());
+        map.insert("idempotency_key".into(), key.as_str().into());
+        map.insert("provider".into(), keys.provider.as_str().into());
+        map.insert("kind".into(), keys.kind.into());
+        map.insert("event_type".into(), keys.event_type.into());
+        map.insert("status".into(), keys.status.as_str().into());
+        map.insert("object_id".into(), keys.object_id.into());
+    }
+    serde_json::from_value(value).map_err(|e| format!("`event` attribute: {e}"))
+}
+
+/// What an event item's keys say: its whole identity.
+pub struct EventKeys {
+    pub provider: Provider,
+    pub kind: String,
+    pub object_id: String,
+    pub event_type: String,
+    pub status: crate::event::Status,
+}
+
+impl EventKeys {
+    pub fn parse(pk: &str, sk: &str) -> Result<Self, String> {
         let unescape = |s: &str| s.replace("%23", "#").replace("%25", "%");
         let mut parts = pk.splitn(4, '#');
         let (Some("OBJ"), Some(provider), Some(kind), Some(object_id)) =
@@ -202,19 +237,18 @@ fn event_from_parts(pk: &str, sk: &str, json: &str) -> Result<RefundEvent, Strin
             .strip_prefix(EVENT_SK_PREFIX)
             .and_then(|rest| rest.rsplit_once('#'))
             .ok_or_else(|| format!("`sk` is not an event's: {sk}"))?;
-        let provider: Provider = provider.parse().map_err(|e: crate::event::UnknownProvider| e.to_string())?;
-        let status: crate::event::Status = status.parse().map_err(|_| format!("`sk` has an unknown status: {sk}"))?;
-        let (object_id, event_type) = (unescape(object_id), unescape(event_type));
-        let key = IdempotencyKey::new(provider, &object_id, &event_type, status);
-        map.insert("event_id".into(), key.event_id().as_str().into());
-        map.insert("idempotency_key".into(), key.as_str().into());
-        map.insert("provider".into(), provider.as_str().into());
-        map.insert("kind".into(), kind.into());
-        map.insert("event_type".into(), event_type.into());
-        map.insert("status".into(), status.as_str().into());
-        map.insert("object_id".into(), object_id.into());
+        Ok(EventKeys {
+            provider: provider.parse().map_err(|e: crate::event::UnknownProvider| e.to_string())?,
+            kind: kind.to_owned(),
+            object_id: unescape(object_id),
+            event_type: unescape(event_type),
+            status: status.parse().map_err(|_| format!("`sk` has an unknown status: {sk}"))?,
+        })
     }
-    serde_json::from_value(value).map_err(|e| format!("`event` attribute: {e}"))
+
+    pub fn idempotency_key(&self) -> IdempotencyKey {
+        IdempotencyKey::new(self.provider, &self.object_id, &self.event_type, self.status)
+    }
 }
 
 /// The raw payload back, byte for byte, from whichever of its attributes an item has.
@@ -257,6 +291,21 @@ pub fn held_pk(provider: Provider, held_id: &str) -> String {
     format!("HELD#{provider}#{held_id}")
 }
 
+/// The held index partition of a held item: its provider's, and a shard from its id's hash.
+pub fn held_shard(provider: Provider, held_id: &str) -> String {
+    let digit = held_id.bytes().last().map_or(0, |b| (b as char).to_digit(16).unwrap_or(u32::from(b)));
+    held_shard_key(provider, (digit % u32::from(HELD_SHARDS)) as u8)
+}
+
+pub fn held_shard_key(provider: Provider, shard: u8) -> String {
+    format!("HELD#{provider}#{shard}")
+}
+
+/// The counter of `provider`'s new held items in one minute (`minute` = Unix time / 60).
+pub fn held_cap_pk(provider: Provider, minute: i64) -> String {
+    format!("HELDCAP#{provider}#{minute}")
+}
+
 /// A held delivery's item: the body exactly as received, and the sparse index `by_held`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeldItem {
@@ -271,11 +320,15 @@ pub struct HeldItem {
     #[serde(default = "no_headers")]
     pub headers: String,
     pub body: ByteBuf,
+    /// Set once it is resolved: a delivery still held never expires unseen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
     // The index keys are written, never read back: an item without them still reads.
-    #[serde(default)]
-    pub held_pk: String,
+    /// The legacy index's key: read, never written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_pk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_shard: Option<String>,
     #[serde(default)]
     pub held_sk: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -286,12 +339,38 @@ pub struct HeldItem {
     pub resolution: Option<String>,
 }
 
+/// What the held index keeps of a held item: the listing's fields, never the body.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HeldIndexItem {
+    pub held_id: String,
+    pub provider: Provider,
+    pub received_at: Timestamp,
+    pub reason: String,
+    pub held_status: HeldStatus,
+    #[serde(default)]
+    pub resolution: Option<String>,
+}
+
+impl HeldIndexItem {
+    pub fn into_entry(self) -> HeldEntry {
+        HeldEntry {
+            held_id: self.held_id,
+            provider: self.provider,
+            received_at: self.received_at,
+            reason: self.reason,
+            status: self.held_status,
+            resolution: self.resolution,
+        }
+    }
+}
+
 fn no_headers() -> String {
     "{}".into()
 }
 
 impl HeldItem {
-    pub fn new(held: &HeldDelivery, expires_at: i64) -> Self {
+    /// The item of a newly held delivery: without `expires_at`, which resolving it sets.
+    pub fn new(held: &HeldDelivery) -> Self {
         let headers: serde_json::Map<String, Value> =
             held.headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
         HeldItem {
@@ -304,9 +383,10 @@ impl HeldItem {
             held_status: held.status,
             headers: Value::Object(headers).to_string(),
             body: ByteBuf::from(held.body.clone()),
-            expires_at: Some(expires_at),
-            held_pk: HELD_SK.into(),
-            held_sk: format!("{}#{}", held.received_at, held.held_id),
+            expires_at: None,
+            held_pk: None,
+            held_shard: Some(held_shard(held.provider, &held.held_id)),
+            held_sk: crate::store::held_position(held.received_at, &held.held_id),
             content_type: held.content_type.clone(),
             query: held.query.clone(),
             resolution: held.resolution.clone(),
@@ -405,6 +485,17 @@ mod tests {
         assert_eq!(check_limits(&event), Err("merchant_id"));
     }
 
+    /// Held items spread over every shard of their provider, and only theirs.
+    #[test]
+    fn held_items_spread_over_their_providers_shards() {
+        let shards: std::collections::BTreeSet<String> = (0..200)
+            .map(|i| held_shard(Provider::Webforce, &HeldDelivery::id_for(format!("{i}").as_bytes())))
+            .collect();
+        let all: std::collections::BTreeSet<String> =
+            (0..HELD_SHARDS).map(|s| held_shard_key(Provider::Webforce, s)).collect();
+        assert_eq!(shards, all);
+    }
+
     /// The table holds items already: the attribute names and types must not move.
     #[test]
     fn the_items_on_the_wire_keep_their_names_and_types() {
@@ -448,7 +539,7 @@ mod tests {
             status: HeldStatus::Held,
             resolution: None,
         };
-        let image = dynamodb_json(&HeldItem::new(&held, 7)).unwrap();
+        let image = dynamodb_json(&HeldItem::new(&held)).unwrap();
         for (name, ty) in [
             ("pk", "S"),
             ("sk", "S"),
@@ -459,14 +550,16 @@ mod tests {
             ("held_status", "S"),
             ("headers", "S"),
             ("body", "B"),
-            ("expires_at", "N"),
-            ("held_pk", "S"),
+            ("held_shard", "S"),
             ("held_sk", "S"),
             ("content_type", "S"),
         ] {
             assert!(image[name].get(ty).is_some(), "{name} is {ty}: {image}");
         }
-        assert_eq!(image.as_object().unwrap().len(), 13, "no attribute for what is absent: {image}");
+        assert_eq!(image.as_object().unwrap().len(), 12, "no attribute for what is absent: {image}");
+        // Still held: nothing expires it, and the legacy index's key is not written.
+        assert!(image.get("expires_at").is_none() && image.get("held_pk").is_none(), "{image}");
+        assert_eq!(image["held_shard"]["S"], held_shard(Provider::Foloosi, "h_1"));
         assert_eq!(image["held_status"]["S"], "held");
         assert_eq!(image["provider"]["S"], "foloosi");
         let item: Item = serde_json::from_value(image).unwrap();
@@ -476,8 +569,8 @@ mod tests {
         assert_eq!(notice.held_id, "h_1");
 
         // What the earlier reader required of a held item is still all it needs.
-        let mut minimal = dynamodb_json(&HeldItem::new(&held, 7)).unwrap();
-        for optional in ["headers", "expires_at", "held_pk", "held_sk", "content_type"] {
+        let mut minimal = dynamodb_json(&HeldItem::new(&held)).unwrap();
+        for optional in ["headers", "held_shard", "held_sk", "content_type"] {
             minimal.as_object_mut().unwrap().remove(optional);
         }
         let back: HeldItem = serde_dynamo::from_item(serde_json::from_value::<Item>(minimal).unwrap()).unwrap();

@@ -5,9 +5,11 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Put, StoreError, advances, newest_first};
+use super::{
+    Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Page, Put, StoreError, Told, advances, page_of_held,
+};
 use crate::event::{EventId, EventKind, IdempotencyKey, Provider, RefundEvent, Status};
-use crate::held::{HeldDelivery, HeldStatus};
+use crate::held::{HeldDelivery, HeldEntry, HeldStatus};
 use crate::timestamp::Timestamp;
 
 #[derive(Default)]
@@ -17,6 +19,8 @@ struct State {
     aggregates: HashMap<String, (Status, EventId)>,
     /// Per object, the event whose every audience was told.
     told: HashMap<String, EventId>,
+    /// Per object, the audiences told of its last event so far.
+    told_to: HashMap<String, (EventId, Told)>,
     held: Vec<HeldDelivery>,
 }
 
@@ -87,19 +91,23 @@ impl EventStore for MemoryStore {
         }
         let current = s.aggregates.get(&key).map(|(st, id)| (*st, id.as_str()));
         if advances(current, event) {
+            let told = s.told_to.get(&key).filter(|(id, _)| *id == event.event_id).map_or(Told::NONE, |(_, t)| *t);
             s.aggregates.insert(key, (event.status, event.event_id.clone()));
-            Ok(Advance::Advanced)
+            Ok(Advance::Advanced(told))
         } else {
             Ok(Advance::Stale)
         }
     }
 
-    async fn mark_told(&self, event: &RefundEvent) -> Result<(), StoreError> {
+    async fn mark_told(&self, event: &RefundEvent, told: Told, all: bool) -> Result<(), StoreError> {
         self.check()?;
         let mut s = self.lock();
         let key = object_key(event.provider, event.kind, &event.object_id);
         if s.aggregates.get(&key).is_some_and(|(_, last)| *last == event.event_id) {
-            s.told.insert(key, event.event_id.clone());
+            s.told_to.insert(key.clone(), (event.event_id.clone(), told));
+            if all {
+                s.told.insert(key, event.event_id.clone());
+            }
         }
         Ok(())
     }
@@ -120,9 +128,20 @@ impl EventStore for MemoryStore {
         Ok(Some(ObjectRecord { provider, kind, id: id.to_owned(), status, events }))
     }
 
-    async fn event(&self, event_id: &str) -> Result<Option<RefundEvent>, StoreError> {
+    async fn object_event(
+        &self,
+        provider: Provider,
+        kind: EventKind,
+        object_id: &str,
+        event_id: &str,
+    ) -> Result<Option<RefundEvent>, StoreError> {
         self.check()?;
-        Ok(self.lock().events.iter().find(|e| e.event_id == event_id).cloned())
+        let s = self.lock();
+        let found = s
+            .events
+            .iter()
+            .find(|e| e.event_id == event_id && e.provider == provider && e.kind == kind && e.object_id == object_id);
+        Ok(found.cloned())
     }
 
     async fn merchant_events(
@@ -143,10 +162,12 @@ impl EventStore for MemoryStore {
         Ok(events)
     }
 
-    async fn untold(&self) -> Result<Vec<RefundEvent>, StoreError> {
+    /// Every untold event on one page.
+    async fn untold(&self, _after: Option<String>) -> Result<Page<RefundEvent>, StoreError> {
         self.check()?;
         let s = self.lock();
-        Ok(s.events
+        let items = s
+            .events
             .iter()
             .filter(|e| {
                 let key = object_key(e.provider, e.kind, &e.object_id);
@@ -157,7 +178,8 @@ impl EventStore for MemoryStore {
                 super::untold(aggregate, e)
             })
             .cloned()
-            .collect())
+            .collect();
+        Ok(Page { items, next: None })
     }
 
     async fn hold(&self, held: &HeldDelivery) -> Result<Hold, StoreError> {
@@ -170,12 +192,15 @@ impl EventStore for MemoryStore {
         Ok(Hold::Held)
     }
 
-    async fn held(&self, provider: Option<Provider>) -> Result<Vec<HeldDelivery>, StoreError> {
+    async fn held(
+        &self,
+        provider: Option<Provider>,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Page<HeldEntry>, StoreError> {
         self.check()?;
-        let mut held: Vec<HeldDelivery> =
-            self.lock().held.iter().filter(|h| provider.is_none_or(|p| h.provider == p)).cloned().collect();
-        newest_first(&mut held);
-        Ok(held)
+        let entries = self.lock().held.iter().map(HeldDelivery::summary).collect();
+        Ok(page_of_held(entries, provider, after.as_deref(), limit))
     }
 
     async fn held_one(&self, held_id: &str) -> Result<Option<HeldDelivery>, StoreError> {

@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::event::{EventKind, Provider, RefundEvent, Status};
-use crate::held::{HeldDelivery, HeldStatus};
+use crate::held::{HeldDelivery, HeldEntry, HeldStatus};
+use crate::notify::Audience;
 use crate::timestamp::Timestamp;
 
 /// The answer to the one write a webhook costs.
@@ -33,12 +34,60 @@ pub enum Hold {
     AlreadyHeld(HeldStatus),
 }
 
+/// The audiences already told of the event that last moved an object: a retry publishes only to
+/// the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Told(u8);
+
+impl Told {
+    pub const NONE: Told = Told(0);
+
+    fn bit(audience: Audience) -> u8 {
+        match audience {
+            Audience::Internal => 1,
+            Audience::Merchant => 2,
+            Audience::Payor => 4,
+        }
+    }
+
+    pub fn with(self, audience: Audience) -> Self {
+        Told(self.0 | Self::bit(audience))
+    }
+
+    pub fn contains(self, audience: Audience) -> bool {
+        self.0 & Self::bit(audience) != 0
+    }
+
+    /// `internal,payor`: how stores keep it, after the event id it belongs to.
+    pub fn to_text(self) -> String {
+        Audience::ALL.into_iter().filter(|a| self.contains(*a)).map(Audience::as_str).collect::<Vec<_>>().join(",")
+    }
+
+    /// The set `text` names, unknown words skipped (a newer writer's audience is not ours to tell).
+    pub fn from_text(text: &str) -> Self {
+        text.split(',').filter_map(|w| Audience::ALL.into_iter().find(|a| a.as_str() == w)).fold(Told::NONE, Told::with)
+    }
+
+    /// The `told_to` attribute's value: the event id, then the audiences told of it.
+    pub fn record(self, event_id: &str) -> String {
+        format!("{event_id}#{}", self.to_text())
+    }
+
+    /// The audiences `record` says were told of `event_id`; none when it names another event.
+    pub fn of_record(record: Option<&str>, event_id: &str) -> Self {
+        record
+            .and_then(|r| r.strip_prefix(event_id))
+            .and_then(|rest| rest.strip_prefix('#'))
+            .map_or(Told::NONE, Told::from_text)
+    }
+}
+
 /// The answer to moving an object's aggregate to an event's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Advance {
     /// The event moved the object forward (or is the event that last did, seen again on a
-    /// retry): its audiences are to be told.
-    Advanced,
+    /// retry): its audiences are to be told, but for those already told of it.
+    Advanced(Told),
     /// The object is already at this rank or beyond: kept for audit, nobody is told.
     Stale,
     /// This event moved the object and every audience was told (see [`EventStore::mark_told`]):
@@ -58,6 +107,10 @@ pub enum StoreError {
     /// What the store holds could not be read back.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The provider's new held items this minute reached the cap: a flood of distinct unreadable
+    /// bodies costs bounded money. The provider should retry later.
+    #[error("{provider}: {cap} new held deliveries this minute, the cap")]
+    HeldCapReached { provider: Provider, cap: u32 },
 }
 
 /// One event in an object's history, as `GET /refunds/...` shows it.
@@ -84,9 +137,33 @@ impl HistoryEntry {
     }
 }
 
-/// Newest first, as listings show held deliveries.
-pub fn newest_first(held: &mut [HeldDelivery]) {
-    held.sort_by(|a, b| b.received_at.cmp(&a.received_at).then_with(|| a.held_id.cmp(&b.held_id)));
+/// One page of a listing, and where the next begins (`None`: this was the last).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+/// Where a held delivery sorts in listings, newest first: its received time, then its id. A page
+/// cursor is the last position listed, and the next page begins below it.
+pub fn held_position(received_at: Timestamp, held_id: &str) -> String {
+    format!("{received_at}#{held_id}")
+}
+
+/// One page of `held`'s entries for a store that has them all at hand: newest first, below `after`.
+pub fn page_of_held(
+    mut held: Vec<HeldEntry>,
+    provider: Option<Provider>,
+    after: Option<&str>,
+    limit: usize,
+) -> Page<HeldEntry> {
+    held.retain(|h| provider.is_none_or(|p| h.provider == p));
+    held.retain(|h| after.is_none_or(|a| held_position(h.received_at, &h.held_id).as_str() < a));
+    held.sort_by_key(|h| std::cmp::Reverse(held_position(h.received_at, &h.held_id)));
+    let more = held.len() > limit;
+    held.truncate(limit);
+    let next = more.then(|| held.last().map(|h| held_position(h.received_at, &h.held_id))).flatten();
+    Page { items: held, next }
 }
 
 /// One refund (or payment) and what has happened to it.
@@ -110,15 +187,24 @@ pub trait EventStore: Send + Sync {
     /// the notifications it started.
     async fn advance(&self, event: &RefundEvent) -> Result<Advance, StoreError>;
 
-    /// Records that every audience of `event` was told, so a redelivered stream record publishes
-    /// nothing. Does nothing if a later event has moved the object since.
-    async fn mark_told(&self, event: &RefundEvent) -> Result<(), StoreError>;
+    /// Records that the audiences in `told` were told of `event` (written right after each
+    /// publish, so a retry tells only the others) and, with `all`, that every audience was, so a
+    /// redelivered stream record publishes nothing. Does nothing if a later event has moved the
+    /// object since.
+    async fn mark_told(&self, event: &RefundEvent, told: Told, all: bool) -> Result<(), StoreError>;
 
     /// The object's aggregate and event history, oldest first.
     async fn object(&self, provider: Provider, kind: EventKind, id: &str) -> Result<Option<ObjectRecord>, StoreError>;
 
-    /// One stored event by its id (an operator's look-up: on DynamoDB a scan).
-    async fn event(&self, event_id: &str) -> Result<Option<RefundEvent>, StoreError>;
+    /// One stored event of one object, by its id: the object's partition, never a scan (the id
+    /// is a hash, so the object is what finds it; every notification names both).
+    async fn object_event(
+        &self,
+        provider: Provider,
+        kind: EventKind,
+        object_id: &str,
+        event_id: &str,
+    ) -> Result<Option<RefundEvent>, StoreError>;
 
     /// A merchant's events, oldest first, received at or after `since` if given.
     /// Without their raw payloads where the store's index does not keep them.
@@ -130,14 +216,21 @@ pub trait EventStore: Send + Sync {
 
     /// Stored events no audience has been told of yet and that would still be told: the object
     /// has no aggregate, the event ranks above it, or the event moved it but its told marker is
-    /// not set. What `redrive` hands to the fan-out after an outage.
-    async fn untold(&self) -> Result<Vec<RefundEvent>, StoreError>;
+    /// not set. What `redrive` hands to the fan-out after an outage, one page at a time (`after`
+    /// is the previous page's `next`); a page may hold none and still have a next.
+    async fn untold(&self, after: Option<String>) -> Result<Page<RefundEvent>, StoreError>;
 
     /// Keeps `held` unless the same provider and body are held already. Exactly one write.
     async fn hold(&self, held: &HeldDelivery) -> Result<Hold, StoreError>;
 
-    /// Held deliveries, newest first, of one provider or all.
-    async fn held(&self, provider: Option<Provider>) -> Result<Vec<HeldDelivery>, StoreError>;
+    /// Held deliveries without their bodies, newest first, of one provider or all: at most
+    /// `limit`, below `after` (the previous page's `next`).
+    async fn held(
+        &self,
+        provider: Option<Provider>,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Page<HeldEntry>, StoreError>;
 
     /// One held delivery by its id.
     async fn held_one(&self, held_id: &str) -> Result<Option<HeldDelivery>, StoreError>;
@@ -149,11 +242,14 @@ pub trait EventStore: Send + Sync {
 /// Whether an event still waits for its fan-out, given its object's aggregate (status, last
 /// event, told event): the rule every store's [`EventStore::untold`] applies.
 pub fn untold(aggregate: Option<(Status, &str, Option<&str>)>, event: &RefundEvent) -> bool {
+    is_untold(aggregate, event.status, event.event_id.as_str())
+}
+
+/// [`untold`] from an event's status and id alone, as a store's keys give them.
+pub fn is_untold(aggregate: Option<(Status, &str, Option<&str>)>, status: Status, event_id: &str) -> bool {
     match aggregate {
         None => true,
-        Some((status, last, told)) => {
-            event.status.rank() > status.rank() || (last == event.event_id && told != Some(event.event_id.as_str()))
-        }
+        Some((current, last, told)) => status.rank() > current.rank() || (last == event_id && told != Some(event_id)),
     }
 }
 

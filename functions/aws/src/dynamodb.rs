@@ -11,30 +11,145 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use common::event::{EventKind, Provider, RefundEvent, Status};
-use common::held::{HeldDelivery, HeldStatus};
-use common::store::layout::{self, AGGREGATE_SK, EVENT_SK_PREFIX, EventItem, HELD_INDEX, HELD_SK, HeldItem};
-use common::store::{Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Put, StoreError, newest_first};
+use common::held::{HeldDelivery, HeldEntry, HeldStatus};
+use common::store::layout::{
+    self, AGGREGATE_SK, EVENT_SK_PREFIX, EventItem, HELD_CAP_SK, HELD_INDEX, HELD_SHARDS, HELD_SK, HeldIndexItem,
+    HeldItem, LEGACY_HELD_INDEX,
+};
+use common::store::{Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Page, Put, StoreError, Told};
 use common::timestamp::Timestamp;
+
+/// Items one `untold` page scans: a page's keys and markers, never bodies, in well under a second.
+const UNTOLD_SCAN_PAGE: i32 = 500;
 
 #[derive(Clone)]
 pub struct DynamoStore {
     client: Client,
     table: String,
     retention: Duration,
+    /// New held items per provider per minute, when capped (the webhook functions).
+    held_cap: Option<u32>,
 }
 
 impl DynamoStore {
     /// Building the store makes no call to AWS: the SDK resolves credentials on first use.
     pub fn new(client: Client, table: impl Into<String>, retention: Duration) -> Self {
-        DynamoStore { client, table: table.into(), retention }
+        DynamoStore { client, table: table.into(), retention, held_cap: None }
+    }
+
+    /// Caps new held items at `per_minute` per provider: past it, `hold` fails with
+    /// [`StoreError::HeldCapReached`] (a 503) before anything is written.
+    pub fn with_held_cap(mut self, per_minute: u32) -> Self {
+        self.held_cap = Some(per_minute);
+        self
     }
 
     fn expires_at(&self) -> i64 {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         now.saturating_add(i64::try_from(self.retention.as_secs()).unwrap_or(i64::MAX))
+    }
+
+    /// Counts one new held item of `provider` in this minute's counter: refused once the count
+    /// is at the cap. One small UpdateItem, only for deliveries that are held.
+    async fn count_held(&self, provider: Provider, cap: u32) -> Result<(), StoreError> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(layout::held_cap_pk(provider, now.div_euclid(60))))
+            .key("sk", AttributeValue::S(HELD_CAP_SK.into()))
+            .update_expression("ADD held_count :one SET expires_at = if_not_exists(expires_at, :expires)")
+            .condition_expression("attribute_not_exists(held_count) OR held_count < :cap")
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":cap", AttributeValue::N(cap.to_string()))
+            .expression_attribute_values(":expires", AttributeValue::N((now + 3600).to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Err(StoreError::HeldCapReached { provider, cap }),
+            Err(e) => Err(classify(&e)),
+        }
+    }
+
+    /// One page of a held index partition, newest first, below `after`.
+    async fn held_partition(
+        &self,
+        index: &str,
+        key: (&str, String),
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<HeldEntry>, bool), StoreError> {
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(index)
+            .key_condition_expression(if after.is_some() { "#key = :key AND held_sk < :after" } else { "#key = :key" })
+            .expression_attribute_names("#key", key.0)
+            .expression_attribute_values(":key", AttributeValue::S(key.1))
+            // The legacy index projects whole items: ask for the listing's fields only (named
+            // through placeholders, since some are DynamoDB reserved words).
+            .projection_expression("#f0, #f1, #f2, #f3, #f4, #f5")
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit + 1).unwrap_or(i32::MAX));
+        for (i, field) in
+            ["held_id", "provider", "received_at", "reason", "held_status", "resolution"].iter().enumerate()
+        {
+            query = query.expression_attribute_names(format!("#f{i}"), *field);
+        }
+        if let Some(after) = after {
+            query = query.expression_attribute_values(":after", AttributeValue::S(after.to_owned()));
+        }
+        let page = query.send().await.map_err(|e| classify(&e))?;
+        let mut entries = Vec::new();
+        for item in page.items.unwrap_or_default() {
+            let entry: HeldIndexItem =
+                serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(format!("held index item: {e}")))?;
+            entries.push(entry.into_entry());
+        }
+        let more = entries.len() > limit || page.last_evaluated_key.is_some();
+        entries.truncate(limit);
+        Ok((entries, more))
+    }
+
+    /// The told markers of an object's aggregate, read only when `untold` did not meet it on
+    /// the same page.
+    async fn aggregate_markers(&self, pk: &str) -> Result<Option<Markers>, StoreError> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(pk.to_owned()))
+            .key("sk", AttributeValue::S(AGGREGATE_SK.into()))
+            .projection_expression("#status, last_event_id, told_event_id")
+            .expression_attribute_names("#status", "status")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify(&e))?
+            .item;
+        Ok(item.as_ref().and_then(Markers::of))
+    }
+
+    /// One event item, whole.
+    async fn event_item(&self, pk: &str, sk: &str) -> Result<Option<RefundEvent>, StoreError> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(pk.to_owned()))
+            .key("sk", AttributeValue::S(sk.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify(&e))?
+            .item;
+        item.as_ref().map(Self::from_item).transpose()
     }
 
     /// The item written for `event`.
@@ -112,27 +227,6 @@ impl DynamoStore {
         }
     }
 
-    /// Every item of the table, over every page: for operators' look-ups that no key answers.
-    async fn scan_all(&self, sk_prefix: Option<&str>) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
-        let mut items = Vec::new();
-        let mut start = None;
-        loop {
-            let mut scan =
-                self.client.scan().table_name(&self.table).consistent_read(true).set_exclusive_start_key(start);
-            if let Some(prefix) = sk_prefix {
-                scan = scan
-                    .filter_expression("begins_with(sk, :prefix)")
-                    .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_owned()));
-            }
-            let page = scan.send().await.map_err(|e| classify(&e))?;
-            items.extend(page.items.unwrap_or_default());
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return Ok(items);
-            }
-        }
-    }
-
     /// A held delivery from its item.
     pub fn held_from_item(item: &HashMap<String, AttributeValue>) -> Result<HeldDelivery, StoreError> {
         serde_dynamo::from_item::<_, HeldItem>(item.clone())
@@ -148,6 +242,38 @@ impl DynamoStore {
             .and_then(EventItem::into_event)
             .map_err(StoreError::Corrupt)
     }
+}
+
+/// What `untold` needs of an aggregate: its status, the event that last moved it, the event
+/// whose every audience was told.
+struct Markers {
+    status: Status,
+    last_event_id: String,
+    told_event_id: Option<String>,
+}
+
+impl Markers {
+    fn of(item: &HashMap<String, AttributeValue>) -> Option<Self> {
+        let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+        Some(Markers {
+            status: text("status")?.parse().ok()?,
+            last_event_id: text("last_event_id")?,
+            told_event_id: text("told_event_id"),
+        })
+    }
+}
+
+/// A scan cursor (`LastEvaluatedKey`: the table's `pk` and `sk`) as text, and back.
+fn cursor_text(key: &HashMap<String, AttributeValue>) -> Option<String> {
+    let text = |name: &str| key.get(name).and_then(|v| v.as_s().ok()).cloned();
+    Some(serde_json::json!({ "pk": text("pk")?, "sk": text("sk")? }).to_string())
+}
+
+fn cursor_key(text: &str) -> Result<HashMap<String, AttributeValue>, StoreError> {
+    let bad = || StoreError::Corrupt(format!("not a redrive cursor: {}", common::echo::bounded(text)));
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|_| bad())?;
+    let part = |name: &str| value.get(name).and_then(|v| v.as_str()).map(|s| AttributeValue::S(s.to_owned()));
+    Ok(HashMap::from([("pk".to_owned(), part("pk").ok_or_else(bad)?), ("sk".to_owned(), part("sk").ok_or_else(bad)?)]))
 }
 
 /// Throttling asks for a retry as much as an outage does; both become a 503, but they are told
@@ -197,12 +323,17 @@ impl EventStore for DynamoStore {
             .expression_attribute_values(":provider", AttributeValue::S(event.provider.as_str().into()))
             .expression_attribute_values(":kind", AttributeValue::S(event.kind.as_str().into()))
             .expression_attribute_values(":object_id", AttributeValue::S(event.object_id.clone()))
-            // Which of Stale and AlreadyTold a failed condition means, from the same request.
+            // Which of Stale and AlreadyTold a failed condition means, and which audiences a
+            // retry already told, from the same request.
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .return_values(ReturnValue::AllOld)
             .send()
             .await;
         match result {
-            Ok(_) => Ok(Advance::Advanced),
+            Ok(out) => {
+                let record = out.attributes.as_ref().and_then(|a| a.get("told_to")).and_then(|v| v.as_s().ok());
+                Ok(Advance::Advanced(Told::of_record(record.map(String::as_str), event.event_id.as_str())))
+            }
             Err(e) => {
                 if let SdkError::ServiceError(ctx) = &e
                     && let UpdateItemError::ConditionalCheckFailedException(failed) = ctx.err()
@@ -219,12 +350,17 @@ impl EventStore for DynamoStore {
         }
     }
 
-    async fn mark_told(&self, event: &RefundEvent) -> Result<(), StoreError> {
+    async fn mark_told(&self, event: &RefundEvent, told: Told, all: bool) -> Result<(), StoreError> {
         let result = self
             .update_aggregate(event)
-            .update_expression("SET told_event_id = :event_id")
+            .update_expression(if all {
+                "SET told_to = :told, told_event_id = :event_id"
+            } else {
+                "SET told_to = :told"
+            })
             .condition_expression("last_event_id = :event_id")
             .expression_attribute_values(":event_id", AttributeValue::S(event.event_id.to_string()))
+            .expression_attribute_values(":told", AttributeValue::S(told.record(event.event_id.as_str())))
             .send()
             .await;
         match result {
@@ -254,17 +390,39 @@ impl EventStore for DynamoStore {
         Ok(Some(ObjectRecord { provider, kind, id: id.to_owned(), status, events }))
     }
 
-    async fn event(&self, event_id: &str) -> Result<Option<RefundEvent>, StoreError> {
-        // The item keeps no `event_id` of its own (its keys make it): an operator's look-up by id
-        // reads the table's events.
-        let items = self.scan_all(Some(EVENT_SK_PREFIX)).await?;
-        for item in &items {
-            let event = Self::from_item(item)?;
-            if event.event_id == event_id {
-                return Ok(Some(event));
+    async fn object_event(
+        &self,
+        provider: Provider,
+        kind: EventKind,
+        object_id: &str,
+        event_id: &str,
+    ) -> Result<Option<RefundEvent>, StoreError> {
+        // One Query of the object's partition: its aggregate and a handful of events.
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :events)")
+                .expression_attribute_values(":pk", AttributeValue::S(layout::object_pk(provider, kind, object_id)))
+                .expression_attribute_values(":events", AttributeValue::S(EVENT_SK_PREFIX.into()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| classify(&e))?;
+            for item in page.items.unwrap_or_default() {
+                let event = Self::from_item(&item)?;
+                if event.event_id == event_id {
+                    return Ok(Some(event));
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(None);
             }
         }
-        Ok(None)
     }
 
     async fn merchant_events(
@@ -280,36 +438,65 @@ impl EventStore for DynamoStore {
         Ok(events)
     }
 
-    async fn untold(&self) -> Result<Vec<RefundEvent>, StoreError> {
-        let items = self.scan_all(None).await?;
-        let text =
-            |item: &HashMap<String, AttributeValue>, name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
-        let mut aggregates: HashMap<String, (Status, String, Option<String>)> = HashMap::new();
+    /// One Scan page of keys and markers (a projection: no event JSON, payload or held body).
+    /// An event's keys say its id and status, so only the events still to tell are read whole.
+    /// An aggregate sorts before its object's events (`AGG` < `EVT#`), so it is mostly on the
+    /// same page; when not, its markers are read on their own.
+    async fn untold(&self, after: Option<String>) -> Result<Page<RefundEvent>, StoreError> {
+        let page = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .projection_expression("pk, sk, #status, last_event_id, told_event_id")
+            .expression_attribute_names("#status", "status")
+            .consistent_read(true)
+            .limit(UNTOLD_SCAN_PAGE)
+            .set_exclusive_start_key(after.as_deref().map(cursor_key).transpose()?)
+            .send()
+            .await
+            .map_err(|e| classify(&e))?;
+        let items = page.items.unwrap_or_default();
+        let text = |item: &HashMap<String, AttributeValue>, name: &str| {
+            item.get(name).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default()
+        };
+        let mut aggregates: HashMap<String, Option<Markers>> = HashMap::new();
         for item in &items {
-            if text(item, "sk").as_deref() == Some(AGGREGATE_SK) {
-                let status = text(item, "status").and_then(|s| s.parse::<Status>().ok());
-                if let (Some(pk), Some(status), Some(last)) = (text(item, "pk"), status, text(item, "last_event_id")) {
-                    aggregates.insert(pk, (status, last, text(item, "told_event_id")));
-                }
+            if text(item, "sk") == AGGREGATE_SK {
+                aggregates.insert(text(item, "pk"), Markers::of(item));
             }
         }
         let mut events = Vec::new();
         for item in &items {
-            if !text(item, "sk").is_some_and(|sk| sk.starts_with(EVENT_SK_PREFIX)) {
+            let (pk, sk) = (text(item, "pk"), text(item, "sk"));
+            if !sk.starts_with(EVENT_SK_PREFIX) {
                 continue;
             }
-            let event = Self::from_item(item)?;
-            let aggregate = text(item, "pk").and_then(|pk| aggregates.get(&pk));
-            if common::store::untold(aggregate.map(|(s, last, told)| (*s, last.as_str(), told.as_deref())), &event) {
+            let keys = layout::EventKeys::parse(&pk, &sk).map_err(StoreError::Corrupt)?;
+            let event_id = keys.idempotency_key().event_id();
+            if !aggregates.contains_key(&pk) {
+                let markers = self.aggregate_markers(&pk).await?;
+                aggregates.insert(pk.clone(), markers);
+            }
+            let aggregate = aggregates.get(&pk).and_then(Option::as_ref);
+            let aggregate = aggregate.map(|m| (m.status, m.last_event_id.as_str(), m.told_event_id.as_deref()));
+            if common::store::is_untold(aggregate, keys.status, event_id.as_str())
+                && let Some(event) = self.event_item(&pk, &sk).await?
+            {
                 events.push(event);
             }
         }
         events.sort_by_key(|e| e.received_at);
-        Ok(events)
+        let next = page.last_evaluated_key.as_ref().and_then(cursor_text);
+        Ok(Page { items: events, next })
     }
 
     async fn hold(&self, held: &HeldDelivery) -> Result<Hold, StoreError> {
-        let item = layout::to_item(&HeldItem::new(held, self.expires_at())).map_err(StoreError::Corrupt)?;
+        let item = layout::to_item(&HeldItem::new(held)).map_err(StoreError::Corrupt)?;
+        // Counted before the write: a body held already still counts, so a sender retrying
+        // past the cap is answered 503 as well, and retries later.
+        if let Some(cap) = self.held_cap {
+            self.count_held(held.provider, cap).await?;
+        }
         match self.put_new(item).await? {
             None => Ok(Hold::Held),
             Some(stored) => {
@@ -319,16 +506,34 @@ impl EventStore for DynamoStore {
         }
     }
 
-    async fn held(&self, provider: Option<Provider>) -> Result<Vec<HeldDelivery>, StoreError> {
-        let mut held = Vec::new();
-        for item in self.query_all(Some(HELD_INDEX), "held_pk", HELD_SK).await? {
-            let h = Self::held_from_item(&item)?;
-            if provider.is_none_or(|p| p == h.provider) {
-                held.push(h);
+    /// A page is each shard's newest below `after`, merged: one Query per shard (eight per
+    /// provider) and one of the legacy index, each of the listing's fields only.
+    async fn held(
+        &self,
+        provider: Option<Provider>,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Page<HeldEntry>, StoreError> {
+        let mut partitions: Vec<(&str, (&str, String))> = Vec::new();
+        for p in Provider::ALL.into_iter().filter(|p| provider.is_none_or(|only| only == *p)) {
+            for shard in 0..HELD_SHARDS {
+                partitions.push((HELD_INDEX, ("held_shard", layout::held_shard_key(p, shard))));
             }
         }
-        newest_first(&mut held);
-        Ok(held)
+        partitions.push((LEGACY_HELD_INDEX, ("held_pk", HELD_SK.to_owned())));
+        let mut entries = Vec::new();
+        let mut more = false;
+        for (index, key) in partitions {
+            let (mut found, more_there) = self.held_partition(index, key, after.as_deref(), limit).await?;
+            found.retain(|h| provider.is_none_or(|p| h.provider == p));
+            more |= more_there;
+            entries.extend(found);
+        }
+        let mut page = common::store::page_of_held(entries, None, None, limit);
+        if more && page.next.is_none() {
+            page.next = page.items.last().map(|h| common::store::held_position(h.received_at, &h.held_id));
+        }
+        Ok(page)
     }
 
     async fn held_one(&self, held_id: &str) -> Result<Option<HeldDelivery>, StoreError> {
@@ -357,8 +562,10 @@ impl EventStore for DynamoStore {
             .table_name(&self.table)
             .key("pk", AttributeValue::S(layout::held_pk(held.provider, &held.held_id)))
             .key("sk", AttributeValue::S(HELD_SK.into()))
-            .update_expression("SET held_status = :resolved, resolution = :resolution")
+            // Resolved, it expires as events do; held, it never did.
+            .update_expression("SET held_status = :resolved, resolution = :resolution, expires_at = :expires")
             .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":expires", AttributeValue::N(self.expires_at().to_string()))
             .expression_attribute_values(":resolved", AttributeValue::S(HeldStatus::Resolved.as_str().into()))
             .expression_attribute_values(":resolution", AttributeValue::S(resolution.to_owned()))
             .send()

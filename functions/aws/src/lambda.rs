@@ -26,6 +26,7 @@ use common::config::{ALLOW_DEV_SECRETS, Config, ConfigError, Env, Secrets, proce
 use common::event::Provider;
 use common::fanout::{Fanout, Outcome};
 use common::metrics;
+use common::operate::{self, Operator, Report};
 use common::receive::{Receipt, Receiver, WebhookRequest};
 use common::secrets::{self, Rotation, SecretSource, SourceError};
 use common::store::layout::{AttributeValue, Image};
@@ -88,6 +89,22 @@ pub fn retention(env: Env) -> Result<Duration, ConfigError> {
         None => DEFAULT_RETENTION_DAYS,
     };
     Ok(Duration::from_secs(days * 24 * 3600))
+}
+
+/// New held deliveries a webhook function keeps per provider per minute, by default: a sender
+/// flooding distinct unreadable bodies (its credential leaked, say) then writes at most 86,400
+/// held items a day, and gets 503s past that (docs/operating.md, "The held cap").
+pub const DEFAULT_HELD_CAP_PER_MINUTE: u32 = 60;
+
+/// `HELD_CAP_PER_MINUTE`, or [`DEFAULT_HELD_CAP_PER_MINUTE`].
+pub fn held_cap(env: Env) -> Result<u32, ConfigError> {
+    match env("HELD_CAP_PER_MINUTE") {
+        Some(v) => v.trim().parse::<u32>().ok().filter(|n| *n > 0).ok_or(ConfigError::Invalid {
+            var: "HELD_CAP_PER_MINUTE".into(),
+            message: "must be a whole number > 0".into(),
+        }),
+        None => Ok(DEFAULT_HELD_CAP_PER_MINUTE),
+    }
 }
 
 /// Where the SDK runs, which decides what its set-up may skip.
@@ -210,7 +227,8 @@ pub async fn webhook_receiver_with(
         (config, rotation)
     };
     let table = required(env, "EVENTS_TABLE")?;
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), table, retention(env)?);
+    let store =
+        DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), table, retention(env)?).with_held_cap(held_cap(env)?);
     let receiver = Receiver::new(&config, Arc::new(store));
     Ok(match rotation {
         Some(rotation) => receiver.with_rotation(provider, rotation),
@@ -319,6 +337,62 @@ pub async fn fanout_from_env(env: Env<'_>) -> Result<Fanout, ConfigError> {
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table, retention(env)?);
     let notifier = SnsNotifier::new(aws_sdk_sns::Client::new(&sdk), topics);
     Ok(Fanout::new(Arc::new(store), Arc::new(notifier), config.routing, config.platform))
+}
+
+/// The operator function's state, built once per cold start: the fan-out's configuration (topics,
+/// routing, platform) and the webhook functions' settings (currencies, merchant ids, Foloosi's
+/// API and key, from Secrets Manager when `FOLOOSI_SECRET_KEY_ARN` names it).
+pub async fn operator_from_env(env: Env<'_>) -> Result<Operator, ConfigError> {
+    let sdk = aws_config(SdkSetup::Lambda).await;
+    let named = secrets::named(&["FOLOOSI_SECRET_KEY"], env)?;
+    let from_store = if named.is_empty() {
+        Default::default()
+    } else {
+        secrets::read_all(&SecretsManager(aws_sdk_secretsmanager::Client::new(&sdk)), &named).await?
+    };
+    let env = |var: &str| from_store.get(var).cloned().or_else(|| env(var));
+    let config = Config::load(&[], Secrets::Required, &env)?;
+    let topics = TopicArns {
+        internal: required(&env, "INTERNAL_TOPIC_ARN")?,
+        merchant: required(&env, "MERCHANT_TOPIC_ARN")?,
+        payor: required(&env, "PAYOR_TOPIC_ARN")?,
+    };
+    let store =
+        DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), required(&env, "EVENTS_TABLE")?, retention(&env)?);
+    let notifier = SnsNotifier::new(aws_sdk_sns::Client::new(&sdk), topics);
+    Ok(Operator::new(&config, Arc::new(store), Arc::new(notifier)))
+}
+
+/// How long before the function's deadline a run stops taking new items, so that the item under
+/// way and the answer fit in the time left.
+pub const OPERATOR_MARGIN: Duration = Duration::from_secs(10);
+
+pub async fn run_operator() -> Result<(), Error> {
+    init_tracing();
+    let operator = operator_from_env(&process_env).await.inspect_err(|e| {
+        tracing::error!(error = %e, "configuration error");
+    })?;
+    let operator = &operator;
+    lambda_runtime::run(lambda_runtime::service_fn(move |ev: LambdaEvent<operate::Request>| async move {
+        let deadline = ev.context.deadline().checked_sub(OPERATOR_MARGIN);
+        let left = deadline.and_then(|d| d.duration_since(std::time::SystemTime::now()).ok()).unwrap_or_default();
+        handle_operator(operator, ev.payload, Some(std::time::Instant::now() + left)).await
+    }))
+    .await
+}
+
+/// One operator request; an error is the function's error, which the CLI prints.
+pub async fn handle_operator(
+    operator: &Operator,
+    request: operate::Request,
+    deadline: Option<std::time::Instant>,
+) -> Result<Report, Error> {
+    tracing::info!(command = ?request.command, resume = ?request.resume, "operator command");
+    let report = operator.run(request, deadline).await?;
+    if let Some(resume) = &report.resume {
+        tracing::info!(%resume, "time ran out: the caller resumes here");
+    }
+    Ok(report)
 }
 
 pub async fn run_fanout() -> Result<(), Error> {

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use common::event::{EventKind, IdempotencyKey, Provider, RefundEvent, Status};
-use common::held::{HeldDelivery, HeldStatus};
-use common::store::{Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Put, StoreError, newest_first};
+use common::held::{HeldDelivery, HeldEntry, HeldStatus};
+use common::store::{Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Page, Put, StoreError, Told, page_of_held};
 use common::timestamp::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -177,8 +177,10 @@ impl EventStore for SqliteStore {
     }
 
     /// The local runner's outbox is its told marker: an event leaves the `outbox` table once every
-    /// audience was told (`advance` then answers `AlreadyTold`).
-    async fn mark_told(&self, _event: &RefundEvent) -> Result<(), StoreError> {
+    /// audience was told (`advance` then answers `AlreadyTold`). It keeps no marker per audience:
+    /// its notifier appends to a local file, and a retry after a failure part-way re-tells the
+    /// audiences before it (docs/reliability.md).
+    async fn mark_told(&self, _event: &RefundEvent, _told: Told, _all: bool) -> Result<(), StoreError> {
         Ok(())
     }
 
@@ -224,16 +226,24 @@ impl EventStore for SqliteStore {
         .await
     }
 
-    async fn event(&self, event_id: &str) -> Result<Option<RefundEvent>, StoreError> {
+    async fn object_event(
+        &self,
+        provider: Provider,
+        kind: EventKind,
+        object_id: &str,
+        event_id: &str,
+    ) -> Result<Option<RefundEvent>, StoreError> {
         let id = event_id.to_owned();
-        self.read(move |c| {
-            let json: Option<String> = c
-                .query_row("SELECT event_json FROM events WHERE event_id = ?1", params![id], |r| r.get(0))
-                .optional()
-                .map_err(unavailable)?;
-            json.map(|j| serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(e.to_string()))).transpose()
-        })
-        .await
+        let event: Option<RefundEvent> = self
+            .read(move |c| {
+                let json: Option<String> = c
+                    .query_row("SELECT event_json FROM events WHERE event_id = ?1", params![id], |r| r.get(0))
+                    .optional()
+                    .map_err(unavailable)?;
+                json.map(|j| serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(e.to_string()))).transpose()
+            })
+            .await?;
+        Ok(event.filter(|e: &RefundEvent| e.provider == provider && e.kind == kind && e.object_id == object_id))
     }
 
     async fn merchant_events(
@@ -257,9 +267,10 @@ impl EventStore for SqliteStore {
         .await
     }
 
-    /// The outbox table is exactly the events not yet told.
-    async fn untold(&self) -> Result<Vec<RefundEvent>, StoreError> {
-        Ok(self.pending(usize::MAX >> 1).await?.0.into_iter().map(|p| p.event).collect())
+    /// The outbox table is exactly the events not yet told, all on one page.
+    async fn untold(&self, _after: Option<String>) -> Result<Page<RefundEvent>, StoreError> {
+        let items = self.pending(usize::MAX >> 1).await?.0.into_iter().map(|p| p.event).collect();
+        Ok(Page { items, next: None })
     }
 
     async fn hold(&self, held: &HeldDelivery) -> Result<Hold, StoreError> {
@@ -267,17 +278,45 @@ impl EventStore for SqliteStore {
         self.writer.ask(|reply| Write::Hold { held: held.clone(), headers, reply }).await
     }
 
-    async fn held(&self, provider: Option<Provider>) -> Result<Vec<HeldDelivery>, StoreError> {
-        let mut held = self
+    async fn held(
+        &self,
+        provider: Option<Provider>,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Page<HeldEntry>, StoreError> {
+        let held = self
             .read(move |c| {
-                let mut stmt = c.prepare_cached(&format!("SELECT {HELD_COLUMNS} FROM held")).map_err(unavailable)?;
-                let rows = stmt.query_map([], held_row).map_err(unavailable)?;
-                rows.map(|r| r.map_err(unavailable)?).collect::<Result<Vec<_>, StoreError>>()
+                let mut stmt = c
+                    .prepare_cached("SELECT provider, held_id, received_at, reason, status, resolution FROM held")
+                    .map_err(unavailable)?;
+                let rows = stmt
+                    .query_map([], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, String>(4)?,
+                            r.get::<_, Option<String>>(5)?,
+                        ))
+                    })
+                    .map_err(unavailable)?;
+                let corrupt = |what: &str| StoreError::Corrupt(format!("held row: {what}"));
+                rows.map(|r| {
+                    let (provider, held_id, received_at, reason, status, resolution) = r.map_err(unavailable)?;
+                    Ok(HeldEntry {
+                        provider: provider.parse().map_err(|_| corrupt("provider"))?,
+                        held_id,
+                        received_at: received_at.parse().map_err(|_| corrupt("received_at"))?,
+                        reason,
+                        status: HeldStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+                        resolution,
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
             })
             .await?;
-        held.retain(|h| provider.is_none_or(|p| h.provider == p));
-        newest_first(&mut held);
-        Ok(held)
+        Ok(page_of_held(held, provider, after.as_deref(), limit))
     }
 
     async fn held_one(&self, held_id: &str) -> Result<Option<HeldDelivery>, StoreError> {
@@ -506,9 +545,13 @@ pub(crate) mod tests {
         for e in [&created, &succeeded] {
             store.put_if_absent(e).await.unwrap();
         }
-        assert_eq!(store.advance(&succeeded).await.unwrap(), Advance::Advanced);
+        assert_eq!(store.advance(&succeeded).await.unwrap(), Advance::Advanced(Told::NONE));
         assert_eq!(store.advance(&created).await.unwrap(), Advance::Stale);
-        assert_eq!(store.advance(&succeeded).await.unwrap(), Advance::Advanced, "a retry finishes its fan-out");
+        assert_eq!(
+            store.advance(&succeeded).await.unwrap(),
+            Advance::Advanced(Told::NONE),
+            "a retry finishes its fan-out"
+        );
         // Out of the outbox, it was told in full: told again, it publishes nothing.
         let seqs = store.pending(10).await.unwrap().0.into_iter().map(|p| p.seq).collect();
         store.mark_notified(seqs).await.unwrap();

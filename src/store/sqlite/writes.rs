@@ -3,7 +3,7 @@
 
 use common::event::{Provider, RefundEvent, Status};
 use common::held::{HeldDelivery, HeldStatus};
-use common::store::{Advance, Hold, Put, StoreError, advances};
+use common::store::{Advance, Hold, Put, StoreError, Told, advances};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
@@ -216,7 +216,8 @@ fn advance(tx: &Connection, e: &RefundEvent) -> Result<Advance, StoreError> {
         ])
     })
     .map_err(unavailable)?;
-    Ok(Advance::Advanced)
+    // The local outbox marks an event told as a whole, once every audience was (see `mark_told`).
+    Ok(Advance::Advanced(Told::NONE))
 }
 
 fn hold(c: &Connection, h: &HeldDelivery, headers: &str) -> Result<Hold, StoreError> {

@@ -60,6 +60,7 @@ pub async fn create_table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
         .attribute_definitions(attr("merchant_pk"))
         .attribute_definitions(attr("merchant_sk"))
         .attribute_definitions(attr("held_pk"))
+        .attribute_definitions(attr("held_shard"))
         .attribute_definitions(attr("held_sk"))
         .key_schema(key("pk", KeyType::Hash))
         .key_schema(key("sk", KeyType::Range))
@@ -77,6 +78,32 @@ pub async fn create_table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
         .global_secondary_indexes(
             GlobalSecondaryIndex::builder()
                 .index_name(common::store::layout::HELD_INDEX)
+                .key_schema(key("held_shard", KeyType::Hash))
+                .key_schema(key("held_sk", KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::Include)
+                        .set_non_key_attributes(Some(
+                            [
+                                "held_id",
+                                "provider",
+                                "received_at",
+                                "reason",
+                                "held_status",
+                                "content_type",
+                                "resolution",
+                            ]
+                            .map(String::from)
+                            .to_vec(),
+                        ))
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(common::store::layout::LEGACY_HELD_INDEX)
                 .key_schema(key("held_pk", KeyType::Hash))
                 .key_schema(key("held_sk", KeyType::Range))
                 .projection(Projection::builder().projection_type(ProjectionType::All).build())

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use common::event::{EventKind, Provider, RefundEvent};
-use common::held::HeldDelivery;
+use common::held::{HeldDelivery, HeldEntry};
 use common::notify::{Audience, Notification, Notifier, NotifyError};
-use common::store::{Advance, EventStore, Hold, ObjectRecord, Put, StoreError};
+use common::store::{Advance, EventStore, Hold, ObjectRecord, Page, Put, StoreError, Told};
 use common::timestamp::Timestamp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,11 +26,22 @@ pub struct FlakyStore<S> {
     pub inner: S,
     fault: Mutex<StoreFault>,
     pub calls: AtomicUsize,
+    /// Fails the next `mark_told` that would record every audience told: the crash after the
+    /// last publish and before the event's told marker.
+    fail_final_mark: std::sync::atomic::AtomicBool,
 }
 
 impl<S> FlakyStore<S> {
     pub fn new(inner: S) -> Self {
-        FlakyStore { inner, fault: Mutex::new(StoreFault::Healthy), calls: AtomicUsize::new(0) }
+        FlakyStore {
+            inner,
+            fault: Mutex::new(StoreFault::Healthy),
+            calls: AtomicUsize::new(0),
+            fail_final_mark: Default::default(),
+        }
+    }
+    pub fn fail_next_final_mark(&self) {
+        self.fail_final_mark.store(true, Ordering::SeqCst);
     }
     pub fn set(&self, fault: StoreFault) {
         *self.fault.lock().unwrap() = fault;
@@ -70,10 +81,13 @@ impl<S: EventStore> EventStore for FlakyStore<S> {
         }
     }
 
-    async fn mark_told(&self, event: &RefundEvent) -> Result<(), StoreError> {
+    async fn mark_told(&self, event: &RefundEvent, told: Told, all: bool) -> Result<(), StoreError> {
+        if all && self.fail_final_mark.swap(false, Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("injected: lost before the told marker".into()));
+        }
         match injected(self.fault()) {
             Some(e) => Err(e),
-            None => self.inner.mark_told(event).await,
+            None => self.inner.mark_told(event, told, all).await,
         }
     }
 
@@ -84,10 +98,16 @@ impl<S: EventStore> EventStore for FlakyStore<S> {
         }
     }
 
-    async fn event(&self, event_id: &str) -> Result<Option<RefundEvent>, StoreError> {
+    async fn object_event(
+        &self,
+        provider: Provider,
+        kind: EventKind,
+        object_id: &str,
+        event_id: &str,
+    ) -> Result<Option<RefundEvent>, StoreError> {
         match injected(self.fault()) {
             Some(e) => Err(e),
-            None => self.inner.event(event_id).await,
+            None => self.inner.object_event(provider, kind, object_id, event_id).await,
         }
     }
 
@@ -102,10 +122,10 @@ impl<S: EventStore> EventStore for FlakyStore<S> {
         }
     }
 
-    async fn untold(&self) -> Result<Vec<RefundEvent>, StoreError> {
+    async fn untold(&self, after: Option<String>) -> Result<Page<RefundEvent>, StoreError> {
         match injected(self.fault()) {
             Some(e) => Err(e),
-            None => self.inner.untold().await,
+            None => self.inner.untold(after).await,
         }
     }
 
@@ -121,10 +141,15 @@ impl<S: EventStore> EventStore for FlakyStore<S> {
         Ok(hold)
     }
 
-    async fn held(&self, provider: Option<Provider>) -> Result<Vec<HeldDelivery>, StoreError> {
+    async fn held(
+        &self,
+        provider: Option<Provider>,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Page<HeldEntry>, StoreError> {
         match injected(self.fault()) {
             Some(e) => Err(e),
-            None => self.inner.held(provider).await,
+            None => self.inner.held(provider, after, limit).await,
         }
     }
 

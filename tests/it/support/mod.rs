@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod aws;
+pub mod count_proxy;
 pub mod emulator;
 pub mod faults;
 pub mod foloosi_api;
