@@ -209,8 +209,22 @@ impl std::fmt::Debug for HeldDelivery {
 impl HeldDelivery {
     /// `hld_` + 32 hex digits of SHA-256 over the body: the same body held twice is one item.
     pub fn id_for(body: &[u8]) -> String {
-        let digest = Sha256::digest(body);
-        format!("hld_{}", hex::encode(&digest[..16]))
+        Self::id_for_delivery(body, None)
+    }
+
+    /// [`id_for`](Self::id_for), with the kept query (credentials out) when there is one: what
+    /// selects the adapter's reading (WebforceHQ's `?event=`) is part of what was delivered, so
+    /// one body posted to two events' URLs is two held items, each reprocessed as its own.
+    pub fn id_for_delivery(body: &[u8], kept_query: Option<&str>) -> String {
+        let mut hash = Sha256::new();
+        hash.update(body);
+        if let Some(query) = kept_query.filter(|q| !q.is_empty()) {
+            // A separator no body can end in ambiguously: the length of the body goes first.
+            hash.update(b"\0query\0");
+            hash.update((body.len() as u64).to_be_bytes());
+            hash.update(query.as_bytes());
+        }
+        format!("hld_{}", hex::encode(&hash.finalize()[..16]))
     }
 
     /// A newly held delivery, with credentials taken out of its headers and query.
@@ -237,8 +251,9 @@ impl HeldDelivery {
             room -= size;
             kept.push((name.as_str().to_owned(), value.into_owned()));
         }
+        let query = query.map(redact_query).filter(|q| !q.is_empty());
         HeldDelivery {
-            held_id: Self::id_for(body),
+            held_id: Self::id_for_delivery(body, query.as_deref()),
             provider,
             received_at,
             content_type: headers
@@ -246,7 +261,7 @@ impl HeldDelivery {
                 .map(|v| bounded(&String::from_utf8_lossy(v.as_bytes())).into_owned()),
             body: body.to_vec(),
             reason: reason.to_string(),
-            query: query.map(redact_query).filter(|q| !q.is_empty()),
+            query,
             headers: kept,
             status: HeldStatus::Held,
             resolution: None,
@@ -363,8 +378,24 @@ mod tests {
         assert_eq!(names, ["content-type", "svix-id", "user-agent"]);
         assert_eq!(held.query.as_deref(), Some("event=refund-applied"));
         assert_eq!(held.reason, "malformed: body");
-        assert_eq!(held.held_id, HeldDelivery::id_for(b"x"));
+        assert_eq!(held.held_id, HeldDelivery::id_for_delivery(b"x", Some("event=refund-applied")));
         assert_eq!(held.held_id.len(), 4 + 32);
+        // Without a query, the id of the body alone, as before.
+        let bare = HeldDelivery::new(Provider::Webforce, held.received_at, &h, None, b"x", &reason);
+        assert_eq!(bare.held_id, HeldDelivery::id_for(b"x"));
+    }
+
+    /// One body posted to two events' URLs: two held items. The token in the query (redacted) does
+    /// not make a retry a new one.
+    #[test]
+    fn what_selects_the_reading_is_part_of_the_held_identity() {
+        let at = time::macros::datetime!(2026-12-01 00:00 UTC).into();
+        let reason = HoldReason::new(HoldCode::MissingField, "transaction_id");
+        let held = |query| HeldDelivery::new(Provider::Webforce, at, &HeaderMap::new(), Some(query), b"{}", &reason);
+        let refund = held("event=refund-applied&token=aaaaaaaaaaaaaaaaaaaa");
+        let approved = held("event=approved-transaction&token=aaaaaaaaaaaaaaaaaaaa");
+        assert_ne!(refund.held_id, approved.held_id);
+        assert_eq!(refund.held_id, held("event=refund-applied&token=bbbbbbbbbbbbbbbbbbbb").held_id);
     }
 
     #[test]

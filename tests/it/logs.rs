@@ -89,6 +89,19 @@ async fn no_secret_signature_email_or_phone_in_logs() {
         h.send(provider, &headers, None, &tampered).await;
         h.send(provider, &http::HeaderMap::new(), None, &body).await;
     }
+    // A stream record the fan-out cannot read is skipped and logged, without the value it choked on.
+    let event = h.store.events().remove(0);
+    let mut image =
+        common::store::layout::dynamodb_json(&common::store::layout::EventItem::new(&event, now())).unwrap();
+    let mut json: Value = serde_json::from_str(image["event"]["S"].as_str().unwrap()).unwrap();
+    json["amount"] = Value::from("leaked.payor@example.com");
+    image["event"]["S"] = Value::from(json.to_string());
+    let record = refund_relay::lambda_events::stream_record(0, "INSERT", image, now());
+    let batch = serde_json::from_value(serde_json::json!({ "Records": [record] })).unwrap();
+    let res = aws_adapters::lambda::handle_stream(&fanout, batch).await;
+    assert!(res.batch_item_failures.is_empty(), "skipped, not retried forever");
+    assert_eq!(fanout.metrics().take().skipped_records, 1);
+
     // A store outage logs its error too.
     h.store.set_failing(true);
     h.send_fixture("memberful/order.refunded.json").await;
@@ -96,7 +109,7 @@ async fn no_secret_signature_email_or_phone_in_logs() {
 
     let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     assert!(log.lines().count() > 50, "the run logged: {} lines", log.lines().count());
-    assert!(log.contains("accepted") && log.contains("refused"));
+    assert!(log.contains("accepted") && log.contains("refused") && log.contains("unreadable record"));
     assert_nothing_personal_or_secret(&log, &signatures);
     assert!(Provider::ALL.iter().all(|p| log.contains(p.as_str())));
 }

@@ -123,7 +123,7 @@ fn distinct_events() -> Vec<Event> {
         let ok = i % 2 == 0;
         let body = edit("foloosi/transaction.success.json", |v| {
             v["data"]["transfer"]["transaction_no"] = json!(id);
-            v["data"]["transfer"]["transaction_status"] = json!(if ok { "success" } else { "failed" });
+            v["data"]["transfer"]["transaction_status"] = json!(if ok { "success" } else { "failure" });
         });
         let status = if ok { Status::Succeeded } else { Status::Failed };
         out.push(Event {

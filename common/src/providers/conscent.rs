@@ -103,6 +103,21 @@ struct User {
     user_id: Option<String>,
 }
 
+/// An old-format webhook (sign-up, login, payment pings: an object with neither the
+/// `entity: "event"` envelope nor an `event`) is acknowledged and ignored: one held item per ping would bury the held
+/// deliveries that matter. One that speaks of a refund is held, never dropped.
+fn old_format(body: &[u8]) -> Option<Result<Parsed, PayloadError>> {
+    // Read whole (serde_json's depth limit applies), so a hostile body is held as before.
+    let object: serde_json::Map<String, serde_json::Value> = parse_fast(body)?;
+    if object.is_empty() || object.contains_key("entity") || object.contains_key("event") {
+        return None;
+    }
+    if body.windows(6).any(|w| w.eq_ignore_ascii_case(b"refund")) {
+        return Some(Err(PayloadError::UnknownRefundEvent { field: "event", name: "an old-format webhook".into() }));
+    }
+    Some(Ok(Parsed::Ignored("conscent old-format webhook (no event envelope): not a refund".into())))
+}
+
 /// A valid body is read in one pass ([`Whole`]). Any other body is read in two steps, envelope first
 /// and `payload` only for a refund event, so another event is ignored whatever its payload holds
 /// and an error names its field; a body that parses whole parses that way too, to the same values.
@@ -110,6 +125,9 @@ pub fn normalize(body: &[u8]) -> Result<Parsed, PayloadError> {
     let (event, payload, created_at) = match parse_fast::<Whole>(body) {
         Some(whole) => (whole.event, whole.payload, whole.created_at),
         None => {
+            if let Some(ping) = old_format(body) {
+                return ping;
+            }
             let env: Envelope = parse_json(body, "")?;
             if !EVENTS.iter().any(|(name, _)| *name == env.event) {
                 return unhandled(Provider::Conscent, "event", &env.event);
@@ -145,4 +163,23 @@ pub fn normalize(body: &[u8]) -> Result<Parsed, PayloadError> {
         n.payor.phone = present(u.phone_number);
     }
     Ok(Parsed::Event(Box::new(n)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_format_pings_are_ignored_and_a_refund_among_them_is_held() {
+        for ping in
+            [r#"{"type":"signup","userId":"u1","email":"a@example.com"}"#, r#"{"action":"login","userId":"u1"}"#]
+        {
+            assert!(matches!(normalize(ping.as_bytes()), Ok(Parsed::Ignored(_))), "{ping}");
+        }
+        let refund = r#"{"type":"refund","userId":"u1","amount":5}"#;
+        assert!(matches!(normalize(refund.as_bytes()), Err(PayloadError::UnknownRefundEvent { .. })));
+        // A new-format envelope without its event is still held, and so is an empty object.
+        assert_eq!(normalize(br#"{"entity":"event","payload":{}}"#).unwrap_err(), PayloadError::missing("event"));
+        assert_eq!(normalize(b"{}").unwrap_err(), PayloadError::missing("event"));
+    }
 }

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::foloosi::Detail;
 
 /// Foloosi's production API.
-pub const DEFAULT_BASE_URL: &str = "https://foloosi.com/api/v1/api";
+pub const DEFAULT_BASE_URL: &str = "https://api.foloosi.com/v1/api";
 
 /// The most one confirmation may take, connection included.
 pub const TIMEOUT: Duration = Duration::from_secs(2);

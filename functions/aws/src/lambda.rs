@@ -318,6 +318,30 @@ fn write_metrics(documents: &[String]) {
     let _ = out.flush();
 }
 
+/// A reader's error without what it quotes: serde names the value it could not read
+/// (`invalid type: string "dana@example.com"`), and a value may be personal data.
+pub fn unquoted(error: &str) -> String {
+    let mut out = String::with_capacity(error.len());
+    let mut quote = None;
+    for c in error.chars() {
+        match quote {
+            Some(q) if c == q => {
+                out.push('…');
+                out.push(c);
+                quote = None;
+            }
+            Some(_) => {}
+            None => {
+                out.push(c);
+                if c == '"' || c == '`' {
+                    quote = Some(c);
+                }
+            }
+        }
+    }
+    out
+}
+
 fn item_failure(id: String) -> DynamoDbBatchItemFailure {
     let mut failure = DynamoDbBatchItemFailure::default();
     failure.item_identifier = Some(id);
@@ -435,6 +459,7 @@ pub async fn handle_stream(fanout: &Fanout, batch: StreamEvent) -> BatchResponse
                 _ => "",
             };
             let (pk, sk) = (key("pk"), key("sk"));
+            let error = unquoted(error);
             tracing::error!(sequence_number = %id, pk, sk, %error, "unreadable record in stream; skipped");
         };
         match common::store::layout::read_image(record.change.new_image) {
@@ -471,6 +496,15 @@ pub async fn handle_stream(fanout: &Fanout, batch: StreamEvent) -> BatchResponse
 #[cfg(test)]
 mod tests {
     use sha2::{Digest, Sha256};
+
+    #[test]
+    fn a_logged_error_keeps_its_words_and_drops_what_it_quotes() {
+        let e = r#"event: `event` attribute: invalid type: string "dana@example.com", expected u64 at line 1 column 9"#;
+        assert_eq!(
+            super::unquoted(e),
+            r#"event: `…` attribute: invalid type: string "…", expected u64 at line 1 column 9"#
+        );
+    }
 
     use super::AMAZON_TRUST_SERVICES_ROOTS;
 

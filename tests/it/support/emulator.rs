@@ -181,6 +181,19 @@ pub fn fanout_env(endpoint: &str, table: &str, topics: &TopicArns) -> Vec<(Strin
     env
 }
 
+/// The EMF documents once there are `n` of them (the function writes its line after it answered,
+/// so the last one may still be on its way), or what there is after two seconds.
+pub fn emf_documents_when(em: &Emulator, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let documents = emf_documents(em);
+        if documents.len() >= n || Instant::now() > deadline {
+            return documents;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The CloudWatch EMF documents the function wrote so far: its JSON lines with an `_aws` member.
 pub fn emf_documents(em: &Emulator) -> Vec<Value> {
     em.log
