@@ -49,6 +49,12 @@ pub enum HoldCode {
     Unconfirmed,
     /// The delivery carries too little to store without confirmation by the provider's API.
     NeedsConfirmation,
+    /// The provider's API could not judge it now (down, slow): reprocessing asks again.
+    ConfirmationUnavailable,
+    /// The provider's API refused our credential: the configuration, not the delivery, is at fault.
+    ConfirmationRefused,
+    /// The provider's API answered what we do not read.
+    ConfirmationUnreadable,
 }
 
 impl HoldCode {
@@ -67,6 +73,9 @@ impl HoldCode {
             HoldCode::Conflict => "conflict",
             HoldCode::Unconfirmed => "unconfirmed",
             HoldCode::NeedsConfirmation => "needs_confirmation",
+            HoldCode::ConfirmationUnavailable => "confirmation_unavailable",
+            HoldCode::ConfirmationRefused => "confirmation_refused",
+            HoldCode::ConfirmationUnreadable => "confirmation_unreadable",
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::event::{EventId, IdempotencyKey, Proof, Provider, RefundEvent};
 use crate::held::{HeldDelivery, HoldCode, HoldReason};
 use crate::metrics::WebhookOutcome;
 use crate::providers::foloosi;
-use crate::providers::foloosi_api::{ApiUnavailable, FoloosiApi};
+use crate::providers::foloosi_api::{ConfirmError, FoloosiApi, MAX_TRANSACTION_NO};
 use crate::providers::{Media, Parsed, PayloadError, ProviderSettings};
 use crate::secrets::{ProviderVerifier, Rotation};
 use crate::store::{EventStore, Hold, Put, StoreError, layout};
@@ -50,9 +50,6 @@ pub enum ReceiveError {
     Unauthorized(#[from] VerifyError),
     #[error("{0}")]
     Store(#[from] StoreError),
-    /// The provider's API that confirms a delivery could not answer; the provider retries.
-    #[error("{0}")]
-    Confirmation(#[from] ApiUnavailable),
 }
 
 impl ReceiveError {
@@ -64,7 +61,7 @@ impl ReceiveError {
             ReceiveError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ReceiveError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ReceiveError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ReceiveError::Store(_) | ReceiveError::Confirmation(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ReceiveError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -73,7 +70,7 @@ impl ReceiveError {
         match self {
             ReceiveError::Unauthorized(_) => WebhookOutcome::Unauthorized,
             ReceiveError::Store(StoreError::HeldCapReached { .. }) => WebhookOutcome::HeldOverCap,
-            ReceiveError::Store(_) | ReceiveError::Confirmation(_) => WebhookOutcome::StoreUnavailable,
+            ReceiveError::Store(_) => WebhookOutcome::StoreUnavailable,
             ReceiveError::UnknownProvider(_)
             | ReceiveError::MethodNotAllowed(_)
             | ReceiveError::PayloadTooLarge { .. } => WebhookOutcome::Rejected,
@@ -88,7 +85,6 @@ impl ReceiveError {
             ReceiveError::Unauthorized(_) => "unauthorized",
             ReceiveError::Store(StoreError::HeldCapReached { .. }) => "held_cap_reached",
             ReceiveError::Store(_) => "store_unavailable",
-            ReceiveError::Confirmation(_) => "confirmation_unavailable",
         }
     }
 
@@ -99,7 +95,6 @@ impl ReceiveError {
                 "too many unreadable deliveries this minute; retry later".into()
             }
             ReceiveError::Store(_) => "could not store the delivery; retry later".into(),
-            ReceiveError::Confirmation(_) => "could not confirm the delivery; retry later".into(),
             _ => bounded(&self.to_string()).to_string(),
         };
         Answer::Refused { error: self.code(), message }
@@ -325,7 +320,7 @@ impl Receiver {
         };
         let mut proof = verified.proof;
         let parsed = match (provider, &self.foloosi_api) {
-            (Provider::Foloosi, Some(api)) => match self.confirm_foloosi(api, body, media).await? {
+            (Provider::Foloosi, Some(api)) => match self.confirm_foloosi(api, body, media).await {
                 Ok(parsed) => {
                     proof = Proof::Confirmed;
                     parsed
@@ -373,24 +368,36 @@ impl Receiver {
     }
 
     /// A Foloosi delivery as its transaction-detail API tells it: unknown to the API, or for
-    /// another order than the delivery says, it is held as unconfirmed.
+    /// another order than the delivery says, it is held as unconfirmed. When the API cannot judge
+    /// it (down, slow, our key refused, an answer we do not read) it is held with that reason,
+    /// never answered 503: Foloosi documents no retry, and reprocessing asks again.
     async fn confirm_foloosi(
         &self,
         api: &FoloosiApi,
         body: &[u8],
         media: Media,
-    ) -> Result<Result<Result<Parsed, PayloadError>, HoldReason>, ReceiveError> {
-        let delivery = match foloosi::read(body, media) {
-            Ok(d) => d,
-            Err(e) => return Ok(Err(HoldReason::from(&e))),
-        };
-        let Some(detail) = api.transaction_detail(&delivery.transaction_no).await? else {
-            return Ok(Err(HoldReason::new(HoldCode::Unconfirmed, "transaction_no")));
-        };
-        if delivery.order_id.is_some() && detail.optional1 != delivery.order_id {
-            return Ok(Err(HoldReason::new(HoldCode::Unconfirmed, "optional1")));
+    ) -> Result<Result<Parsed, PayloadError>, HoldReason> {
+        let delivery = foloosi::read(body, media).map_err(|e| HoldReason::from(&e))?;
+        if delivery.transaction_no.len() > MAX_TRANSACTION_NO {
+            return Err(HoldReason::new(HoldCode::InvalidField, "transaction_no"));
         }
-        Ok(Ok(foloosi::normalize_confirmed(body, media, &detail, &self.settings)))
+        let detail = match api.transaction_detail(&delivery.transaction_no).await {
+            Ok(Some(detail)) => detail,
+            Ok(None) => return Err(HoldReason::new(HoldCode::Unconfirmed, "transaction_no")),
+            Err(e) => {
+                tracing::error!(error = %e, "Foloosi's confirmation failed: the delivery is held for reprocessing");
+                return Err(match e {
+                    ConfirmError::Unavailable(_) => HoldReason::bare(HoldCode::ConfirmationUnavailable),
+                    ConfirmError::KeyRefused(_) => HoldReason::new(HoldCode::ConfirmationRefused, "secret_key"),
+                    ConfirmError::Unreadable(_) => HoldReason::new(HoldCode::ConfirmationUnreadable, "data"),
+                });
+            }
+        };
+        // Both sides' order ids must agree whenever either names one.
+        if (delivery.order_id.is_some() || detail.optional1.is_some()) && detail.optional1 != delivery.order_id {
+            return Err(HoldReason::new(HoldCode::Unconfirmed, "optional1"));
+        }
+        Ok(foloosi::normalize_confirmed(body, media, &detail, &self.settings))
     }
 
     /// Keeps an authenticated delivery that cannot be stored as an event: 202 once it is
@@ -514,7 +521,7 @@ mod tests {
             ReceiveError::PayloadTooLarge { limit: 1 },
             ReceiveError::Unauthorized(VerifyError::NoMatch),
             ReceiveError::Store(StoreError::Unavailable("x".into())),
-            ReceiveError::Confirmation(ApiUnavailable("x".into())),
+            ReceiveError::Store(StoreError::HeldCapReached { provider: Provider::Foloosi, cap: 1 }),
         ];
         for e in refused {
             let json = serde_json::to_value(e.answer()).unwrap();

@@ -653,20 +653,85 @@ mod foloosi_confirmation {
         assert_eq!(h.store.held_items().len(), 2);
     }
 
+    /// Foloosi documents no retry of its webhooks, so a confirmation that cannot be had is never
+    /// a 503 (it might never come back): held with the reason, within the time bound.
     #[tokio::test]
-    async fn an_api_that_is_down_or_slow_is_503_within_the_bound() {
+    async fn an_api_that_is_down_or_slow_holds_the_delivery_within_the_bound() {
         let api = FakeFoloosi::start();
         api.answer("FLN-down", Answer::Status(500));
         api.answer("FLN-slow", Answer::Slow(Duration::from_secs(5), detail("success", "o", "1")));
         let h = harness(&api);
         let r = h.send_body(Provider::Foloosi, FORM, b"transaction_no=FLN-down&order_id=o").await;
-        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+        assert_eq!((r.status, &r.body["reason"]), (StatusCode::ACCEPTED, &Value::from("confirmation_unavailable")));
         let started = std::time::Instant::now();
         let r = h.send_body(Provider::Foloosi, FORM, b"transaction_no=FLN-slow&order_id=o").await;
-        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+        assert_eq!((r.status, &r.body["reason"]), (StatusCode::ACCEPTED, &Value::from("confirmation_unavailable")));
         // A bound, not a speed goal: the 2 s timeout, well under the fake's 5 s.
         assert!(started.elapsed() < Duration::from_millis(4500), "{:?}", started.elapsed());
-        assert!(h.store.events().is_empty() && h.store.held_items().is_empty(), "a 503 stores nothing");
+        assert!(h.store.events().is_empty());
+        assert_eq!(h.store.held_items().len(), 2);
+    }
+
+    /// What no retry could change is held with its reason, not answered 503 forever: our key
+    /// refused (not a forged delivery), a transaction number no API could answer, an answer with
+    /// two statuses that disagree, an answer over its size limit.
+    #[tokio::test]
+    async fn deterministic_confirmation_failures_are_held_with_their_reason() {
+        let api = FakeFoloosi::start();
+        let mut both = detail("success", "o", "1");
+        both["transaction_status"] = Value::from("failure");
+        api.answer("FLN-both", Answer::Detail(both));
+        let mut huge = detail("success", "o", "1");
+        huge["padding"] = Value::from("x".repeat(70 * 1024));
+        api.answer("FLN-huge", Answer::Detail(huge));
+        let h = harness(&api);
+        for (no, reason) in [
+            ("FLN-both", "confirmation_unreadable: data"),
+            ("FLN-huge", "confirmation_unreadable: data"),
+            (&*"F".repeat(200), "invalid_field: transaction_no"),
+        ] {
+            let body = format!("transaction_no={no}&order_id=o");
+            let r = h.send_body(Provider::Foloosi, FORM, body.as_bytes()).await;
+            assert_eq!((r.status, &r.body["reason"]), (StatusCode::ACCEPTED, &Value::from(reason)), "{no:.20}");
+        }
+        // The same answer under both names is one status.
+        let mut agreeing = detail("success", "o2", "1");
+        agreeing["transaction_status"] = Value::from("SUCCESS");
+        api.answer("FLN-same", Answer::Detail(agreeing));
+        let r = h.send_body(Provider::Foloosi, FORM, b"transaction_no=FLN-same&order_id=o2").await;
+        assert_eq!(status_of(&r), "accepted", "{}", r.body);
+        // A key Foloosi refuses: held as ours to fix, not as a forged delivery.
+        let wrong_key = Harness::with(&[("FOLOOSI_SECRET_KEY", "not-the-key"), ("FOLOOSI_API_URL", api.url.as_str())]);
+        let r = wrong_key.send_body(Provider::Foloosi, FORM, b"transaction_no=FLN-same&order_id=o2").await;
+        assert_eq!(
+            (r.status, &r.body["reason"]),
+            (StatusCode::ACCEPTED, &Value::from("confirmation_refused: secret_key"))
+        );
+    }
+
+    /// Confirmed means confirmed: the order id and what reaches the payor (address, message)
+    /// come from Foloosi's answer, never from the body; an order id on one side only is held.
+    #[tokio::test]
+    async fn a_confirmed_event_tells_what_foloosi_says_not_what_the_body_claims() {
+        let api = FakeFoloosi::start();
+        let mut answer = detail("success", "order-1", "10");
+        answer["customer_email"] = Value::from("real.payer@example.com");
+        answer["transaction_message"] = Value::from("approved");
+        api.answer("FLN-c", Answer::Detail(answer));
+        api.answer("FLN-o", Answer::Detail(detail("success", "order-2", "10")));
+        let h = harness(&api);
+        let claims = serde_json::json!({"data": {"transfer": {"transaction_status": "success",
+            "transaction_no": "FLN-c", "transaction_amount": "999", "transaction_currency": "AED",
+            "transaction_message": "Click here: https://evil.example/claim",
+            "api": {"optional1": "order-1", "customer_email": "victim@example.com"}}}});
+        let r = h.send_body(Provider::Foloosi, "application/json", &serde_json::to_vec(&claims).unwrap()).await;
+        assert_eq!(status_of(&r), "accepted", "{}", r.body);
+        let e = &h.store.events()[0];
+        assert_eq!(e.payor.email.as_deref(), Some("real.payer@example.com"));
+        assert_eq!((e.reason.as_deref(), e.amount.as_ref().map(|m| m.minor)), (Some("approved"), Some(1000)));
+        // The body names no order, the API does: the check is not skipped.
+        let r = h.send_body(Provider::Foloosi, FORM, b"transaction_no=FLN-o").await;
+        assert_eq!((r.status, &r.body["reason"]), (StatusCode::ACCEPTED, &Value::from("unconfirmed: optional1")));
     }
 
     #[tokio::test]

@@ -188,6 +188,9 @@ pub struct Detail {
     pub optional1: Option<String>,
     pub transaction_amount: Option<String>,
     pub transaction_currency: Option<String>,
+    pub message: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
 }
 
 /// With confirmation: the API's status (and amount and currency where it gives them) win over
@@ -204,6 +207,12 @@ pub fn normalize_confirmed(
         d.amount = Some(amount);
         d.currency = present(detail.transaction_currency.clone()).or(d.currency);
     }
+    // What reaches a payor (an address, a message) comes from Foloosi, never from the body: a
+    // body carrying a real transaction number could otherwise choose both.
+    d.order_id = detail.optional1.clone().or(d.order_id);
+    d.email = detail.email.clone();
+    d.phone = detail.phone.clone();
+    d.message = detail.message.clone();
     // Names the API's fields, since those are what the event now says.
     event(d, &status, &Fields { status: "data.status", amount: "data.transaction_amount" }, settings)
 }

@@ -1,6 +1,7 @@
 //! Foloosi's transaction-detail API: `GET {base}/transaction-detail/{transaction_no}` with the
 //! merchant's `secret_key` header, as Foloosi's own plugins confirm a payment. Time-bound, so a
-//! slow API answers 503 (and the provider retries) well inside the provider's own timeout.
+//! slow API never holds the provider's request long. Foloosi documents no retry of its webhooks,
+//! so no failure here becomes a 503: the delivery is held with the reason, and reprocessed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,24 +37,40 @@ impl std::fmt::Debug for FoloosiApi {
     }
 }
 
-/// The API could not answer: unreachable, too slow, or a 5xx. The delivery is not judged.
+/// The longest transaction number asked about: Foloosi's are about 20 characters, and a longer
+/// one can only be refused, on every retry.
+pub const MAX_TRANSACTION_NO: usize = 128;
+
+/// Why the API did not judge a delivery. None of them is the delivery's fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("Foloosi's transaction-detail API is unavailable: {0}")]
-pub struct ApiUnavailable(pub String);
+pub enum ConfirmError {
+    /// Unreachable, too slow, a 5xx or a 429: it may answer later.
+    #[error("Foloosi's transaction-detail API is unavailable: {0}")]
+    Unavailable(String),
+    /// Our `secret_key` was refused (401 or 403): the configuration is at fault until it changes.
+    #[error("Foloosi's transaction-detail API refused our secret key: HTTP {0}")]
+    KeyRefused(u16),
+    /// An answer that is not the documented one; asking again gets the same.
+    #[error("Foloosi's transaction-detail API gave an answer we do not read: {0}")]
+    Unreadable(&'static str),
+}
 
 #[derive(Deserialize)]
 struct Answer {
     data: Option<RawDetail>,
 }
 
-/// `data` as the API sends it: amounts as strings or numbers.
+/// `data` as the API sends it: amounts as strings or numbers, the status under either name.
 #[derive(Deserialize)]
 struct RawDetail {
-    #[serde(alias = "transaction_status")]
     status: Option<String>,
+    transaction_status: Option<String>,
     optional1: Option<super::Text>,
     transaction_amount: Option<super::Text>,
     transaction_currency: Option<String>,
+    transaction_message: Option<String>,
+    customer_email: Option<String>,
+    customer_mobile: Option<String>,
 }
 
 impl FoloosiApi {
@@ -71,37 +88,52 @@ impl FoloosiApi {
     }
 
     /// What the API says of `transaction_no`, or `None` when it does not know the transaction.
-    pub async fn transaction_detail(&self, transaction_no: &str) -> Result<Option<Detail>, ApiUnavailable> {
+    pub async fn transaction_detail(&self, transaction_no: &str) -> Result<Option<Detail>, ConfirmError> {
         let segment: String = form_urlencoded::byte_serialize(transaction_no.as_bytes()).collect();
         let url = format!("{}/transaction-detail/{segment}", self.base);
         let request = http::Request::get(&url)
             .header("secret_key", &self.secret_key)
             .body(Empty::new())
-            .map_err(|e| ApiUnavailable(e.to_string()))?;
+            .map_err(|_| ConfirmError::Unreadable("transaction_no"))?;
         let call = async {
-            let response = self.client.request(request).await.map_err(|e| e.to_string())?;
+            let response = self.client.request(request).await.map_err(|e| ConfirmError::Unavailable(e.to_string()))?;
             let status = response.status().as_u16();
-            let body = Limited::new(response.into_body(), MAX_ANSWER).collect().await.map_err(|e| e.to_string())?;
-            Ok::<_, String>((status, body.to_bytes()))
+            let body = Limited::new(response.into_body(), MAX_ANSWER).collect().await.map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    ConfirmError::Unreadable("an answer over 64 KiB")
+                } else {
+                    ConfirmError::Unavailable(e.to_string())
+                }
+            })?;
+            Ok::<_, ConfirmError>((status, body.to_bytes()))
         };
         let (status, body) = tokio::time::timeout(TIMEOUT, call)
             .await
-            .map_err(|_| ApiUnavailable(format!("no answer within {TIMEOUT:?}")))?
-            .map_err(ApiUnavailable)?;
-        if status >= 500 || status == 429 {
-            return Err(ApiUnavailable(format!("HTTP {status}")));
-        }
-        if status != 200 {
-            return Ok(None);
+            .map_err(|_| ConfirmError::Unavailable(format!("no answer within {TIMEOUT:?}")))??;
+        match status {
+            200 => {}
+            401 | 403 => return Err(ConfirmError::KeyRefused(status)),
+            429 | 500.. => return Err(ConfirmError::Unavailable(format!("HTTP {status}"))),
+            _ => return Ok(None),
         }
         let Ok(answer) = serde_json::from_slice::<Answer>(&body) else {
-            return Err(ApiUnavailable("an answer that is not the documented JSON".into()));
+            return Err(ConfirmError::Unreadable("not the documented JSON"));
         };
-        Ok(answer.data.map(|d| Detail {
-            status: d.status,
+        let Some(d) = answer.data else { return Ok(None) };
+        let status = match (super::present(d.status), super::present(d.transaction_status)) {
+            (Some(a), Some(b)) if !a.trim().eq_ignore_ascii_case(b.trim()) => {
+                return Err(ConfirmError::Unreadable("two statuses that disagree"));
+            }
+            (a, b) => a.or(b),
+        };
+        Ok(Some(Detail {
+            status,
             optional1: super::text(d.optional1),
             transaction_amount: super::text(d.transaction_amount),
             transaction_currency: d.transaction_currency,
+            message: super::present(d.transaction_message),
+            email: super::present(d.customer_email),
+            phone: super::present(d.customer_mobile),
         }))
     }
 }

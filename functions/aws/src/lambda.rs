@@ -195,8 +195,7 @@ pub async fn webhook_receiver_with(
 ) -> Result<Receiver, ConfigError> {
     let named = secrets::named(&secret_vars(provider), env)?;
     // Foloosi's API key is read from the store at start-up only: a new key takes effect at the
-    // next cold start (a rejected key makes the API unavailable, so deliveries get 503s and come
-    // back).
+    // next cold start (until then deliveries are held as `confirmation_refused`, for reprocess).
     let api_key = match provider {
         Provider::Foloosi => secrets::named(&["FOLOOSI_SECRET_KEY"], env)?,
         _ => Vec::new(),
