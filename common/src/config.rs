@@ -150,6 +150,15 @@ impl Config {
         if let Some(spec) = env("ROUTING") {
             routing = routing.with_overrides(None, &spec).map_err(|e| invalid("ROUTING", e.to_string()))?;
         }
+        if let Some(list) = env(TOKEN_PAYORS) {
+            let providers = list
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| p.parse::<Provider>().map_err(|e| invalid(TOKEN_PAYORS, e.to_string())))
+                .collect::<Result<Vec<_>, _>>()?;
+            routing = routing.with_token_payors(providers);
+        }
         for provider in Provider::ALL {
             let var = routing_var(provider);
             if let Some(spec) = env(&var) {
@@ -203,6 +212,10 @@ impl Config {
         self.verifiers.iter().find(|(p, _)| *p == provider).map(|(_, v)| v)
     }
 }
+
+/// `TOKEN_PAYORS`: the providers (comma-separated) whose events proved only by a token may reach
+/// payors. None by default.
+pub const TOKEN_PAYORS: &str = "TOKEN_PAYORS";
 
 /// `ROUTING_<PROVIDER>`: one provider's routing overrides, applied after `ROUTING`.
 pub fn routing_var(provider: Provider) -> String {

@@ -242,7 +242,7 @@ mod tests {
         if value.len() < 16 {
             return Err(ConfigError::Invalid { var: "TOKEN".into(), message: "too short".into() });
         }
-        Ok(Arc::new(SharedToken::new("x-token", "token", &crate::verify::split_secrets(&value))))
+        Ok(Arc::new(SharedToken::new("x-token", Some("token"), &crate::verify::split_secrets(&value))))
     }
 
     fn rotating(store: &Arc<Store>, ttl: Duration) -> ProviderVerifier {

@@ -803,3 +803,49 @@ async fn closed_never_tells_the_payor_of_a_failure_and_pending_is_held() {
         }
     }
 }
+
+/// A token proves who sent a delivery, not what it says: a WebforceHQ "Refund applied" (token
+/// only) tells internal and merchant but not the payor, whose address and reason the body
+/// chose, unless `TOKEN_PAYORS` names the provider. A signed delivery tells the payor as before.
+#[tokio::test]
+async fn token_only_events_reach_no_payor_unless_the_provider_is_opted_in() {
+    use common::notify::{Audience, notifications};
+    let h = Harness::new();
+    assert_eq!(status_of(&h.send_fixture("webforce/refund-applied.ours.json").await), "accepted");
+    assert_eq!(status_of(&h.send_fixture("conscent/refunded.pass.json").await), "accepted");
+    let events = h.store.events();
+    let (token, signed) = (&events[0], &events[1]);
+    assert_eq!((token.proof, signed.proof), (common::event::Proof::Token, common::event::Proof::Signature));
+    let audiences = |e: &common::RefundEvent, routing: &common::notify::Routing| -> Vec<Audience> {
+        notifications(e, routing, "Test").iter().map(|n| n.audience).collect()
+    };
+    let default = support::config(&[]).routing;
+    assert_eq!(audiences(token, &default), [Audience::Internal, Audience::Merchant]);
+    assert_eq!(audiences(signed, &default), [Audience::Internal, Audience::Merchant, Audience::Payor]);
+    let opted_in = support::config(&[("TOKEN_PAYORS", "webforce")]).routing;
+    assert_eq!(audiences(token, &opted_in), [Audience::Internal, Audience::Merchant, Audience::Payor]);
+    assert!(
+        common::config::Config::load(
+            &[],
+            common::config::Secrets::Required,
+            &support::env_of(&[("TOKEN_PAYORS", "paypal")])
+        )
+        .is_err()
+    );
+}
+
+/// `WEBFORCE_QUERY_TOKEN=false`: the token must come in the header; in the URL it is refused.
+#[tokio::test]
+async fn a_provider_can_refuse_tokens_in_the_query() {
+    let body = fixture("webforce/refund-applied.ours.json");
+    let token = common::config::dev_secret("WEBFORCE_WEBHOOK_TOKEN").unwrap();
+    let query = format!("token={token}");
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", "application/json".parse().unwrap());
+    let on = Harness::new();
+    assert_eq!(on.send(Provider::Webforce, &headers, Some(&query), &body).await.status, StatusCode::OK);
+    let off = Harness::with(&[("WEBFORCE_QUERY_TOKEN", "false")]);
+    assert_eq!(off.send(Provider::Webforce, &headers, Some(&query), &body).await.status, StatusCode::UNAUTHORIZED);
+    headers.insert("x-webhook-token", token.parse().unwrap());
+    assert_eq!(off.send(Provider::Webforce, &headers, None, &body).await.status, StatusCode::OK);
+}

@@ -66,9 +66,17 @@ pub trait Notifier: Send + Sync {
 /// published, so it is shortened instead of retried forever.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
-/// The notifications `event` produces under `routing`, in audience order.
+/// The notifications `event` produces under `routing`, in audience order. The payor is told only
+/// of an event a signature or the provider's API proves, unless its provider is opted in
+/// ([`Routing::token_reaches_payors`]).
 pub fn notifications(event: &RefundEvent, routing: &Routing, platform: &str) -> Vec<Notification> {
-    routing.audiences(event.provider, event.status).into_iter().map(|a| message(event, a, platform)).collect()
+    let token_only = event.proof == crate::event::Proof::Token && !routing.token_reaches_payors(event.provider);
+    routing
+        .audiences(event.provider, event.status)
+        .into_iter()
+        .filter(|a| !(token_only && *a == Audience::Payor))
+        .map(|a| message(event, a, platform))
+        .collect()
 }
 
 /// What the internal audience is told of a newly held delivery: which provider, why, and the id

@@ -41,6 +41,8 @@ type Rules = Vec<(Status, Vec<Audience>)>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routing {
     tables: Vec<(Provider, Rules)>,
+    /// Providers whose token-only events may still reach payors (`TOKEN_PAYORS`).
+    token_payors: Vec<Provider>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,7 +55,22 @@ impl Default for Routing {
             .into_iter()
             .map(|p| (p, default_for(p).iter().map(|(s, a)| (*s, a.to_vec())).collect()))
             .collect();
-        Routing { tables }
+        Routing { tables, token_payors: Vec::new() }
+    }
+}
+
+impl Routing {
+    /// Lets events of `providers` that only a token proves reach payors as well.
+    pub fn with_token_payors(mut self, providers: Vec<Provider>) -> Self {
+        self.token_payors = providers;
+        self
+    }
+
+    /// Whether an event proved only by a token may reach `provider`'s payors. By default it may
+    /// not: a token proves who sent a delivery, not what it says, and anyone holding it could
+    /// otherwise send a branded message, with a text they chose, to an address they chose.
+    pub fn token_reaches_payors(&self, provider: Provider) -> bool {
+        self.token_payors.contains(&provider)
     }
 }
 

@@ -40,7 +40,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
 pub static MERCHANT: TextSetting = TextSetting { var: "FOLOOSI_MERCHANT_ID" };
 
 fn verifier(secrets: &SecretLists<'_>) -> Result<Option<Arc<dyn Verifier>>, SecretError> {
-    super::shared_token(secrets, TOKEN_VAR, TOKEN_HEADER, TOKEN_QUERY)
+    super::shared_token(secrets, TOKEN_VAR, TOKEN_HEADER, TOKEN_QUERY, "FOLOOSI_QUERY_TOKEN")
 }
 
 /// Every status word a Foloosi source uses, and what it means: `success` and `failure` (its

@@ -62,13 +62,19 @@ pub struct SecretVar {
 
 /// The verifier of a provider that signs nothing: a shared token from `var`, presented in the
 /// `header` or the `query` parameter.
+/// A shared token in `header`, or in the query as `?{query}=` unless `query_var` is `false`.
+/// The query is on by default for the providers that use tokens: neither WebforceHQ's postback
+/// forms nor Foloosi's webhook settings are documented to send a header of ours.
 pub(crate) fn shared_token(
     secrets: &SecretLists<'_>,
     var: &'static str,
     header: &'static str,
     query: &'static str,
+    query_var: &'static str,
 ) -> Result<Option<Arc<dyn Verifier>>, SecretError> {
+    let in_query = secrets.flag(query_var)?.unwrap_or(true);
     let tokens = secrets.tokens(var)?;
+    let query = in_query.then_some(query);
     Ok(tokens.map(|t| Arc::new(SharedToken::new(header, query, &refs(&t))) as Arc<dyn Verifier>))
 }
 

@@ -54,7 +54,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
 pub static CURRENCY: CurrencySetting = CurrencySetting { var: "WEBFORCE_CURRENCY", default: Currency::USD };
 
 fn verifier(secrets: &SecretLists<'_>) -> Result<Option<Arc<dyn Verifier>>, SecretError> {
-    super::shared_token(secrets, TOKEN_VAR, TOKEN_HEADER, TOKEN_QUERY)
+    super::shared_token(secrets, TOKEN_VAR, TOKEN_HEADER, TOKEN_QUERY, "WEBFORCE_QUERY_TOKEN")
 }
 
 /// The three events that concern money; Webforce's seven others are acknowledged and ignored.

@@ -159,6 +159,16 @@ impl<'a> SecretLists<'a> {
         )
     }
 
+    /// A switch: `true` or `false` (case ignored), `None` when unset.
+    pub fn flag(&self, var: &'static str) -> Result<Option<bool>, SecretError> {
+        match (self.env)(var).map(|v| v.trim().to_ascii_lowercase()) {
+            None => Ok(None),
+            Some(v) if v == "true" => Ok(Some(true)),
+            Some(v) if v == "false" => Ok(Some(false)),
+            Some(_) => Err(SecretError { var, message: "must be true or false".into() }),
+        }
+    }
+
     /// Shared tokens, each at least [`MIN_TOKEN_LEN`] characters.
     pub fn tokens(&self, var: &'static str) -> Result<Option<Vec<String>>, SecretError> {
         self.checked(

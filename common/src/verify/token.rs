@@ -9,14 +9,16 @@ use super::{Presented, Verified, Verifier, VerifyError, header};
 #[derive(Clone)]
 pub struct SharedToken {
     header: &'static str,
-    query_param: &'static str,
+    /// `None`: the query is not read (the provider sends the header).
+    query_param: Option<&'static str>,
     tokens: Vec<String>,
     digests: SecretDigests,
 }
 
 impl std::fmt::Debug for SharedToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SharedToken({}, ?{}=, {} tokens)", self.header, self.query_param, self.tokens.len())
+        let query = self.query_param.unwrap_or("(off)");
+        write!(f, "SharedToken({}, ?{query}=, {} tokens)", self.header, self.tokens.len())
     }
 }
 
@@ -40,13 +42,14 @@ impl SecretDigests {
 }
 
 impl SharedToken {
-    pub fn new(header: &'static str, query_param: &'static str, tokens: &[&str]) -> Self {
+    pub fn new(header: &'static str, query_param: Option<&'static str>, tokens: &[&str]) -> Self {
         let digests = SecretDigests::new(tokens.iter().copied());
         SharedToken { header, query_param, tokens: tokens.iter().map(|t| (*t).to_owned()).collect(), digests }
     }
 
     fn token_in_query<'a>(&self, query: Option<&'a str>) -> Option<std::borrow::Cow<'a, str>> {
-        form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == self.query_param).map(|(_, v)| v)
+        let param = self.query_param?;
+        form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == param).map(|(_, v)| v)
     }
 }
 
@@ -68,8 +71,8 @@ impl Verifier for SharedToken {
     }
 
     fn sign_query(&self) -> Option<String> {
-        let t = self.tokens.first()?;
-        Some(form_urlencoded::Serializer::new(String::new()).append_pair(self.query_param, t).finish())
+        let (param, t) = (self.query_param?, self.tokens.first()?);
+        Some(form_urlencoded::Serializer::new(String::new()).append_pair(param, t).finish())
     }
 }
 
@@ -81,7 +84,7 @@ mod tests {
 
     #[test]
     fn header_or_query_any_rotated_token() {
-        let s = SharedToken::new("x-webhook-token", "token", &["new-token", "old token"]);
+        let s = SharedToken::new("x-webhook-token", Some("token"), &["new-token", "old token"]);
         let mut h = HeaderMap::new();
         let none = Presented { headers: &h, query: None, body: b"" };
         assert_eq!(s.verify(&none, 0), Err(VerifyError::MissingHeader("x-webhook-token")));
@@ -92,6 +95,18 @@ mod tests {
         h.insert("x-webhook-token", "new-token".parse().unwrap());
         assert!(s.verify(&Presented { headers: &h, query: None, body: b"" }, 0).is_ok());
         assert_eq!(s.sign_query().unwrap(), "token=new-token");
+    }
+
+    /// With the query switched off (`<PROVIDER>_QUERY_TOKEN=false`), a token in the URL, where
+    /// proxies and logs see it, proves nothing.
+    #[test]
+    fn a_token_in_the_query_is_refused_when_the_query_is_off() {
+        let s = SharedToken::new("x-webhook-token", None, &["new-token"]);
+        let h = HeaderMap::new();
+        let q = Presented { headers: &h, query: Some("token=new-token"), body: b"" };
+        assert_eq!(s.verify(&q, 0), Err(VerifyError::MissingHeader("x-webhook-token")));
+        assert!(!s.presented(&q));
+        assert_eq!(s.sign_query(), None);
     }
 
     #[test]

@@ -357,6 +357,7 @@ pub(crate) mod tests {
             "merchant_id": "mid_1",
             "payor": { "email": "payor@example.com" },
             "received_at": "2026-11-25T00:00:00Z",
+            "proof": "signature", // Rainforest signs its webhooks
             "raw_payload": "{}",
         }))
         .unwrap()

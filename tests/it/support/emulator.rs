@@ -178,6 +178,7 @@ pub fn fanout_env(endpoint: &str, table: &str, topics: &TopicArns) -> Vec<(Strin
     env.push(("MERCHANT_TOPIC_ARN".into(), topics.merchant.clone()));
     env.push(("PAYOR_TOPIC_ARN".into(), topics.payor.clone()));
     env.push(("ROUTING_RAINFOREST".into(), super::GENERAL_ROUTING.into()));
+    env.push(("TOKEN_PAYORS".into(), super::TOKEN_PAYORS.into()));
     env
 }
 

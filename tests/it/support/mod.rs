@@ -192,13 +192,20 @@ impl Harness {
 }
 
 /// The general routing table for every provider, Rainforest included (whose own default tells
-/// fewer audiences): tests of the fan-out's mechanics count on every audience of a terminal
-/// status being told. It goes through `ROUTING_RAINFOREST`'s own parser.
+/// fewer audiences), with token-only events reaching payors too: tests of the fan-out's
+/// mechanics count on every audience of a terminal status being told. It goes through
+/// `ROUTING_RAINFOREST`'s own parser. (The default that keeps token-only events from payors has
+/// its own test in pipeline.rs.)
 pub fn general_routing() -> common::notify::Routing {
     common::notify::Routing::default()
         .with_overrides(Some(Provider::Rainforest), GENERAL_ROUTING)
         .expect("a valid routing spec")
+        .with_token_payors(TOKEN_PROVIDERS.to_vec())
 }
+
+/// The providers only a token proves, as `TOKEN_PAYORS` names them for a process a test starts.
+pub const TOKEN_PROVIDERS: [Provider; 2] = [Provider::Webforce, Provider::Foloosi];
+pub const TOKEN_PAYORS: &str = "webforce,foloosi";
 
 /// The general table as a `ROUTING_RAINFOREST` value, for a `serve` a test starts.
 pub const GENERAL_ROUTING: &str = "created=internal+merchant;processing=merchant;in_review=internal+merchant;\

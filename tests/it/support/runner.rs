@@ -32,6 +32,9 @@ pub fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Server {
         .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("RUST_LOG", "warn")
+        // Every audience of every provider, as the tests count them (the default keeps token-only
+        // events from payors: pipeline.rs tests that).
+        .env("TOKEN_PAYORS", super::TOKEN_PAYORS)
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
