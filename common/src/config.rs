@@ -88,8 +88,24 @@ pub const ALLOW_DEV_SECRETS: &str = "ALLOW_DEVELOPMENT_SECRETS";
 fn dev_secret_in_use(provider: Provider, env: Env) -> Option<&'static str> {
     provider.descriptor().secrets.iter().find_map(|s| {
         let (value, dev) = (env(s.var)?, s.dev?);
-        verify::split_secrets(&value).contains(&dev).then_some(s.var)
+        let dev = secret_bytes(dev);
+        verify::split_secrets(&value).iter().any(|v| secret_bytes(v) == dev).then_some(s.var)
     })
+}
+
+/// A secret as the verifier uses it: a `whsec_` key decoded (the same key without its padding,
+/// or in base64's URL alphabet, is the same key), any other secret its text.
+fn secret_bytes(secret: &str) -> Vec<u8> {
+    use base64::Engine;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    let lenient = GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    let secret = secret.trim();
+    let decoded = secret.strip_prefix("whsec_").and_then(|b64| {
+        [&base64::alphabet::STANDARD, &base64::alphabet::URL_SAFE]
+            .into_iter()
+            .find_map(|alphabet| GeneralPurpose::new(alphabet, lenient).decode(b64).ok())
+    });
+    decoded.unwrap_or_else(|| secret.as_bytes().to_vec())
 }
 
 #[derive(Clone)]
@@ -273,6 +289,9 @@ mod tests {
             (&[("RAINFOREST_WEBHOOK_SECRET", "whsec_c2hvcnQ=")], "RAINFOREST_WEBHOOK_SECRET"),
             (&[("CONSCENT_BASIC_AUTH", ":secret")], "CONSCENT_BASIC_AUTH"),
             (&[("CONSCENT_BASIC_AUTH", "key:")], "CONSCENT_BASIC_AUTH"),
+            (&[("CONSCENT_BASIC_AUTH", "key:fifteen-chars")], "CONSCENT_BASIC_AUTH"),
+            // 23 bytes: under the Standard Webhooks spec's 24.
+            (&[("RAINFOREST_WEBHOOK_SECRET", "whsec_dHdlbnR5LXRocmVlLWJ5dGVzLWxvbmc=")], "RAINFOREST_WEBHOOK_SECRET"),
             (&[("BODY_LIMIT_BYTES", "10000000")], "BODY_LIMIT_BYTES"),
         ];
         for (pairs, var) in cases {
@@ -298,9 +317,41 @@ mod tests {
         }
     }
 
+    /// Basic credentials beside the signature's secret are a downgrade: refused at start-up
+    /// unless both are asked for.
+    #[test]
+    fn conscent_refuses_basic_beside_the_signature_unless_asked() {
+        let both = [
+            ("CONSCENT_WEBHOOK_SECRET", "a-conscent-secret-of-enough-length"),
+            ("CONSCENT_BASIC_AUTH", "key:a-secret-of-enough-length"),
+        ];
+        let e = Config::load(&[Provider::Conscent], Secrets::Required, &env_of(&both)).unwrap_err();
+        assert!(matches!(&e, ConfigError::Invalid { var, .. } if var == "CONSCENT_BASIC_AUTH"), "{e}");
+        let asked = [both[0], both[1], ("CONSCENT_ACCEPT_BASIC", "true")];
+        assert!(Config::load(&[Provider::Conscent], Secrets::Required, &env_of(&asked)).is_ok());
+    }
+
+    /// The guard compares keys, not their text: the development key without its base64 padding
+    /// is still the development key.
+    #[test]
+    fn the_development_key_is_refused_in_any_spelling() {
+        let dev = dev_secret("RAINFOREST_WEBHOOK_SECRET").unwrap();
+        let unpadded = dev.trim_end_matches('=');
+        assert_ne!(unpadded, dev);
+        let e = Config::load(
+            &[Provider::Rainforest],
+            Secrets::Production,
+            &env_of(&[("RAINFOREST_WEBHOOK_SECRET", unpadded)]),
+        );
+        assert!(
+            matches!(&e, Err(ConfigError::Invalid { var, message }) if var == "RAINFOREST_WEBHOOK_SECRET" && message.contains("development secret")),
+            "{e:?}"
+        );
+    }
+
     #[test]
     fn conscent_accepts_basic_auth_alone() {
-        let env = env_of(&[("CONSCENT_BASIC_AUTH", "key:secret")]);
+        let env = env_of(&[("CONSCENT_BASIC_AUTH", "key:a-secret-of-enough-length")]);
         assert!(Config::load(&[Provider::Conscent], Secrets::Required, &env).is_ok());
     }
 }

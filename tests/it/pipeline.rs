@@ -318,11 +318,15 @@ async fn major_units_convert_by_currency_exponent() {
 
 #[tokio::test]
 async fn conscent_basic_auth_is_the_alternative() {
-    let h = Harness::with(&[("CONSCENT_BASIC_AUTH", "api-key:api-secret")]);
+    let h = Harness::with(&[
+        ("CONSCENT_BASIC_AUTH", "api-key:api-secret-of-enough-length"),
+        ("CONSCENT_ACCEPT_BASIC", "true"),
+    ]);
     let body = fixture("conscent/refunded.pass.json");
     let mut headers = HeaderMap::new();
     headers.insert(http::header::CONTENT_TYPE, "application/json".parse().unwrap());
-    headers.insert(http::header::AUTHORIZATION, "Basic YXBpLWtleTphcGktc2VjcmV0".parse().unwrap());
+    headers
+        .insert(http::header::AUTHORIZATION, "Basic YXBpLWtleTphcGktc2VjcmV0LW9mLWVub3VnaC1sZW5ndGg=".parse().unwrap());
     assert_eq!(status_of(&h.send(Provider::Conscent, &headers, None, &body).await), "accepted");
     headers.insert(http::header::AUTHORIZATION, "Basic YXBpLWtleTpub3BlCg==".parse().unwrap());
     assert_eq!(h.send(Provider::Conscent, &headers, None, &body).await.status, StatusCode::UNAUTHORIZED);

@@ -509,9 +509,9 @@ proptest! {
     /// verifies.
     #[test]
     fn basic_credentials_with_a_changed_byte_never_verify(at in any::<Index>(), delta in 1u8..=255) {
-        let h = Harness::with(&[("CONSCENT_BASIC_AUTH", "api-key:api-secret")]);
+        let h = Harness::with(&[("CONSCENT_BASIC_AUTH", "api-key:api-secret-of-enough-length"), ("CONSCENT_ACCEPT_BASIC", "true")]);
         let body = fixture("conscent/refunded.pass.json");
-        let creds = changed(b"api-key:api-secret", at, delta);
+        let creds = changed(b"api-key:api-secret-of-enough-length", at, delta);
         let value = format!("Basic {}", b64(&creds));
         let mut headers = HeaderMap::new();
         headers.insert(http::header::AUTHORIZATION, value.parse().unwrap());

@@ -14,12 +14,16 @@ use super::{
 };
 use crate::event::{EventKind, Normalized, Proof, Provider, Status};
 use crate::money;
-use crate::verify::{BasicAuth, FirstPresented, HmacSha256Hex, SecretError, SecretLists, Verifier, refs};
+use crate::verify::{
+    BasicAuth, FirstPresented, HmacSha256Hex, MIN_BASIC_PASSWORD_LEN, SecretError, SecretLists, Verifier, refs,
+};
 
 pub const SIGNATURE_HEADER: &str = "x-conscent-signature";
 
 const SECRET_VAR: &str = "CONSCENT_WEBHOOK_SECRET";
 const BASIC_AUTH_VAR: &str = "CONSCENT_BASIC_AUTH";
+/// `true`: with the signature's secret set, Basic-only deliveries are accepted too.
+const ACCEPT_BASIC_VAR: &str = "CONSCENT_ACCEPT_BASIC";
 
 pub static DESCRIPTOR: Descriptor = Descriptor {
     secrets: &[
@@ -36,16 +40,28 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
 };
 
 /// The signature when the request carries one, else Basic credentials: the first scheme the
-/// request presents decides.
+/// request presents decides. With the signature's secret set, Basic credentials (which sign
+/// nothing) are a downgrade any holder of them could use: both at once need
+/// `CONSCENT_ACCEPT_BASIC=true`.
 fn verifier(secrets: &SecretLists<'_>) -> Result<Option<Arc<dyn Verifier>>, SecretError> {
     let mut schemes: Vec<Box<dyn Verifier>> = Vec::new();
-    if let Some(keys) = secrets.keys(SECRET_VAR)? {
-        schemes.push(Box::new(HmacSha256Hex::new(SIGNATURE_HEADER, &refs(&keys))));
+    let keys = secrets.keys(SECRET_VAR)?;
+    if let Some(keys) = &keys {
+        schemes.push(Box::new(HmacSha256Hex::new(SIGNATURE_HEADER, &refs(keys))));
     }
-    let whole = |entry: &str| entry.split_once(':').is_some_and(|(user, pass)| !user.is_empty() && !pass.is_empty());
-    if let Some(credentials) =
-        secrets.checked(BASIC_AUTH_VAR, whole, || "each entry must be key:secret, neither empty".into())?
-    {
+    let whole = |entry: &str| {
+        entry.split_once(':').is_some_and(|(user, pass)| !user.is_empty() && pass.len() >= MIN_BASIC_PASSWORD_LEN)
+    };
+    let message = || format!("each entry must be key:secret, the secret at least {MIN_BASIC_PASSWORD_LEN} characters");
+    if let Some(credentials) = secrets.checked(BASIC_AUTH_VAR, whole, message)? {
+        if keys.is_some() && secrets.flag(ACCEPT_BASIC_VAR)? != Some(true) {
+            return Err(SecretError {
+                var: BASIC_AUTH_VAR,
+                message: format!(
+                    "with {SECRET_VAR} set, Basic-only deliveries would bypass the signature: unset it, or set {ACCEPT_BASIC_VAR}=true to accept both"
+                ),
+            });
+        }
         schemes.push(Box::new(BasicAuth::new(&refs(&credentials))));
     }
     Ok((!schemes.is_empty()).then(|| {

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::event::{EventKind, Normalized, Proof, Provider, Refusal, Status};
 use crate::money;
-use crate::verify::{MIN_KEY_BYTES, SecretError, SecretLists, StandardWebhooks, Verifier, refs};
+use crate::verify::{MIN_STANDARD_WEBHOOKS_KEY_BYTES, SecretError, SecretLists, StandardWebhooks, Verifier, refs};
 
 /// Rainforest documents USD as the only currency today.
 const DEFAULT_CURRENCY: &str = "USD";
@@ -33,7 +33,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
 
 fn verifier(secrets: &SecretLists<'_>) -> Result<Option<Arc<dyn Verifier>>, SecretError> {
     let Some(keys) = secrets.list(SECRET_VAR) else { return Ok(None) };
-    let scheme = StandardWebhooks::new(&refs(&keys), secrets.tolerance_secs, MIN_KEY_BYTES)
+    let scheme = StandardWebhooks::new(&refs(&keys), secrets.tolerance_secs, MIN_STANDARD_WEBHOOKS_KEY_BYTES)
         .map_err(|e| SecretError { var: SECRET_VAR, message: e.to_string() })?;
     Ok(Some(Arc::new(scheme)))
 }

@@ -121,6 +121,12 @@ pub const MIN_TOKEN_LEN: usize = 16;
 /// an empty one (`whsec_` alone) lets anyone sign.
 pub const MIN_KEY_BYTES: usize = 16;
 
+/// Standard Webhooks (Svix) keys decode to 24 to 64 bytes: the spec's minimum.
+pub const MIN_STANDARD_WEBHOOKS_KEY_BYTES: usize = 24;
+
+/// The shortest Basic password accepted: one that could be guessed is no proof of origin.
+pub const MIN_BASIC_PASSWORD_LEN: usize = 16;
+
 /// A configured secret that cannot be used: which variable, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{var}: {message}")]
