@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     }
     // A query string reaches the pipeline as text.
     let query = if flags & 2 != 0 { std::str::from_utf8(values[1]).ok() } else { None };
-    let scheme = SharedToken::new(HEADER, "token", &[TOKEN]);
+    let scheme = SharedToken::new(HEADER, Some("token"), &[TOKEN]);
     let req = Presented { headers: &headers, query, body: b"" };
     let result = scheme.verify(&req, NOW);
 
