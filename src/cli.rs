@@ -35,6 +35,12 @@ pub enum Command {
         addr: SocketAddr,
         #[arg(long, default_value = ".relay")]
         data_dir: PathBuf,
+        /// Another name to answer in `Host` (a tunnel's, say); the bound address always is.
+        #[arg(long = "allow-host")]
+        allow_hosts: Vec<String>,
+        /// Show held bodies at `GET /held/{id}` (they hold payors' contact data).
+        #[arg(long)]
+        show_bodies: bool,
     },
     /// Print the headers a provider would send with the body in FILE.
     Sign {
@@ -341,7 +347,7 @@ fn read(file: &Path) -> anyhow::Result<Vec<u8>> {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { addr, data_dir } => {
+        Command::Serve { addr, data_dir, allow_hosts, show_bodies } => {
             let config = local_config()?;
             if !config.dev_secrets.is_empty() {
                 println!("DEVELOPMENT SECRETS in use (set the variables below to your own for anything real):");
@@ -353,7 +359,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
             }
-            crate::serve::serve(config, addr, data_dir).await
+            crate::serve::serve(config, addr, data_dir, allow_hosts, show_bodies).await
         }
         Command::Sign { provider, file, timestamp, delivery_id, json } => {
             let config = local_config()?;

@@ -69,15 +69,86 @@ impl Runner {
     }
 }
 
-pub fn app(runner: Arc<Runner>) -> Router {
+/// Who may talk to the local runner: requests for its own address (or a name it was told to
+/// answer, a tunnel's), never from another site's page.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// The address it is bound to.
+    pub bound: SocketAddr,
+    /// More names in `Host` to answer (`--allow-host`), such as a tunnel's.
+    pub hosts: Vec<String>,
+    /// Whether `GET /held/{id}` shows bodies (`--show-bodies`): they hold payors' data.
+    pub show_bodies: bool,
+}
+
+impl Access {
+    pub fn local(bound: SocketAddr) -> Self {
+        Access { bound, hosts: Vec::new(), show_bodies: false }
+    }
+
+    /// Whether `host` (a `Host` header) names this runner. A page on another site that a DNS
+    /// rebinding points at 127.0.0.1 still sends its own name, and is refused.
+    fn answers(&self, host: &str) -> bool {
+        let (name, port) = match host.rsplit_once(':') {
+            Some((name, port)) if !name.ends_with(':') && port.parse::<u16>().is_ok() => (name, Some(port)),
+            _ => (host, None),
+        };
+        if port.is_some_and(|p| p != self.bound.port().to_string()) {
+            return false;
+        }
+        let name = name.trim_start_matches('[').trim_end_matches(']');
+        let loopback = self.bound.ip().is_loopback() || self.bound.ip().is_unspecified();
+        name == self.bound.ip().to_string()
+            || (loopback && ["localhost", "127.0.0.1", "::1"].contains(&name))
+            || self.hosts.iter().any(|h| h.eq_ignore_ascii_case(name))
+    }
+}
+
+/// Refuses what a browser on another site could send: a `Host` that is not ours (421) and a
+/// cross-origin request (403), before anything is read or stored.
+async fn guard(State(access): State<Arc<Access>>, req: Request, next: axum::middleware::Next) -> Response {
+    match refusal_for(&access, req.headers()) {
+        Some(refused) => refused,
+        None => next.run(req).await,
+    }
+}
+
+fn refusal_for(access: &Access, headers: &http::HeaderMap) -> Option<Response> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let refuse = |status: StatusCode, error: &str, message: &str| {
+        Some((status, axum::Json(json!({ "error": error, "message": message }))).into_response())
+    };
+    let Some(host) = header("host") else {
+        return refuse(StatusCode::MISDIRECTED_REQUEST, "unknown_host", "no Host header");
+    };
+    if !access.answers(host) {
+        return refuse(StatusCode::MISDIRECTED_REQUEST, "unknown_host", "this runner does not answer that name");
+    }
+    let cross_site = header("sec-fetch-site").is_some_and(|s| s == "cross-site" || s == "same-site");
+    let foreign_origin = header("origin").is_some_and(|origin| {
+        let origin_host = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+        origin_host.is_none_or(|h| !h.eq_ignore_ascii_case(host))
+    });
+    if cross_site || foreign_origin {
+        return refuse(StatusCode::FORBIDDEN, "cross_origin", "requests from another site's pages are refused");
+    }
+    None
+}
+
+pub fn app(runner: Arc<Runner>, access: Access) -> Router {
+    let show_bodies = access.show_bodies;
     Router::new()
         .route("/webhooks/{provider}", any(webhook))
         .route("/refunds/{provider}/{id}", get(object))
         .route("/held", get(held_list))
-        .route("/held/{held_id}", get(held_one))
+        .route(
+            "/held/{held_id}",
+            get(move |state: State<Arc<Runner>>, id: UrlPath<String>| held_one(state, id, show_bodies)),
+        )
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { axum::Json(json!({ "status": "ok" })) }))
         .with_state(runner)
+        .layer(axum::middleware::from_fn_with_state(Arc::new(access), guard))
 }
 
 async fn webhook(State(runner): State<Arc<Runner>>, UrlPath(provider): UrlPath<String>, req: Request) -> Response {
@@ -183,10 +254,19 @@ async fn held_list(State(runner): State<Arc<Runner>>, Query(page): Query<HeldQue
     }
 }
 
-/// `GET /held/{held_id}`: one held delivery with its body.
-async fn held_one(State(runner): State<Arc<Runner>>, UrlPath(held_id): UrlPath<String>) -> Response {
+/// `GET /held/{held_id}`: one held delivery, with its body only when the runner was started with
+/// `--show-bodies` (a body holds a payor's contact data).
+async fn held_one(State(runner): State<Arc<Runner>>, UrlPath(held_id): UrlPath<String>, show_bodies: bool) -> Response {
     match runner.store.held_one(&held_id).await {
-        Ok(Some(h)) => axum::Json(h.to_json()).into_response(),
+        Ok(Some(h)) => {
+            let mut json = h.to_json();
+            if !show_bodies && let Some(fields) = json.as_object_mut() {
+                fields.remove("body");
+                fields.remove("body_base64");
+                fields.insert("body_hidden".into(), json!("start `refund-relay serve --show-bodies` to see it"));
+            }
+            axum::Json(json).into_response()
+        }
         Ok(None) => {
             (StatusCode::NOT_FOUND, axum::Json(json!({ "error": "not_found", "message": "no such held delivery" })))
                 .into_response()
@@ -196,7 +276,13 @@ async fn held_one(State(runner): State<Arc<Runner>>, UrlPath(held_id): UrlPath<S
 }
 
 /// Serves until Ctrl-C. Prints the address it listens on (useful with port 0).
-pub async fn serve(config: Config, addr: SocketAddr, data_dir: PathBuf) -> anyhow::Result<()> {
+pub async fn serve(
+    config: Config,
+    addr: SocketAddr,
+    data_dir: PathBuf,
+    hosts: Vec<String>,
+    show_bodies: bool,
+) -> anyhow::Result<()> {
     let runner = Runner::open(&config, &data_dir)?;
     tokio::spawn(runner.outbox.clone().run());
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -206,7 +292,8 @@ pub async fn serve(config: Config, addr: SocketAddr, data_dir: PathBuf) -> anyho
         println!("  POST http://{local}/webhooks/{p}");
     }
     println!("  GET  http://{local}/held   (authenticated deliveries no adapter could read)");
-    axum::serve(listener, app(runner))
+    let access = Access { bound: local, hosts, show_bodies };
+    axum::serve(listener, app(runner, access))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -211,12 +211,17 @@ fn held_deliveries_are_listed_told_once_and_reprocessed_locally() {
         let id = first["held_id"].as_str().unwrap().to_owned();
         let (code, one) = get(&format!("{}/held/{id}", server.url));
         assert_eq!(code, 200);
-        assert_eq!(one["body"], std::str::from_utf8(body).unwrap());
+        assert!(one.get("body").is_none() && one["body_hidden"].is_string(), "no body unless asked: {one}");
         assert!(one["headers"].get("x-webhook-token").is_none(), "no credentials kept: {one}");
         assert_eq!(get(&format!("{}/held/hld_unknown", server.url)).0, 404);
         id
     };
     assert!(cli(&["held", "list", "--data-dir", &data], &[]).contains(&held_id));
+    {
+        let server = support::runner::start_with_args(dir.path(), &["--show-bodies"], &[]);
+        let (code, one) = get(&format!("{}/held/{held_id}", server.url));
+        assert_eq!((code, one["body"].as_str()), (200, std::str::from_utf8(body).ok()), "{one}");
+    }
 
     let api = support::foloosi_api::FakeFoloosi::start();
     api.answer("FLN9", support::foloosi_api::Answer::Detail(support::foloosi_api::detail("success", "order-9", "9")));
@@ -302,4 +307,50 @@ fn the_cli_describes_itself_and_signs_as_json() {
     let verifier = support::config(&[]).verifier(common::event::Provider::Rainforest).unwrap().clone();
     let presented = common::verify::Presented { headers: &map, query: None, body: &body };
     assert!(verifier.verify(&presented, at).is_ok(), "the printed headers verify: {printed}");
+}
+
+/// The runner's status line, for a request written by hand (so its `Host` and `Origin` are
+/// whatever a browser on another site would send).
+fn raw_status(server: &Server, request: &str) -> u16 {
+    use std::io::{Read, Write};
+    let addr = server.url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    reply.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{reply}"))
+}
+
+/// A page on another site cannot use the local runner: a name DNS rebinding points at 127.0.0.1
+/// is refused (421), and so is a cross-origin form post (403), before anything is stored. A name
+/// given with `--allow-host` (a tunnel's) is answered.
+#[test]
+fn the_local_runner_answers_only_its_own_address_and_no_other_sites_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = support::runner::start_with_args(dir.path(), &["--allow-host", "relay.tunnel.example"], &[]);
+    let port = server.url.rsplit(':').next().unwrap().to_owned();
+    let get = |host: &str| {
+        raw_status(&server, &format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"))
+    };
+    assert_eq!(get(&format!("127.0.0.1:{port}")), 200);
+    assert_eq!(get(&format!("localhost:{port}")), 200);
+    assert_eq!(get("relay.tunnel.example"), 200);
+    assert_eq!(get(&format!("evil.example:{port}")), 421, "DNS rebinding");
+    assert_eq!(get("127.0.0.1:1"), 421, "another port");
+    let body = "event=refund-applied&transaction_id=T1";
+    let form = |origin: &str| {
+        format!(
+            "POST /webhooks/webforce?token=dev-webforce-token-not-for-production HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{origin}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    assert_eq!(raw_status(&server, &form("Origin: http://evil.example\r\n")), 403);
+    assert_eq!(raw_status(&server, &form("Sec-Fetch-Site: cross-site\r\n")), 403);
+    assert!(
+        notifications(dir.path()).is_empty()
+            && cli(&["held", "list", "--data-dir", dir.path().to_str().unwrap()], &[]).is_empty()
+    );
+    // The same post from a tool (no Origin), or from the runner's own origin, goes through.
+    assert_eq!(raw_status(&server, &form(&format!("Origin: http://127.0.0.1:{port}\r\n"))), 200);
+    assert_eq!(raw_status(&server, &form("")), 200, "a duplicate, from a tool");
 }

@@ -28,9 +28,15 @@ pub fn start(data_dir: &Path) -> Server {
 
 /// [`start`] with these environment variables set too.
 pub fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+    start_with_args(data_dir, &[], env)
+}
+
+/// [`start_with`] with these arguments of `serve` too.
+pub fn start_with_args(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
     let mut child = Command::new(BIN)
         .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
+        .args(args)
         .env("RUST_LOG", "warn")
         // Every audience of every provider, as the tests count them (the default keeps token-only
         // events from payors: pipeline.rs tests that).
