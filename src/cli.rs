@@ -247,13 +247,8 @@ async fn operate(target: &OperatorArgs, command: operate::Command) -> anyhow::Re
         total.failed += report.failed;
         report.resume
     };
-    let remote = match (&target.stack, &target.function) {
-        (_, Some(function)) => Some((None, function.clone())),
-        (Some(stack), None) => Some((Some(stack.clone()), String::new())),
-        (None, None) => None,
-    };
-    match remote {
-        None => {
+    match (&target.function, &target.stack) {
+        (None, None) => {
             let config = local_config()?;
             // The local runner's own outbox then tells what reprocessing stored, as `serve` would.
             let runner = crate::serve::Runner::open(&config, &target.data_dir)?;
@@ -264,11 +259,13 @@ async fn operate(target: &OperatorArgs, command: operate::Command) -> anyhow::Re
                 runner.outbox().drain().await.map_err(anyhow::Error::msg)?;
             }
         }
-        Some((stack, mut function)) => {
+        (Some(_), _) | (None, Some(_)) => {
             let sdk = aws_adapters::lambda::aws_config(aws_adapters::lambda::SdkSetup::Operator).await;
-            if let Some(stack) = stack {
-                function = operator_function_of(&aws_sdk_cloudformation::Client::new(&sdk), &stack).await?;
-            }
+            let function = match (&target.function, &target.stack) {
+                (Some(function), _) => function.clone(),
+                (None, Some(stack)) => operator_function_of(&aws_sdk_cloudformation::Client::new(&sdk), stack).await?,
+                (None, None) => bail!("--stack or --function names the deployment"),
+            };
             // Nothing here publishes or writes with this shell's credentials: the function does.
             let lambda = aws_sdk_lambda::Client::new(&sdk);
             let mut resume = None;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::get_item::builders::GetItemFluentBuilder;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
@@ -117,18 +118,23 @@ impl DynamoStore {
         Ok((entries, more))
     }
 
+    /// A strongly consistent GetItem of one item, to be given a projection or sent.
+    fn get(&self, pk: String, sk: &str) -> GetItemFluentBuilder {
+        self.client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(pk))
+            .key("sk", AttributeValue::S(sk.to_owned()))
+            .consistent_read(true)
+    }
+
     /// The told markers of an object's aggregate, read only when `untold` did not meet it on
     /// the same page.
     async fn aggregate_markers(&self, pk: &str) -> Result<Option<Markers>, StoreError> {
         let item = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", AttributeValue::S(pk.to_owned()))
-            .key("sk", AttributeValue::S(AGGREGATE_SK.into()))
+            .get(pk.to_owned(), AGGREGATE_SK)
             .projection_expression("#status, last_event_id, told_event_id")
             .expression_attribute_names("#status", "status")
-            .consistent_read(true)
             .send()
             .await
             .map_err(|e| classify(&e))?
@@ -138,17 +144,7 @@ impl DynamoStore {
 
     /// One event item, whole.
     async fn event_item(&self, pk: &str, sk: &str) -> Result<Option<RefundEvent>, StoreError> {
-        let item = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", AttributeValue::S(pk.to_owned()))
-            .key("sk", AttributeValue::S(sk.to_owned()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| classify(&e))?
-            .item;
+        let item = self.get(pk.to_owned(), sk).send().await.map_err(|e| classify(&e))?.item;
         item.as_ref().map(Self::from_item).transpose()
     }
 
@@ -538,17 +534,8 @@ impl EventStore for DynamoStore {
 
     async fn held_one(&self, held_id: &str) -> Result<Option<HeldDelivery>, StoreError> {
         for provider in Provider::ALL {
-            let item = self
-                .client
-                .get_item()
-                .table_name(&self.table)
-                .key("pk", AttributeValue::S(layout::held_pk(provider, held_id)))
-                .key("sk", AttributeValue::S(HELD_SK.into()))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| classify(&e))?
-                .item;
+            let item =
+                self.get(layout::held_pk(provider, held_id), HELD_SK).send().await.map_err(|e| classify(&e))?.item;
             if let Some(item) = item {
                 return Self::held_from_item(&item).map(Some);
             }

@@ -80,14 +80,21 @@ fn required(env: Env, var: &'static str) -> Result<String, ConfigError> {
     env(var).ok_or(ConfigError::Invalid { var: var.into(), message: "must be set".into() })
 }
 
+/// `var` as a whole number above zero, or `None` when unset; `what` names it in the error.
+fn above_zero(env: Env, var: &'static str, what: &str) -> Result<Option<u64>, ConfigError> {
+    env(var)
+        .map(|v| {
+            v.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or(ConfigError::Invalid { var: var.into(), message: format!("must be a whole number {what}> 0") })
+        })
+        .transpose()
+}
+
 pub fn retention(env: Env) -> Result<Duration, ConfigError> {
-    let days = match env("RETENTION_DAYS") {
-        Some(v) => v.trim().parse::<u64>().ok().filter(|d| *d > 0).ok_or(ConfigError::Invalid {
-            var: "RETENTION_DAYS".into(),
-            message: "must be a whole number of days > 0".into(),
-        })?,
-        None => DEFAULT_RETENTION_DAYS,
-    };
+    let days = above_zero(env, "RETENTION_DAYS", "of days ")?.unwrap_or(DEFAULT_RETENTION_DAYS);
     Ok(Duration::from_secs(days * 24 * 3600))
 }
 
@@ -98,13 +105,8 @@ pub const DEFAULT_HELD_CAP_PER_MINUTE: u32 = 60;
 
 /// `HELD_CAP_PER_MINUTE`, or [`DEFAULT_HELD_CAP_PER_MINUTE`].
 pub fn held_cap(env: Env) -> Result<u32, ConfigError> {
-    match env("HELD_CAP_PER_MINUTE") {
-        Some(v) => v.trim().parse::<u32>().ok().filter(|n| *n > 0).ok_or(ConfigError::Invalid {
-            var: "HELD_CAP_PER_MINUTE".into(),
-            message: "must be a whole number > 0".into(),
-        }),
-        None => Ok(DEFAULT_HELD_CAP_PER_MINUTE),
-    }
+    let cap = above_zero(env, "HELD_CAP_PER_MINUTE", "")?.map_or(Ok(DEFAULT_HELD_CAP_PER_MINUTE), u32::try_from);
+    cap.map_err(|_| ConfigError::Invalid { var: "HELD_CAP_PER_MINUTE".into(), message: "too large".into() })
 }
 
 /// Where the SDK runs, which decides what its set-up may skip.
@@ -350,16 +352,20 @@ fn item_failure(id: String) -> DynamoDbBatchItemFailure {
 /// The fan-out function's state, built once per cold start.
 pub async fn fanout_from_env(env: Env<'_>) -> Result<Fanout, ConfigError> {
     let config = Config::load(&[], Secrets::Required, env)?;
+    let sdk = aws_config(SdkSetup::Lambda).await;
+    let (store, notifier) = store_and_topics(env, &sdk)?;
+    Ok(Fanout::new(Arc::new(store), Arc::new(notifier), config.routing, config.platform))
+}
+
+/// The table and the three topics, as the fan-out and the operator function both tell through.
+fn store_and_topics(env: Env, sdk: &aws_config::SdkConfig) -> Result<(DynamoStore, SnsNotifier), ConfigError> {
     let topics = TopicArns {
         internal: required(env, "INTERNAL_TOPIC_ARN")?,
         merchant: required(env, "MERCHANT_TOPIC_ARN")?,
         payor: required(env, "PAYOR_TOPIC_ARN")?,
     };
-    let table = required(env, "EVENTS_TABLE")?;
-    let sdk = aws_config(SdkSetup::Lambda).await;
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table, retention(env)?);
-    let notifier = SnsNotifier::new(aws_sdk_sns::Client::new(&sdk), topics);
-    Ok(Fanout::new(Arc::new(store), Arc::new(notifier), config.routing, config.platform))
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), required(env, "EVENTS_TABLE")?, retention(env)?);
+    Ok((store, SnsNotifier::new(aws_sdk_sns::Client::new(sdk), topics)))
 }
 
 /// The operator function's state, built once per cold start: the fan-out's configuration (topics,
@@ -375,14 +381,7 @@ pub async fn operator_from_env(env: Env<'_>) -> Result<Operator, ConfigError> {
     };
     let env = |var: &str| from_store.get(var).cloned().or_else(|| env(var));
     let config = Config::load(&[], Secrets::Required, &env)?;
-    let topics = TopicArns {
-        internal: required(&env, "INTERNAL_TOPIC_ARN")?,
-        merchant: required(&env, "MERCHANT_TOPIC_ARN")?,
-        payor: required(&env, "PAYOR_TOPIC_ARN")?,
-    };
-    let store =
-        DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), required(&env, "EVENTS_TABLE")?, retention(&env)?);
-    let notifier = SnsNotifier::new(aws_sdk_sns::Client::new(&sdk), topics);
+    let (store, notifier) = store_and_topics(&env, &sdk)?;
     Ok(Operator::new(&config, Arc::new(store), Arc::new(notifier)))
 }
 
