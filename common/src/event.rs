@@ -156,6 +156,10 @@ impl Proof {
             Proof::Confirmed => "confirmed",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Proof> {
+        [Proof::Signature, Proof::Token, Proof::Confirmed].into_iter().find(|p| p.as_str() == s)
+    }
 }
 
 /// An amount in minor units of an ISO 4217 currency (cents for USD, paise for INR, fils for AED).

@@ -12,11 +12,13 @@ use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::credentials::is_secret_header;
 use crate::echo::bounded;
-use crate::event::Provider;
+use crate::event::{Proof, Provider};
 use crate::money::MoneyError;
 use crate::providers::PayloadError;
 use crate::timestamp::Timestamp;
+use crate::verify::Verified;
 
 /// Why a delivery was held: a code and the field at fault. It names the field and never quotes a
 /// value, so a reason can be logged, notified and answered without leaking payload data.
@@ -174,6 +176,10 @@ pub struct HeldDelivery {
     pub status: HeldStatus,
     /// What reprocessing made of it (`accepted evt_…`, `duplicate evt_…`, `ignored`).
     pub resolution: Option<String>,
+    /// How it proved its origin when it arrived, and its delivery id (`svix-id`): reprocessing
+    /// stores the event with these, not with what the provider's verifier proves at best.
+    pub proof: Proof,
+    pub delivery_id: Option<String>,
 }
 
 /// What the internal audience is told of a newly held delivery: never its body. It reads from
@@ -184,19 +190,14 @@ pub struct HeldNotice {
     pub provider: Provider,
     pub received_at: Timestamp,
     pub reason: String,
+    /// Absent from items held before held items recorded it.
+    #[serde(default)]
+    pub proof: Option<Proof>,
 }
 
 /// Most header bytes a held item keeps (names and values): enough for support, and a bound that
 /// keeps every held item inside the store's item limit.
 pub const MAX_HEADER_BYTES: usize = 8 * 1024;
-
-/// Header and query names that may carry a credential are never stored.
-const SECRET_WORDS: &[&str] = &["auth", "signature", "token", "secret", "key", "cookie", "password", "session"];
-
-fn is_secret_name(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    SECRET_WORDS.iter().any(|w| lower.contains(w))
-}
 
 impl std::fmt::Debug for HeldDelivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -211,6 +212,8 @@ impl std::fmt::Debug for HeldDelivery {
             .field("headers", &self.headers)
             .field("status", &self.status)
             .field("resolution", &self.resolution)
+            .field("proof", &self.proof)
+            .field("delivery_id", &self.delivery_id)
             .finish()
     }
 }
@@ -236,19 +239,21 @@ impl HeldDelivery {
         format!("hld_{}", hex::encode(&hash.finalize()[..16]))
     }
 
-    /// A newly held delivery, with credentials taken out of its headers and query.
+    /// A newly held delivery, with credentials taken out of its headers and query (and out of
+    /// its body by the caller, [`crate::credentials::strip_body`]).
     pub fn new(
         provider: Provider,
         received_at: Timestamp,
         headers: &HeaderMap,
         query: Option<&str>,
         body: &[u8],
+        verified: &Verified,
         reason: &HoldReason,
     ) -> Self {
         let mut kept = Vec::new();
         let mut room = MAX_HEADER_BYTES;
         for (name, value) in headers {
-            if is_secret_name(name.as_str()) {
+            if is_secret_header(name.as_str()) {
                 continue;
             }
             let value = String::from_utf8_lossy(value.as_bytes());
@@ -274,7 +279,14 @@ impl HeldDelivery {
             headers: kept,
             status: HeldStatus::Held,
             resolution: None,
+            proof: verified.proof,
+            delivery_id: verified.delivery_id.as_deref().map(|id| bounded(id).into_owned()),
         }
+    }
+
+    /// What its event is stored with when reprocessed: how it was verified when it arrived.
+    pub fn verified(&self) -> Verified {
+        Verified { delivery_id: self.delivery_id.clone(), proof: self.proof }
     }
 
     pub fn notice(&self) -> HeldNotice {
@@ -283,6 +295,7 @@ impl HeldDelivery {
             provider: self.provider,
             received_at: self.received_at,
             reason: self.reason.clone(),
+            proof: Some(self.proof),
         }
     }
 
@@ -316,6 +329,8 @@ impl HeldDelivery {
         let fields = v.as_object_mut().expect("a struct serializes to an object");
         fields.insert("content_type".into(), serde_json::json!(self.content_type));
         fields.insert("query".into(), serde_json::json!(self.query));
+        fields.insert("proof".into(), serde_json::json!(self.proof));
+        fields.insert("delivery_id".into(), serde_json::json!(self.delivery_id));
         fields.insert(
             "headers".into(),
             serde_json::Value::Object(
@@ -353,7 +368,7 @@ pub struct HeldEntry {
 pub fn redact_query(query: &str) -> String {
     let mut out = form_urlencoded::Serializer::new(String::new());
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-        if !is_secret_name(&k) {
+        if !is_secret_header(&k) {
             out.append_pair(&bounded(&k), &bounded(&v));
         }
     }
@@ -381,6 +396,7 @@ mod tests {
             &h,
             Some("token=abc&event=refund-applied&api_key=1"),
             b"x",
+            &Verified::default(),
             &reason,
         );
         let names: Vec<&str> = held.headers.iter().map(|(k, _)| k.as_str()).collect();
@@ -390,7 +406,8 @@ mod tests {
         assert_eq!(held.held_id, HeldDelivery::id_for_delivery(b"x", Some("event=refund-applied")));
         assert_eq!(held.held_id.len(), 4 + 32);
         // Without a query, the id of the body alone, as before.
-        let bare = HeldDelivery::new(Provider::Webforce, held.received_at, &h, None, b"x", &reason);
+        let bare =
+            HeldDelivery::new(Provider::Webforce, held.received_at, &h, None, b"x", &Verified::default(), &reason);
         assert_eq!(bare.held_id, HeldDelivery::id_for(b"x"));
     }
 
@@ -400,7 +417,17 @@ mod tests {
     fn what_selects_the_reading_is_part_of_the_held_identity() {
         let at = time::macros::datetime!(2026-12-01 00:00 UTC).into();
         let reason = HoldReason::new(HoldCode::MissingField, "transaction_id");
-        let held = |query| HeldDelivery::new(Provider::Webforce, at, &HeaderMap::new(), Some(query), b"{}", &reason);
+        let held = |query| {
+            HeldDelivery::new(
+                Provider::Webforce,
+                at,
+                &HeaderMap::new(),
+                Some(query),
+                b"{}",
+                &Verified::default(),
+                &reason,
+            )
+        };
         let refund = held("event=refund-applied&token=aaaaaaaaaaaaaaaaaaaa");
         let approved = held("event=approved-transaction&token=aaaaaaaaaaaaaaaaaaaa");
         assert_ne!(refund.held_id, approved.held_id);
@@ -417,6 +444,7 @@ mod tests {
             &HeaderMap::new(),
             None,
             body,
+            &Verified::default(),
             &reason,
         );
         let text = format!("{held:?}");

@@ -5,6 +5,7 @@
 //! [`receive::Receiver`] is the whole receiving half as one call.
 
 pub mod config;
+pub mod credentials;
 pub mod echo;
 pub mod event;
 pub mod fanout;

@@ -276,6 +276,7 @@ mod tests {
                 &http::HeaderMap::new(),
                 None,
                 &[b'{', b'x', i],
+                &crate::verify::Verified::default(),
                 &HoldReason::bare(HoldCode::Malformed),
             );
             store.hold(&held).await.unwrap();

@@ -4,6 +4,7 @@
 //! to its HTTP status in [`ReceiveError::status`] alone, and nothing after authentication is a
 //! refusal.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::{HeaderMap, Method, StatusCode};
@@ -12,6 +13,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::config::Config;
+use crate::credentials;
 use crate::echo::bounded;
 use crate::event::{EventId, IdempotencyKey, Proof, Provider, RefundEvent};
 use crate::held::{HeldDelivery, HoldCode, HoldReason};
@@ -267,14 +269,16 @@ impl Receiver {
 
         // Authenticated: from here on the delivery is stored, ignored or held, never refused.
         let received_at = Timestamp::from(now);
-        let reading = self.read(provider, req.headers, req.query, req.body, received_at, verified).await?;
+        let body = stripped(provider, req.body);
+        let delivery = Delivery { headers: req.headers, query: req.query, body: &body, verified: &verified };
+        let reading = self.read(provider, req.headers, req.query, &body, received_at, verified.clone()).await?;
         let event = match reading {
             Reading::Event(event) => event,
             Reading::Ignored(reason) => {
                 tracing::info!(%provider, %reason, "ignored");
                 return Ok(Receipt::ok(WebhookOutcome::Ignored, Kept::Ignored { reason }, None));
             }
-            Reading::Unreadable(reason) => return self.hold(provider, req, received_at, &reason).await,
+            Reading::Unreadable(reason) => return self.hold(provider, delivery, received_at, &reason).await,
         };
 
         let put = self.store.put_if_absent(&event).await?;
@@ -295,7 +299,7 @@ impl Receiver {
             }
             Put::Duplicate(_) => {
                 drop(_enter);
-                self.hold(provider, req, received_at, &HoldReason::bare(HoldCode::Conflict)).await
+                self.hold(provider, delivery, received_at, &HoldReason::bare(HoldCode::Conflict)).await
             }
         }
     }
@@ -405,11 +409,12 @@ impl Receiver {
     async fn hold(
         &self,
         provider: Provider,
-        req: WebhookRequest<'_>,
+        delivery: Delivery<'_>,
         received_at: Timestamp,
         reason: &HoldReason,
     ) -> Result<Receipt, ReceiveError> {
-        let held = HeldDelivery::new(provider, received_at, req.headers, req.query, req.body, reason);
+        let Delivery { headers, query, body, verified } = delivery;
+        let held = HeldDelivery::new(provider, received_at, headers, query, body, verified, reason);
         let hold = self.store.hold(&held).await?;
         tracing::warn!(%provider, held_id = %held.held_id, %reason, "held: authenticated but not readable");
         let kept = Kept::Held { held_id: held.held_id.clone(), reason: held.reason.clone() };
@@ -424,9 +429,10 @@ impl Receiver {
     /// twice stores once), and the held item is marked resolved.
     pub async fn reprocess(&self, held: &HeldDelivery, dry_run: bool) -> Result<Reprocessed, ReceiveError> {
         let headers = held.header_map();
-        let verified = Verified { delivery_id: None, proof: held.provider.proof() };
+        // Items held before bodies were stripped still carry what they came with.
+        let body = stripped(held.provider, &held.body);
         let reading =
-            self.read(held.provider, &headers, held.query.as_deref(), &held.body, held.received_at, verified).await?;
+            self.read(held.provider, &headers, held.query.as_deref(), &body, held.received_at, held.verified()).await?;
         let event = match reading {
             Reading::Event(event) => event,
             Reading::Ignored(reason) => {
@@ -452,6 +458,25 @@ impl Receiver {
             Put::Duplicate(_) => Ok(Reprocessed::StillHeld(HoldReason::bare(HoldCode::Conflict))),
         }
     }
+}
+
+/// An authenticated delivery as it is kept: its body without credentials.
+#[derive(Clone, Copy)]
+struct Delivery<'a> {
+    headers: &'a HeaderMap,
+    query: Option<&'a str>,
+    body: &'a [u8],
+    verified: &'a Verified,
+}
+
+/// The body with the values of credential-named fields replaced ([`credentials::strip_body`]),
+/// before anything reads or stores it.
+fn stripped(provider: Provider, body: &[u8]) -> Cow<'_, [u8]> {
+    let stripped = credentials::strip_body(body);
+    if !stripped.removed.is_empty() {
+        tracing::warn!(%provider, fields = ?stripped.removed, "credentials taken out of the body before storing it");
+    }
+    stripped.body
 }
 
 /// The answer for a delivery refused before it reached the pipeline (a front that enforces the

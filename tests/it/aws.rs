@@ -630,6 +630,7 @@ async fn held_items_spread_list_without_bodies_and_stop_at_the_cap() {
             &http::HeaderMap::new(),
             None,
             body(i).as_bytes(),
+            &common::verify::Verified::default(),
             &common::held::HoldReason::bare(common::held::HoldCode::Malformed),
         );
         s.store.hold(&held).await.unwrap();

@@ -212,8 +212,8 @@ async fn every_fixture_normalizes_as_its_manifest_says() {
                 let stored = &h.store.events()[0];
                 assert_eq!(
                     stored.raw_payload.as_bytes(),
-                    fixture(rel).as_slice(),
-                    "{rel}: raw payload kept byte for byte"
+                    &*common::credentials::strip_body(&fixture(rel)).body,
+                    "{rel}: raw payload kept byte for byte, credentials out"
                 );
             }
             "ignored" => assert_eq!(status_of(&r), "ignored", "{rel}: {}", r.body),
@@ -246,7 +246,9 @@ async fn every_event_item_is_one_write_unit_and_gives_its_payload_back() {
         projected.retain(|k, _| ["pk", "sk", "merchant_pk", "merchant_sk", "event"].contains(&k.as_str()));
         assert!(layout::item_size(&projected) <= 1024, "{rel}: the merchant index's copy is over 1 KB");
         let layout::Image::Event(back) = layout::read_image(item).unwrap() else { panic!("{rel}: an event image") };
-        assert_eq!(back.raw_payload.as_bytes(), fixture(&rel).as_slice(), "{rel}: raw payload byte for byte");
+        let sent = fixture(&rel);
+        let kept = common::credentials::strip_body(&sent).body;
+        assert_eq!(back.raw_payload.as_bytes(), &*kept, "{rel}: raw payload byte for byte, credentials out");
         assert_eq!(&*back, event, "{rel}");
     }
     assert!(over.is_empty(), "event items over one write unit: {over:#?}");
@@ -588,6 +590,78 @@ async fn the_same_refund_with_another_amount_is_held_as_a_conflict() {
     assert_eq!(h.store.held_items().len(), 1);
     // The same content again is still a plain duplicate.
     assert_eq!(status_of(&h.send_fixture(rel).await), "duplicate");
+}
+
+/// Reprocessing stores what the delivery proved when it arrived: a Basic-authenticated
+/// Conscent.ai delivery stays `token` (its payor is not told on a token alone), a Rainforest one
+/// keeps its `svix-id`. Here each is held as a conflict, then reprocessed into a store that does
+/// not have the first event (as after restoring a table).
+#[tokio::test]
+async fn reprocessing_keeps_the_proof_and_delivery_id_it_arrived_with() {
+    let basic = "Basic YXBpLWtleTphcGktc2VjcmV0LW9mLWVub3VnaC1sZW5ndGg=";
+    let h = Harness::with(&[
+        ("CONSCENT_BASIC_AUTH", "api-key:api-secret-of-enough-length"),
+        ("CONSCENT_ACCEPT_BASIC", "true"),
+    ]);
+    let rel = "conscent/refunded.subscription.json";
+    assert_eq!(status_of(&h.send_fixture(rel).await), "accepted");
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::CONTENT_TYPE, "application/json".parse().unwrap());
+    headers.insert(http::header::AUTHORIZATION, basic.parse().unwrap());
+    let other = edited(rel, "/payload/refund/amount", json!(2));
+    assert_eq!(h.send(Provider::Conscent, &headers, None, &other).await.body["reason"], "conflict");
+
+    let rel = "rainforest/refund.succeeded.json";
+    assert_eq!(status_of(&h.send_fixture(rel).await), "accepted");
+    let other = edited(rel, "/data/amount", json!(1));
+    let signed_headers = signed(&h.config, Provider::Rainforest, "application/json", &other, now(), "msg_conflicting");
+    assert_eq!(h.send(Provider::Rainforest, &signed_headers, None, &other).await.body["reason"], "conflict");
+
+    let restored = std::sync::Arc::new(common::store::MemoryStore::new());
+    let receiver = common::receive::Receiver::new(&h.config, restored.clone());
+    for held in h.store.held_items() {
+        let r = receiver.reprocess(&held, false).await.unwrap();
+        assert!(matches!(r, common::receive::Reprocessed::Accepted(_)), "{r:?}");
+    }
+    let proofs: Vec<_> = restored.events().into_iter().map(|e| (e.provider, e.proof, e.delivery_id)).collect();
+    use common::event::Proof;
+    assert!(proofs.contains(&(Provider::Conscent, Proof::Token, None)), "{proofs:?}");
+    assert!(proofs.contains(&(Provider::Rainforest, Proof::Signature, Some("msg_conflicting".into()))), "{proofs:?}");
+}
+
+/// Foloosi's plugin callback posts the merchant's API key as `secret_key`: whether the delivery
+/// is held or stored, the key's value is in no event, held item or answer, and a marker shows a
+/// field was taken out. Signatures are still checked over the bytes as sent.
+#[tokio::test]
+async fn credentials_in_a_body_are_never_stored() {
+    const FORM: &str = "application/x-www-form-urlencoded";
+    const KEY: &str = "sk_live_4f9d0c1e7a";
+    let h = Harness::new();
+    let held = format!("transaction_no=FLN1&order_id=order-9&secret_key={KEY}");
+    let r = h.send_body(Provider::Foloosi, FORM, held.as_bytes()).await;
+    assert_eq!(r.body["reason"], "needs_confirmation: status");
+    let stored = format!("transaction_no=FLN2&order_id=o&status=closed&secret_key={KEY}");
+    assert_eq!(status_of(&h.send_body(Provider::Foloosi, FORM, stored.as_bytes()).await), "accepted");
+
+    // Rainforest signs the body; a nested `api_key` goes, `idempotency_key` (data, not a
+    // credential) stays, and the signature over the sent bytes still verified.
+    let rel = "rainforest/refund.succeeded.json";
+    let body = edited(rel, "/data/metadata", json!({"api_key": KEY, "note": "kept"}));
+    let r = h.send_body(Provider::Rainforest, "application/json", &body).await;
+    assert_eq!(status_of(&r), "accepted", "{}", r.body);
+
+    let held = h.store.held_items().remove(0);
+    let held_body = String::from_utf8(held.body.clone()).unwrap();
+    assert_eq!(held_body, "transaction_no=FLN1&order_id=order-9&secret_key=%5Bremoved%5D");
+    assert!(!held.to_json().to_string().contains(KEY));
+    let events = h.store.events();
+    assert_eq!(events.len(), 2);
+    for e in &events {
+        assert!(!e.raw_payload.contains(KEY) && e.raw_payload.contains("removed"), "{}", e.raw_payload);
+    }
+    let rainforest: Value = serde_json::from_str(&events[1].raw_payload).unwrap();
+    assert_eq!(rainforest["data"]["metadata"], json!({"api_key": "[removed]", "note": "kept"}));
+    assert!(events[1].raw_payload.contains("idempotency_key"));
 }
 
 /// Holding writes to the store too: if that write fails, the provider hears 503, never a 2xx.

@@ -89,7 +89,7 @@ pub fn held_notification(notice: &HeldNotice) -> Notification {
         ("status", "held".to_owned()),
         ("audience", Audience::Internal.as_str().to_owned()),
         ("merchant_id", "unknown".to_owned()),
-        ("proof", notice.provider.proof().as_str().to_owned()),
+        ("proof", notice.proof.unwrap_or(notice.provider.proof()).as_str().to_owned()),
     ];
     let mut body = json!({
         "held_id": notice.held_id,

@@ -31,7 +31,8 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
         SecretVar { var: BASIC_AUTH_VAR, dev: None },
     ],
     verifier,
-    proof: Proof::Signature,
+    // Basic credentials, where accepted, sign nothing.
+    proof: Proof::Token,
     forms: false,
     normalize: |body, _, _, _| normalize(body),
     dictionaries: &[(2, include_bytes!("../store/dictionaries/conscent.1"))],

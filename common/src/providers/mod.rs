@@ -37,7 +37,8 @@ pub struct Descriptor {
     /// The environment variables that can hold its proof of origin (any one is enough).
     pub secrets: &'static [SecretVar],
     pub verifier: BuildVerifier,
-    /// What its verifier proves; a held delivery reprocessed keeps it.
+    /// The weakest proof its verifier can give (a token where one is accepted at all): what a
+    /// delivery held before held items recorded their proof is reprocessed with.
     pub proof: Proof,
     /// Whether it posts form-encoded bodies too (every provider may post JSON).
     pub forms: bool,
@@ -90,7 +91,7 @@ impl Provider {
         }
     }
 
-    /// The proof its verifier gives: a held delivery reprocessed keeps what it was received with.
+    /// The weakest proof its verifier can give ([`Descriptor::proof`]).
     pub fn proof(self) -> Proof {
         self.descriptor().proof
     }

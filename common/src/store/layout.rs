@@ -30,7 +30,7 @@ use serde_bytes::ByteBuf;
 pub use serde_dynamo::{AttributeValue, Item};
 use serde_json::Value;
 
-use crate::event::{EventKind, IdempotencyKey, Provider, RefundEvent, key_part};
+use crate::event::{EventKind, IdempotencyKey, Proof, Provider, RefundEvent, key_part};
 use crate::held::{HeldDelivery, HeldEntry, HeldNotice, HeldStatus};
 use crate::store::packed;
 use crate::timestamp::Timestamp;
@@ -337,6 +337,12 @@ pub struct HeldItem {
     pub query: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolution: Option<String>,
+    /// Absent from items held before they recorded it: [`HeldItem::into_held`] takes the
+    /// provider's weakest proof then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<Proof>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_id: Option<String>,
 }
 
 /// What the held index keeps of a held item: the listing's fields, never the body.
@@ -390,6 +396,8 @@ impl HeldItem {
             content_type: held.content_type.clone(),
             query: held.query.clone(),
             resolution: held.resolution.clone(),
+            proof: Some(held.proof),
+            delivery_id: held.delivery_id.clone(),
         }
     }
 
@@ -407,6 +415,8 @@ impl HeldItem {
             headers: headers.into_iter().map(|(k, v)| (k, v.as_str().unwrap_or_default().to_owned())).collect(),
             status: self.held_status,
             resolution: self.resolution,
+            proof: self.proof.unwrap_or(self.provider.proof()),
+            delivery_id: self.delivery_id,
         })
     }
 }
@@ -538,6 +548,8 @@ mod tests {
             headers: vec![("user-agent".into(), "x".into())],
             status: HeldStatus::Held,
             resolution: None,
+            proof: Proof::Confirmed,
+            delivery_id: Some("msg_1".into()),
         };
         let image = dynamodb_json(&HeldItem::new(&held)).unwrap();
         for (name, ty) in [
@@ -553,10 +565,12 @@ mod tests {
             ("held_shard", "S"),
             ("held_sk", "S"),
             ("content_type", "S"),
+            ("proof", "S"),
+            ("delivery_id", "S"),
         ] {
             assert!(image[name].get(ty).is_some(), "{name} is {ty}: {image}");
         }
-        assert_eq!(image.as_object().unwrap().len(), 12, "no attribute for what is absent: {image}");
+        assert_eq!(image.as_object().unwrap().len(), 14, "no attribute for what is absent: {image}");
         // Still held: nothing expires it, and the legacy index's key is not written.
         assert!(image.get("expires_at").is_none() && image.get("held_pk").is_none(), "{image}");
         assert_eq!(image["held_shard"]["S"], held_shard(Provider::Foloosi, "h_1"));
@@ -570,11 +584,23 @@ mod tests {
 
         // What the earlier reader required of a held item is still all it needs.
         let mut minimal = dynamodb_json(&HeldItem::new(&held)).unwrap();
-        for optional in ["headers", "held_shard", "held_sk", "content_type"] {
+        for optional in ["headers", "held_shard", "held_sk", "content_type", "proof", "delivery_id"] {
             minimal.as_object_mut().unwrap().remove(optional);
         }
         let back: HeldItem = serde_dynamo::from_item(serde_json::from_value::<Item>(minimal).unwrap()).unwrap();
         let back = back.into_held().unwrap();
         assert_eq!((back.headers.len(), back.content_type, back.body), (0, None, held.body.clone()));
+        // Held before its proof was recorded: the provider's weakest.
+        assert_eq!((back.proof, back.delivery_id), (Proof::Token, None));
+        let Image::Held(notice) = read_image(serde_json::from_value(minimal_image(&held)).unwrap()).unwrap() else {
+            panic!("a held image")
+        };
+        assert_eq!(notice.proof, None);
+    }
+
+    fn minimal_image(held: &HeldDelivery) -> Value {
+        let mut image = dynamodb_json(&HeldItem::new(held)).unwrap();
+        image.as_object_mut().unwrap().remove("proof");
+        image
     }
 }

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use common::event::{EventKind, IdempotencyKey, Provider, RefundEvent, Status};
+use common::event::{EventKind, IdempotencyKey, Proof, Provider, RefundEvent, Status};
 use common::held::{HeldDelivery, HeldEntry, HeldStatus};
 use common::store::{Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Page, Put, StoreError, Told, page_of_held};
 use common::timestamp::Timestamp;
@@ -139,8 +139,7 @@ impl SqliteStore {
     }
 }
 
-const HELD_COLUMNS: &str =
-    "provider, held_id, received_at, content_type, body, reason, query, headers, status, resolution";
+const HELD_COLUMNS: &str = "provider, held_id, received_at, content_type, body, reason, query, headers, status, resolution, proof, delivery_id";
 
 /// A `held` row, selected as [`HELD_COLUMNS`].
 fn held_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<HeldDelivery, StoreError>> {
@@ -161,6 +160,12 @@ fn held_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<HeldDelivery, Stor
             headers,
             status: HeldStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
             resolution: r.get(9).map_err(unavailable)?,
+            // NULL in rows held before the proof was kept: the provider's weakest.
+            proof: match r.get::<_, Option<String>>(10).map_err(unavailable)? {
+                Some(proof) => Proof::parse(&proof).ok_or_else(|| corrupt("proof"))?,
+                None => provider.parse::<Provider>().map_err(|_| corrupt("provider"))?.proof(),
+            },
+            delivery_id: r.get(11).map_err(unavailable)?,
         })
     })())
 }
@@ -496,6 +501,38 @@ pub(crate) mod tests {
             store.object(Provider::Rainforest, EventKind::Refund, "rfd_1").await.unwrap().unwrap().events.len(),
             1
         );
+    }
+
+    /// Rows held before the proof was kept read with the provider's weakest; rows held after
+    /// keep theirs and the delivery id.
+    #[tokio::test]
+    async fn an_older_held_table_gains_the_proof() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.sqlite3");
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(
+                "CREATE TABLE held (provider TEXT NOT NULL, held_id TEXT NOT NULL, received_at TEXT NOT NULL, \
+                 content_type TEXT, body BLOB NOT NULL, reason TEXT NOT NULL, query TEXT, headers TEXT NOT NULL, \
+                 status TEXT NOT NULL, resolution TEXT, told INTEGER NOT NULL DEFAULT 0, \
+                 PRIMARY KEY (provider, held_id)) WITHOUT ROWID; \
+                 INSERT INTO held VALUES ('conscent', 'hld_old', '2026-11-25T00:00:00Z', NULL, x'7b7d', \
+                 'malformed: body', NULL, '[]', 'held', NULL, 0);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let old = store.held_one("hld_old").await.unwrap().unwrap();
+        assert_eq!((old.proof, old.delivery_id), (Proof::Token, None));
+        let verified = common::verify::Verified::signed(Some("msg_1".into()));
+        let reason = common::held::HoldReason::bare(common::held::HoldCode::Malformed);
+        let at = Timestamp::now();
+        let new = HeldDelivery::new(Provider::Rainforest, at, &http::HeaderMap::new(), None, b"[", &verified, &reason);
+        store.hold(&new).await.unwrap();
+        let back = store.held_one(&new.held_id).await.unwrap().unwrap();
+        assert_eq!((back.proof, back.delivery_id.as_deref()), (Proof::Signature, Some("msg_1")));
+        drop(store);
+        SqliteStore::open(&path).expect("migrating twice is a no-op");
     }
 
     /// Within one second too: `since` is exact and the earlier time comes first.

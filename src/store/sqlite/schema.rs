@@ -46,6 +46,8 @@ CREATE TABLE IF NOT EXISTS held (
     status       TEXT NOT NULL,
     resolution   TEXT,
     told         INTEGER NOT NULL DEFAULT 0,
+    proof        TEXT, -- NULL in rows held before it was kept
+    delivery_id  TEXT,
     PRIMARY KEY (provider, held_id)
 ) WITHOUT ROWID;
 ";
@@ -67,6 +69,12 @@ INSERT INTO aggregates SELECT provider, kind, object_id, status, last_event_id, 
 DROP TABLE aggregates_v1;
 ";
 
+/// Held rows keep how their delivery was verified, for reprocessing (the older rows get NULL).
+pub(super) const MIGRATE_HELD_PROOF: &str = "
+ALTER TABLE held ADD COLUMN proof TEXT;
+ALTER TABLE held ADD COLUMN delivery_id TEXT;
+";
+
 /// Per connection: a 200 means the event is on disk, so every commit is fsynced (in WAL mode
 /// `NORMAL` would only survive a crash of this process, not of the machine).
 pub(super) const CONNECTION: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;";
@@ -83,6 +91,11 @@ pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     tx.execute_batch(SCHEMA)?;
     if v1 {
         tx.execute_batch(MIGRATE_V1)?;
+    }
+    let held_without_proof: bool =
+        tx.query_row("SELECT COUNT(*) = 0 FROM pragma_table_info('held') WHERE name = 'proof'", [], |r| r.get(0))?;
+    if held_without_proof {
+        tx.execute_batch(MIGRATE_HELD_PROOF)?;
     }
     tx.commit()
 }

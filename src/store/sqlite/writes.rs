@@ -224,7 +224,7 @@ fn hold(c: &Connection, h: &HeldDelivery, headers: &str) -> Result<Hold, StoreEr
     let inserted = c
         .prepare_cached(
             "INSERT INTO held (provider, held_id, received_at, content_type, body, reason, query, headers, \
-         status, resolution) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL) \
+         status, resolution, proof, delivery_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10, ?11) \
          ON CONFLICT (provider, held_id) DO NOTHING",
         )
         .and_then(|mut s| {
@@ -237,7 +237,9 @@ fn hold(c: &Connection, h: &HeldDelivery, headers: &str) -> Result<Hold, StoreEr
                 h.reason,
                 h.query,
                 headers,
-                h.status.as_str()
+                h.status.as_str(),
+                h.proof.as_str(),
+                h.delivery_id
             ])
         })
         .map_err(unavailable)?;
