@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use aws_adapters::dynamodb::DynamoStore;
 use clap::{Parser, Subcommand};
 use common::config::{Config, Secrets, dev_secret, dev_secrets, process_env};
+use common::erase::PayorEmail;
 use common::event::{EventKind, Provider};
 use common::operate::{self, Operator, Report, Request};
 use common::store::EventStore;
@@ -113,6 +114,20 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Erase one person's contact data (a data-protection request): their address and phone
+    /// from every event whose payor has the address or whose payload mentions it, and every
+    /// contact value from those payloads and from held deliveries that mention it. Refunds,
+    /// amounts and references stay. Backups keep what they held: see docs/operating.md.
+    Erase {
+        /// The address the person paid with (compared without case).
+        #[arg(long, value_parser = parse_email)]
+        payor_email: PayorEmail,
+        /// Print what would be erased; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        target: OperatorArgs,
+    },
     /// Write API Gateway and DynamoDB stream events for local Lambda invocation, signed with the
     /// development secrets.
     Events {
@@ -185,6 +200,10 @@ pub struct OperatorArgs {
     pub table: Option<String>,
 }
 
+fn parse_email(address: &str) -> Result<PayorEmail, String> {
+    PayorEmail::new(address)
+}
+
 /// `refund` or `payment`.
 fn parse_kind(kind: &str) -> Result<EventKind, String> {
     match kind {
@@ -225,6 +244,7 @@ async fn operate(target: &OperatorArgs, command: operate::Command) -> anyhow::Re
         operate::Command::Reprocess { .. } => "reprocess",
         operate::Command::Redrive { .. } => "redrive",
         operate::Command::Replay { .. } => "replay",
+        operate::Command::Erase { .. } => "erase",
     };
     if let Some(table) = &target.table {
         bail!(
@@ -235,7 +255,9 @@ async fn operate(target: &OperatorArgs, command: operate::Command) -> anyhow::Re
     }
     let dry_run = matches!(
         command,
-        operate::Command::Reprocess { dry_run: true, .. } | operate::Command::Redrive { dry_run: true }
+        operate::Command::Reprocess { dry_run: true, .. }
+            | operate::Command::Redrive { dry_run: true }
+            | operate::Command::Erase { dry_run: true, .. }
     );
     let mut total = Report::default();
     let mut add = |report: Report| {
@@ -245,6 +267,7 @@ async fn operate(target: &OperatorArgs, command: operate::Command) -> anyhow::Re
         total.stored += report.stored;
         total.still_held += report.still_held;
         total.failed += report.failed;
+        total.erased += report.erased;
         report.resume
     };
     match (&target.function, &target.stack) {
@@ -255,8 +278,12 @@ async fn operate(target: &OperatorArgs, command: operate::Command) -> anyhow::Re
             let notifier = crate::notifier::FileNotifier::open(&target.data_dir.join("notifications.jsonl"))?;
             let operator = Operator::new(&config, Arc::new(runner.store().clone()), Arc::new(notifier));
             add(operator.run(Request { command: command.clone(), resume: None }, None).await?);
-            if matches!(command, operate::Command::Reprocess { dry_run: false, .. }) {
-                runner.outbox().drain().await.map_err(anyhow::Error::msg)?;
+            match command {
+                operate::Command::Reprocess { dry_run: false, .. } => {
+                    runner.outbox().drain().await.map_err(anyhow::Error::msg)?;
+                }
+                operate::Command::Erase { dry_run: false, .. } => runner.store().checkpoint().await?,
+                _ => {}
             }
         }
         (Some(_), _) | (None, Some(_)) => {
@@ -285,6 +312,10 @@ async fn operate(target: &OperatorArgs, command: operate::Command) -> anyhow::Re
         operate::Command::Reprocess { .. } => {
             let would = if dry_run { "would be " } else { "" };
             println!("{} {would}stored, {} still held", total.stored, total.still_held);
+        }
+        operate::Command::Erase { .. } => {
+            let would = if dry_run { "would be " } else { "" };
+            println!("{} record(s) {would}erased", total.erased);
         }
         _ if total.failed > 0 => {
             bail!("{} event(s) not told; run {name} again once the cause is fixed", total.failed)
@@ -415,6 +446,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             operate(&target, operate::Command::Replay { provider, kind, object_id, event_ids, force }).await
         }
         Command::Redrive { target, dry_run } => operate(&target, operate::Command::Redrive { dry_run }).await,
+        Command::Erase { payor_email, dry_run, target } => {
+            operate(&target, operate::Command::Erase { payor_email, dry_run }).await
+        }
         Command::Held { command: HeldCommand::List { store, provider, limit, after } } => {
             let page = store.open().await?.held(provider, after, limit).await?;
             for held in &page.items {

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod credentials;
 pub mod echo;
+pub mod erase;
 pub mod event;
 pub mod fanout;
 pub mod held;

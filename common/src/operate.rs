@@ -1,4 +1,4 @@
-//! The operator's commands that write and tell: `reprocess`, `redrive` and `replay`. They run
+//! The operator's commands that write: `reprocess`, `redrive`, `replay` and `erase`. They run
 //! where the deployment's configuration is (its Foloosi key, currencies, merchant ids, routing,
 //! platform name) and with a role the topics let publish: inside the operator function in AWS,
 //! in the CLI's own process for the local runner. Both drive this one type.
@@ -12,12 +12,13 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::erase::{self, PayorEmail};
 use crate::event::{EventKind, Provider};
 use crate::fanout::{Delivery, Fanout, Outcome};
 use crate::held::HeldStatus;
 use crate::notify::Notifier;
 use crate::receive::{ReceiveError, Receiver, Reprocessed};
-use crate::store::{EventStore, StoreError, held_position};
+use crate::store::{EventStore, Record, StoreError, held_position};
 
 /// Held deliveries one listing page brings to `reprocess`.
 const HELD_PAGE: usize = 100;
@@ -38,6 +39,13 @@ pub enum Command {
     },
     /// Tells every stored event that no audience was told of yet.
     Redrive {
+        #[serde(default)]
+        dry_run: bool,
+    },
+    /// Erases one person's contact data from every event and held delivery
+    /// ([`crate::erase`]).
+    Erase {
+        payor_email: PayorEmail,
         #[serde(default)]
         dry_run: bool,
     },
@@ -73,6 +81,9 @@ pub struct Report {
     /// Events not told: failed, or held back behind an earlier failure of their object.
     #[serde(default)]
     pub failed: usize,
+    /// Events and held deliveries erased (or, in a dry run, that would be).
+    #[serde(default)]
+    pub erased: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<String>,
 }
@@ -115,6 +126,9 @@ impl Operator {
                 self.reprocess(provider, dry_run, request.resume, &out_of_time).await
             }
             Command::Redrive { dry_run } => self.redrive(dry_run, request.resume, &out_of_time).await,
+            Command::Erase { payor_email, dry_run } => {
+                self.erase(&payor_email, dry_run, request.resume, &out_of_time).await
+            }
             Command::Replay { provider, kind, object_id, event_ids, force } => {
                 let mut report = Report::default();
                 for id in event_ids {
@@ -231,6 +245,54 @@ impl Operator {
                     };
                     report.lines.push(format!("{id}: {line}"));
                 }
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(report),
+            }
+        }
+    }
+
+    /// Every stored record, page by page; what mentions the person is rewritten without them.
+    /// Lines name records, never the person.
+    async fn erase(
+        &self,
+        who: &PayorEmail,
+        dry_run: bool,
+        mut after: Option<String>,
+        out_of_time: &dyn Fn() -> bool,
+    ) -> Result<Report, OperateError> {
+        let mut report = Report::default();
+        let mut pages = 0;
+        let done = if dry_run { "would be erased" } else { "erased" };
+        loop {
+            // Every run reads at least one page, so resuming always ends.
+            if pages > 0 && out_of_time() {
+                report.resume = after;
+                return Ok(report);
+            }
+            pages += 1;
+            let page = self.store.records(after.clone()).await?;
+            for record in page.items {
+                let line = match record {
+                    Record::Event(event) => {
+                        let Some(erased) = erase::erase_event(&event, who) else { continue };
+                        if !dry_run {
+                            self.store.rewrite_event(&erased).await?;
+                        }
+                        let (provider, kind, object) = (event.provider, event.kind.as_str(), &event.object_id);
+                        format!("{} ({provider} {kind} {object}): contact data {done}", event.event_id)
+                    }
+                    Record::Held(held) => {
+                        let Some(erased) = erase::erase_held(&held, who) else { continue };
+                        if !dry_run {
+                            self.store.rewrite_held(&erased).await?;
+                        }
+                        format!("{} ({} held delivery): contact data {done}", held.held_id, held.provider)
+                    }
+                };
+                report.erased += 1;
+                report.lines.push(line);
             }
             match page.next {
                 Some(next) => after = Some(next),

@@ -806,3 +806,67 @@ async fn the_functions_client_reaches_a_store_by_host_name() {
     assert_eq!(receipt.body["status"], "accepted", "{}", receipt.body);
     assert_eq!(moto::item_count(&ddb, &table, "EVT#").await, 1);
 }
+
+/// Erasure on DynamoDB: the refund whose payload (packed with a dictionary) and payor carry the
+/// address, and the held body that mentions it, are rewritten in place: TTL, keys and the
+/// other person's refund unchanged, nobody told again (the fan-out reads only INSERTs), and a
+/// scan of the table decodes no copy of the address.
+#[tokio::test]
+async fn erase_rewrites_packed_payloads_and_held_bodies_in_dynamodb() {
+    let Some(endpoint) = moto::endpoint() else { return };
+    let s = stack(&endpoint).await;
+    for rel in ["memberful/order.refunded.json", "conscent/refunded.subscription.json"] {
+        assert_eq!(deliver(&s, rel).await.status, StatusCode::OK, "{rel}");
+    }
+    let held = b"transaction_no=FLN5&order_id=order-5&customer_email=John.Doe%40example.com";
+    assert_eq!(deliver_body(&s, Provider::Foloosi, FORM, held).await.status, StatusCode::ACCEPTED);
+    let scan = || async {
+        let items = s.ddb.scan().table_name(&s.table).consistent_read(true).send().await.unwrap().items.unwrap();
+        let mut texts = Vec::new();
+        for item in &items {
+            match item["sk"].as_s().unwrap().as_str() {
+                "HELD" => {
+                    texts.push(String::from_utf8_lossy(&DynamoStore::held_from_item(item).unwrap().body).into_owned())
+                }
+                sk if sk.starts_with("EVT#") => {
+                    let e = DynamoStore::from_item(item).unwrap();
+                    texts.push(format!("{} {:?} {:?}", e.raw_payload, e.payor.email, e.payor.phone));
+                }
+                _ => {}
+            }
+        }
+        (items, texts.join("\n").to_lowercase())
+    };
+    let (before, text) = scan().await;
+    assert!(text.contains("john.doe@example.com") && text.contains("john.doe%40example.com"));
+
+    let op = Operator::new(&config(&[]), s.store.clone(), Arc::new(common::notify::MemoryNotifier::new()));
+    let who = common::erase::PayorEmail::new("john.doe@EXAMPLE.com").unwrap();
+    let dry = run(&op, operate::Command::Erase { payor_email: who.clone(), dry_run: true }).await;
+    assert_eq!(dry.erased, 2, "{:?}", dry.lines);
+    assert_eq!(scan().await.0, before, "a dry run writes nothing");
+    let done = run(&op, operate::Command::Erase { payor_email: who.clone(), dry_run: false }).await;
+    assert_eq!(done.erased, 2, "{:?}", done.lines);
+
+    let (after, text) = scan().await;
+    assert!(!text.contains("john.doe") && !text.contains("john doe") && !text.contains("555-12345"), "{text}");
+    assert!(text.contains("fvdzcxz@rsgfdcx.fvc"), "another person's refund is untouched");
+    assert_eq!(after.len(), before.len());
+    let memberful = |items: &[std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>]| {
+        items
+            .iter()
+            .find(|i| {
+                i["pk"].as_s().unwrap().starts_with("OBJ#memberful") && i["sk"].as_s().unwrap().starts_with("EVT#")
+            })
+            .cloned()
+            .unwrap()
+    };
+    let (was, is) = (memberful(&before), memberful(&after));
+    assert_eq!(was.get("expires_at"), is.get("expires_at"), "the TTL stays");
+    assert!(is.contains_key("raw_packed") || is.contains_key("raw_payload"));
+    let erased = DynamoStore::from_item(&is).unwrap();
+    let stored = DynamoStore::from_item(&was).unwrap();
+    assert!(erased.same_content(&stored) && erased.amount == stored.amount, "the refund itself stays");
+    let again = run(&op, operate::Command::Erase { payor_email: who, dry_run: false }).await;
+    assert_eq!(again.erased, 0, "{:?}", again.lines);
+}

@@ -38,7 +38,7 @@ fn commands(text: &str) -> Vec<String> {
 }
 
 /// `command`'s words as the CLI gets them: optional `[...]` parts left out, placeholders for a
-/// provider given a provider's name, `<id>...` as one id.
+/// provider given a provider's name, an `<address>` an address, `<id>...` as one id.
 fn words(command: &str) -> Vec<String> {
     let mut out = vec!["refund-relay".to_owned()];
     let mut depth = 0;
@@ -53,6 +53,7 @@ fn words(command: &str) -> Vec<String> {
         let word = word.trim_end_matches("...").trim_end_matches(['.', ',', ';', ':']);
         let word = match word {
             "<provider>" | "<p>" => "rainforest",
+            "<address>" => "dana@example.com",
             w => w,
         };
         out.push(word.to_owned());
@@ -72,7 +73,7 @@ fn every_command_the_runbooks_name_parses_and_writes_only_through_the_deployment
             if let Err(e) = Cli::try_parse_from(&words) {
                 wrong.push(format!("{file}: `refund-relay {command}`: {}", e.kind()));
             }
-            let writes = matches!(words.get(1).map(String::as_str), Some("reprocess" | "redrive" | "replay"));
+            let writes = matches!(words.get(1).map(String::as_str), Some("reprocess" | "redrive" | "replay" | "erase"));
             if writes && words.iter().any(|w| w == "--table") {
                 wrong.push(format!("{file}: `refund-relay {command}` would run on the shell's configuration"));
             }

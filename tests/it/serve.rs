@@ -354,3 +354,54 @@ fn the_local_runner_answers_only_its_own_address_and_no_other_sites_page() {
     assert_eq!(raw_status(&server, &form(&format!("Origin: http://127.0.0.1:{port}\r\n"))), 200);
     assert_eq!(raw_status(&server, &form("")), 200, "a duplicate, from a tool");
 }
+
+/// A data-protection request on the local runner: `erase --dry-run` counts, `erase` rewrites the
+/// refund and the held delivery that mention the person, and no byte of their address is left in
+/// the data directory's database or its write-ahead log (what was told stays with whoever was
+/// told: `notifications.jsonl` here). A second run finds nothing.
+#[test]
+fn erase_leaves_no_copy_of_a_persons_address_in_the_local_store() {
+    const ADDRESS: &str = "john.doe@example.com";
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let held_body = b"transaction_no=FLN5&order_id=order-5&customer_email=john.doe%40example.com";
+    {
+        let server = start(dir.path());
+        assert_eq!(send(&server, "memberful", "memberful/order.refunded.json").1["status"], "accepted");
+        assert_eq!(send(&server, "conscent", "conscent/refunded.subscription.json").1["status"], "accepted");
+        let config = support::config(&[]);
+        let form = "application/x-www-form-urlencoded";
+        let headers: Vec<(String, String)> =
+            support::signed(&config, common::event::Provider::Foloosi, form, held_body, support::now(), "x")
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+                .collect();
+        let (code, _) =
+            refund_relay::sender::post(&format!("{}/webhooks/foloosi", server.url), &headers, held_body).unwrap();
+        assert_eq!(code, 202);
+        wait_for(dir.path(), 7);
+    }
+    let db = dir.path().join("events.sqlite3");
+    let mentions = || {
+        let mut bytes = std::fs::read(&db).unwrap();
+        bytes.extend(std::fs::read(dir.path().join("events.sqlite3-wal")).unwrap_or_default());
+        let text = String::from_utf8_lossy(&bytes).to_lowercase();
+        text.contains(ADDRESS) || text.contains("john.doe%40example.com") || text.contains("john doe")
+    };
+    assert!(mentions(), "the test must be able to fail");
+
+    let dry = cli(&["erase", "--payor-email", "John.Doe@Example.com", "--data-dir", &data, "--dry-run"], &[]);
+    assert!(dry.contains("2 record(s) would be erased") && !dry.to_lowercase().contains(ADDRESS), "{dry}");
+    assert!(mentions(), "a dry run writes nothing");
+    let run = cli(&["erase", "--payor-email", "John.Doe@Example.com", "--data-dir", &data], &[]);
+    assert!(run.contains("2 record(s) erased") && run.contains("held delivery"), "{run}");
+    assert!(!mentions(), "a copy of the address is left in the database or its log");
+
+    let refund =
+        cli(&["refunds", "get", "memberful", "4DACB7B0-B728-0130-F9E8-102B343DC979", "--data-dir", &data], &[]);
+    let refund: Value = serde_json::from_str(&refund).unwrap();
+    assert_eq!(refund["events"][0]["amount"]["minor"], 9900, "the money stays: {refund}");
+    assert!(cli(&["erase", "--payor-email", ADDRESS, "--data-dir", &data], &[]).contains("0 record(s) erased"));
+    let db = String::from_utf8_lossy(&std::fs::read(&db).unwrap()).into_owned();
+    assert!(db.contains("fvdzcxz@rsgfdcx.fvc"), "another person's refund (Conscent.ai's example) is untouched");
+}

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Page, Put, StoreError, Told, advances, page_of_held,
+    Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Page, Put, Record, StoreError, Told, advances, page_of_held,
 };
 use crate::event::{EventId, EventKind, IdempotencyKey, Provider, RefundEvent, Status};
 use crate::held::{HeldDelivery, HeldEntry, HeldStatus};
@@ -214,6 +214,36 @@ impl EventStore for MemoryStore {
         if let Some(h) = s.held.iter_mut().find(|h| h.provider == held.provider && h.held_id == held.held_id) {
             h.status = HeldStatus::Resolved;
             h.resolution = Some(resolution.to_owned());
+        }
+        Ok(())
+    }
+
+    async fn records(&self, _after: Option<String>) -> Result<Page<Record>, StoreError> {
+        self.check()?;
+        let s = self.lock();
+        let events = s.events.iter().map(|e| Record::Event(Box::new(e.clone())));
+        let held = s.held.iter().map(|h| Record::Held(Box::new(h.clone())));
+        Ok(Page { items: events.chain(held).collect(), next: None })
+    }
+
+    async fn rewrite_event(&self, event: &RefundEvent) -> Result<(), StoreError> {
+        self.check()?;
+        let mut s = self.lock();
+        if let Some(&at) = s.keys.get(&event.idempotency_key) {
+            let stored = &mut s.events[at];
+            stored.payor = event.payor.clone();
+            stored.reason = event.reason.clone();
+            stored.raw_payload = event.raw_payload.clone();
+        }
+        Ok(())
+    }
+
+    async fn rewrite_held(&self, held: &HeldDelivery) -> Result<(), StoreError> {
+        self.check()?;
+        let mut s = self.lock();
+        if let Some(h) = s.held.iter_mut().find(|h| h.provider == held.provider && h.held_id == held.held_id) {
+            h.body = held.body.clone();
+            h.query = held.query.clone();
         }
         Ok(())
     }

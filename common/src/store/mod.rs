@@ -237,6 +237,25 @@ pub trait EventStore: Send + Sync {
 
     /// Marks a held delivery resolved, saying what reprocessing made of it.
     async fn resolve_held(&self, held: &HeldDelivery, resolution: &str) -> Result<(), StoreError>;
+
+    /// Every stored event and held delivery, a page at a time (`after` is the previous page's
+    /// `next`; a page may hold none and still have a next): a scan, for the rare data-protection
+    /// request (`erase`), never for a webhook.
+    async fn records(&self, after: Option<String>) -> Result<Page<Record>, StoreError>;
+
+    /// Replaces a stored event with `event`, the same event with personal data erased from its
+    /// `payor`, `reason` and raw payload: the same keys and status, and nobody told again.
+    async fn rewrite_event(&self, event: &RefundEvent) -> Result<(), StoreError>;
+
+    /// Replaces a held delivery's body and query with `held`'s.
+    async fn rewrite_held(&self, held: &HeldDelivery) -> Result<(), StoreError>;
+}
+
+/// A stored record that may carry personal data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Event(Box<RefundEvent>),
+    Held(Box<HeldDelivery>),
 }
 
 /// Whether an event still waits for its fan-out, given its object's aggregate (status, last

@@ -20,11 +20,13 @@ use common::store::layout::{
     self, AGGREGATE_SK, EVENT_SK_PREFIX, EventItem, HELD_CAP_SK, HELD_INDEX, HELD_SHARDS, HELD_SK, HeldIndexItem,
     HeldItem, LEGACY_HELD_INDEX,
 };
-use common::store::{Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Page, Put, StoreError, Told};
+use common::store::{Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Page, Put, Record, StoreError, Told};
 use common::timestamp::Timestamp;
 
 /// Items one `untold` page scans: a page's keys and markers, never bodies, in well under a second.
 const UNTOLD_SCAN_PAGE: i32 = 500;
+/// Items one `records` page scans: bodies included, so fewer.
+const RECORDS_SCAN_PAGE: i32 = 100;
 
 #[derive(Clone)]
 pub struct DynamoStore {
@@ -266,7 +268,7 @@ fn cursor_text(key: &HashMap<String, AttributeValue>) -> Option<String> {
 }
 
 fn cursor_key(text: &str) -> Result<HashMap<String, AttributeValue>, StoreError> {
-    let bad = || StoreError::Corrupt(format!("not a redrive cursor: {}", common::echo::bounded(text)));
+    let bad = || StoreError::Corrupt(format!("not a scan cursor: {}", common::echo::bounded(text)));
     let value: serde_json::Value = serde_json::from_str(text).map_err(|_| bad())?;
     let part = |name: &str| value.get(name).and_then(|v| v.as_str()).map(|s| AttributeValue::S(s.to_owned()));
     Ok(HashMap::from([("pk".to_owned(), part("pk").ok_or_else(bad)?), ("sk".to_owned(), part("sk").ok_or_else(bad)?)]))
@@ -559,5 +561,80 @@ impl EventStore for DynamoStore {
             .await
             .map(|_| ())
             .map_err(|e| classify(&e))
+    }
+
+    /// A consistent scan of event and held items, bodies included (up to DynamoDB's 1 MB a page).
+    async fn records(&self, after: Option<String>) -> Result<Page<Record>, StoreError> {
+        let page = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression("begins_with(sk, :event) OR sk = :held")
+            .expression_attribute_values(":event", AttributeValue::S(EVENT_SK_PREFIX.into()))
+            .expression_attribute_values(":held", AttributeValue::S(HELD_SK.into()))
+            .consistent_read(true)
+            .limit(RECORDS_SCAN_PAGE)
+            .set_exclusive_start_key(after.as_deref().map(cursor_key).transpose()?)
+            .send()
+            .await
+            .map_err(|e| classify(&e))?;
+        let items = page
+            .items
+            .unwrap_or_default()
+            .iter()
+            .map(|item| match item.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str) {
+                Some(HELD_SK) => Self::held_from_item(item).map(|h| Record::Held(Box::new(h))),
+                _ => Self::from_item(item).map(|e| Record::Event(Box::new(e))),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Page { items, next: page.last_evaluated_key.as_ref().and_then(cursor_text) })
+    }
+
+    /// One UpdateItem of the item's `event` and raw payload (packed again), so its TTL and keys
+    /// stay; the fan-out reads only INSERTs from the stream, so nobody is told again.
+    async fn rewrite_event(&self, event: &RefundEvent) -> Result<(), StoreError> {
+        let item = self.to_item(event)?;
+        let value = |name: &str| {
+            item.get(name).cloned().ok_or_else(|| StoreError::Corrupt(format!("event item without {name}")))
+        };
+        let (raw, gone) = if item.contains_key("raw_packed") {
+            ("raw_packed", "raw_payload, raw_deflate")
+        } else {
+            ("raw_payload", "raw_packed, raw_deflate")
+        };
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", value("pk")?)
+            .key("sk", value("sk")?)
+            .update_expression(format!("SET #event = :event, {raw} = :raw REMOVE {gone}"))
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#event", "event")
+            .expression_attribute_values(":event", value("event")?)
+            .expression_attribute_values(":raw", value(raw)?)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| classify(&e))
+    }
+
+    async fn rewrite_held(&self, held: &HeldDelivery) -> Result<(), StoreError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(layout::held_pk(held.provider, &held.held_id)))
+            .key("sk", AttributeValue::S(HELD_SK.into()))
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#body", "body")
+            .expression_attribute_values(":body", AttributeValue::B(held.body.clone().into()));
+        let update = match &held.query {
+            Some(query) => update
+                .update_expression("SET #body = :body, #query = :query")
+                .expression_attribute_names("#query", "query")
+                .expression_attribute_values(":query", AttributeValue::S(query.clone())),
+            None => update.update_expression("SET #body = :body"),
+        };
+        update.send().await.map(drop).map_err(|e| classify(&e))
     }
 }

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use common::event::{EventKind, IdempotencyKey, Proof, Provider, RefundEvent, Status};
 use common::held::{HeldDelivery, HeldEntry, HeldStatus};
-use common::store::{Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Page, Put, StoreError, Told, page_of_held};
+use common::store::{
+    Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Page, Put, Record, StoreError, Told, page_of_held,
+};
 use common::timestamp::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -65,6 +67,20 @@ impl SqliteStore {
         })
         .await
         .map_err(unavailable)?
+    }
+
+    /// Writes the write-ahead log into the database and empties it: after `erase`, so the log
+    /// keeps no earlier copy of what was erased.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        self.read(|c| {
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0)).map_err(unavailable).and_then(
+                |busy| match busy {
+                    0 => Ok(()),
+                    _ => Err(StoreError::Unavailable("the write-ahead log is in use; run erase again".into())),
+                },
+            )
+        })
+        .await
     }
 
     /// Stored events not yet fanned out, oldest first (the outbox), and the highest `seq` stored
@@ -338,6 +354,95 @@ impl EventStore for SqliteStore {
     async fn resolve_held(&self, held: &HeldDelivery, resolution: &str) -> Result<(), StoreError> {
         let (provider, held_id, resolution) = (held.provider, held.held_id.clone(), resolution.to_owned());
         self.writer.ask(|reply| Write::ResolveHeld { provider, held_id, resolution, reply }).await
+    }
+
+    /// Events by `seq`, then held deliveries by key; the cursor says which and where.
+    async fn records(&self, after: Option<String>) -> Result<Page<Record>, StoreError> {
+        const PAGE: i64 = 100;
+        let cursor = match after.as_deref() {
+            None => Cursor::Events(0),
+            Some(c) => Cursor::parse(c).ok_or_else(|| StoreError::Corrupt(format!("not a records cursor: {c}")))?,
+        };
+        self.read(move |c| match cursor {
+            Cursor::Events(after) => {
+                let mut stmt = c
+                    .prepare_cached("SELECT seq, event_json FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+                    .map_err(unavailable)?;
+                let rows: Vec<(i64, String)> = stmt
+                    .query_map(params![after, PAGE], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .and_then(Iterator::collect)
+                    .map_err(unavailable)?;
+                let next = match rows.last() {
+                    Some((seq, _)) if rows.len() as i64 == PAGE => Cursor::Events(*seq),
+                    _ => Cursor::Held(String::new(), String::new()),
+                };
+                let items = rows
+                    .into_iter()
+                    .map(|(_, json)| {
+                        serde_json::from_str(&json)
+                            .map(|e| Record::Event(Box::new(e)))
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok(Page { items, next: Some(next.to_string()) })
+            }
+            Cursor::Held(provider, held_id) => {
+                let mut stmt = c
+                    .prepare_cached(&format!(
+                        "SELECT {HELD_COLUMNS} FROM held WHERE (provider, held_id) > (?1, ?2) \
+                         ORDER BY provider, held_id LIMIT ?3"
+                    ))
+                    .map_err(unavailable)?;
+                let held: Vec<HeldDelivery> = stmt
+                    .query_map(params![provider, held_id, PAGE], held_row)
+                    .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+                    .map_err(unavailable)?
+                    .into_iter()
+                    .collect::<Result<_, _>>()?;
+                let next = (held.len() as i64 == PAGE)
+                    .then(|| held.last().map(|h| Cursor::Held(h.provider.to_string(), h.held_id.clone()).to_string()))
+                    .flatten();
+                Ok(Page { items: held.into_iter().map(|h| Record::Held(Box::new(h))).collect(), next })
+            }
+        })
+        .await
+    }
+
+    async fn rewrite_event(&self, event: &RefundEvent) -> Result<(), StoreError> {
+        let json = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let key = event.idempotency_key.as_str().to_owned();
+        self.writer.ask(|reply| Write::RewriteEvent { key, json, reply }).await
+    }
+
+    async fn rewrite_held(&self, held: &HeldDelivery) -> Result<(), StoreError> {
+        let (provider, held_id, body, query) =
+            (held.provider, held.held_id.clone(), held.body.clone(), held.query.clone());
+        self.writer.ask(|reply| Write::RewriteHeld { provider, held_id, body, query, reply }).await
+    }
+}
+
+/// Where [`SqliteStore::records`] goes on: after an event's `seq`, or after a held delivery's key.
+enum Cursor {
+    Events(i64),
+    Held(String, String),
+}
+
+impl Cursor {
+    fn parse(text: &str) -> Option<Cursor> {
+        if let Some(seq) = text.strip_prefix("events:") {
+            return seq.parse().ok().map(Cursor::Events);
+        }
+        let (provider, held_id) = text.strip_prefix("held:")?.split_once('/')?;
+        Some(Cursor::Held(provider.to_owned(), held_id.to_owned()))
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cursor::Events(seq) => write!(f, "events:{seq}"),
+            Cursor::Held(provider, held_id) => write!(f, "held:{provider}/{held_id}"),
+        }
     }
 }
 

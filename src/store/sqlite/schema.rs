@@ -76,8 +76,10 @@ ALTER TABLE held ADD COLUMN delivery_id TEXT;
 ";
 
 /// Per connection: a 200 means the event is on disk, so every commit is fsynced (in WAL mode
-/// `NORMAL` would only survive a crash of this process, not of the machine).
-pub(super) const CONNECTION: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;";
+/// `NORMAL` would only survive a crash of this process, not of the machine). `secure_delete`
+/// zeroes what a rewrite frees, so erased contact data is not left in free pages.
+pub(super) const CONNECTION: &str =
+    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; PRAGMA secure_delete = ON;";
 
 /// Creates the tables, or brings an older data directory up to date, in one transaction.
 pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

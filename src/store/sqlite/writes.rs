@@ -38,6 +38,19 @@ pub(super) enum Write {
         resolution: String,
         reply: Reply<()>,
     },
+    /// An event's JSON, by its idempotency key, and a held delivery's body and query: erasure.
+    RewriteEvent {
+        key: String,
+        json: String,
+        reply: Reply<()>,
+    },
+    RewriteHeld {
+        provider: Provider,
+        held_id: String,
+        body: Vec<u8>,
+        query: Option<String>,
+        reply: Reply<()>,
+    },
     /// Takes events (by [`Pending::seq`]) out of the outbox.
     MarkNotified {
         seqs: Vec<i64>,
@@ -79,6 +92,25 @@ impl Write {
                     c.execute(
                         "UPDATE held SET status = 'resolved', resolution = ?3 WHERE provider = ?1 AND held_id = ?2",
                         params![provider.as_str(), held_id, resolution],
+                    )
+                    .map(drop)
+                    .map_err(unavailable)
+                }),
+                reply,
+            ),
+            Write::RewriteEvent { key, json, reply } => Outcome::Done(
+                conn.and_then(|c| {
+                    c.execute("UPDATE events SET event_json = ?2 WHERE idempotency_key = ?1", params![key, json])
+                        .map(drop)
+                        .map_err(unavailable)
+                }),
+                reply,
+            ),
+            Write::RewriteHeld { provider, held_id, body, query, reply } => Outcome::Done(
+                conn.and_then(|c| {
+                    c.execute(
+                        "UPDATE held SET body = ?3, query = ?4 WHERE provider = ?1 AND held_id = ?2",
+                        params![provider.as_str(), held_id, body, query],
                     )
                     .map(drop)
                     .map_err(unavailable)

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use common::event::{EventKind, Provider, RefundEvent};
 use common::held::{HeldDelivery, HeldEntry};
 use common::notify::{Audience, Notification, Notifier, NotifyError};
-use common::store::{Advance, EventStore, Hold, ObjectRecord, Page, Put, StoreError, Told};
+use common::store::{Advance, EventStore, Hold, ObjectRecord, Page, Put, Record, StoreError, Told};
 use common::timestamp::Timestamp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +164,27 @@ impl<S: EventStore> EventStore for FlakyStore<S> {
         match injected(self.fault()) {
             Some(e) => Err(e),
             None => self.inner.resolve_held(held, resolution).await,
+        }
+    }
+
+    async fn records(&self, after: Option<String>) -> Result<Page<Record>, StoreError> {
+        match injected(self.fault()) {
+            Some(e) => Err(e),
+            None => self.inner.records(after).await,
+        }
+    }
+
+    async fn rewrite_event(&self, event: &RefundEvent) -> Result<(), StoreError> {
+        match injected(self.fault()) {
+            Some(e) => Err(e),
+            None => self.inner.rewrite_event(event).await,
+        }
+    }
+
+    async fn rewrite_held(&self, held: &HeldDelivery) -> Result<(), StoreError> {
+        match injected(self.fault()) {
+            Some(e) => Err(e),
+            None => self.inner.rewrite_held(held).await,
         }
     }
 }
