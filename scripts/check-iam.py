@@ -28,7 +28,12 @@ A statement (or policy, or value) inside !If is checked in each branch, under th
 condition; a branch of !Ref AWS::NoValue grants nothing. A grant EXPECTED lists under a condition
 (a webhook function reading its provider's secret when the secret's Arn parameter is set) must be
 granted when the condition holds and only then; the condition must be "that parameter is not
-empty", and the parameter's AllowedPattern must refuse a wildcard ARN.
+empty", and the parameter's AllowedPattern must refuse a wildcard ARN (for KmsKeyArn, an alias ARN
+too). A secret the template creates (Stored<Name>, an AWS::SecretsManager::Secret) must exist under
+exactly the condition its readers' grants have, "<Name> is not empty", and hold that NoEcho
+parameter unchanged. The secrets a function's environment names (<VAR>_ARN) must be exactly the
+secrets its role may read. The kms: grants on KmsKeyArn must exist only under HasKmsKey, each
+with exactly the kms:ViaService condition EXPECTED lists.
 
 It also checks what operating the stack relies on: the notification topics' policy denies
 sns:Publish without TLS, and to every principal but exactly the fan-out's and the operator
@@ -38,7 +43,12 @@ DeletionPolicy/UpdateReplacePolicy Retain; every alarm notifies AlarmTopic (Alar
 OKActions); every provider with a /webhooks/<provider> route has a burst and a sustained
 unauthorized alarm; every alarm and dashboard graph in the RefundRelay namespace reads a metric
 under a dimension set the functions write; a metric filter on the API's access log compares fields
-as the log format writes them; the dashboard body is JSON after !Sub.
+as the log format writes them; the dashboard body is JSON after !Sub; no function's environment
+holds a NoEcho parameter, or a <VAR> whose <VAR>_ARN names a secret; AlarmTopic is encrypted in
+every branch, never with an AWS managed key, with KmsKeyArn or a key of the template (existing
+whenever it is used, rotated) whose policy lets cloudwatch.amazonaws.com kms:Decrypt and
+kms:GenerateDataKey* only with aws:SourceAccount the account, and lets no other service or "*"
+use it; every checkov skip in a resource's Metadata has a check id and a reason.
 
 Exit status: 0 when the template complies, 1 on any violation (each one printed), 2 on a usage or
 template error.
@@ -81,15 +91,35 @@ def held_cap(provider: str) -> dict:
     return {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["HELDCAP#%s#*" % provider]}}
 
 
+# The optional customer-managed key (parameter KmsKeyArn), used only under HasKmsKey.
+KMS_KEY = "${KmsKeyArn}"
+
+
+def via(*services: str) -> dict:
+    """The IAM condition that lets a kms: action be used only through these AWS services."""
+    return {"StringEquals": {"kms:ViaService": ["%s.${AWS::Region}.amazonaws.com" % s for s in services]}}
+
+
+def reads_secrets(*secrets: str) -> set:
+    """secretsmanager:GetSecretValue on each secret: the parameter <Name>Arn's only under the
+    condition Has<Name>Arn, and the stack's own Stored<Name> (holding the parameter <Name>) only
+    under Store<Name>."""
+    return {("secretsmanager:GetSecretValue", "${%sArn}" % s, "Has%sArn" % s) for s in secrets} | {
+        ("secretsmanager:GetSecretValue", "${Stored%s}" % s, "Store%s" % s) for s in secrets
+    }
+
+
 def webhook(provider: str, *secrets: str) -> dict:
     """A webhook function: the one PutItem, always; UpdateItem of its provider's held-cap counter
-    only (the LeadingKeys condition); and secretsmanager:GetSecretValue on each of its provider's
-    secrets by the parameter <Name>Arn, only under the condition Has<Name>Arn."""
+    only (the LeadingKeys condition); reading each of its provider's secrets (reads_secrets); and,
+    only under HasKmsKey, kms:Decrypt on that key through DynamoDB (the table's key) and Secrets
+    Manager (its secrets) only."""
     return {
         "managed": BASIC,
         "grants": {("dynamodb:PutItem", EVENTS_TABLE)},
         "conditioned": {("dynamodb:UpdateItem", EVENTS_TABLE): held_cap(provider)},
-        "if": {("secretsmanager:GetSecretValue", "${%sArn}" % s, "Has%sArn" % s) for s in secrets},
+        "if": reads_secrets(*secrets),
+        "if_conditioned": {("kms:Decrypt", KMS_KEY, "HasKmsKey"): via("dynamodb", "secretsmanager")},
     }
 
 
@@ -106,16 +136,23 @@ EXPECTED = {
     "RainforestFunction": webhook("rainforest", "RainforestWebhookSecret"),
     "WebforceFunction": webhook("webforce", "WebforceWebhookToken"),
     "FoloosiFunction": webhook("foloosi", "FoloosiWebhookToken", "FoloosiSecretKey"),
+    # Under HasKmsKey: Decrypt for the table and its stream, and both actions SNS and SQS need
+    # from a sender to an encrypted topic or queue, each only through that service.
     "FanoutFunction": {
         "managed": BASIC | {"service-role/AWSLambdaDynamoDBExecutionRole"},
         "grants": {
             ("dynamodb:UpdateItem", EVENTS_TABLE),
             ("sqs:SendMessage", "${FanoutDeadLetterQueue.Arn}"),
         } | NOTIFICATION_TOPIC_GRANTS,
+        "if_conditioned": {
+            ("kms:Decrypt", KMS_KEY, "HasKmsKey"): via("dynamodb", "sns", "sqs"),
+            ("kms:GenerateDataKey", KMS_KEY, "HasKmsKey"): via("sns", "sqs"),
+        },
     },
     # reprocess, redrive and replay, invoked by the CLI: reads of events and held items (the two
     # held indexes, no other), redrive's Scan, reprocess's conditional write and resolution,
-    # aggregate and told-marker updates, the three topics, and Foloosi's API key only when set.
+    # aggregate and told-marker updates, the three topics, Foloosi's API key only when set, and
+    # the key only under HasKmsKey, through DynamoDB, Secrets Manager and SNS.
     "OperatorFunction": {
         "managed": BASIC,
         "grants": {
@@ -127,7 +164,11 @@ EXPECTED = {
             ("dynamodb:Query", EVENTS_TABLE + "/index/by_held_provider"),
             ("dynamodb:Query", EVENTS_TABLE + "/index/by_held"),
         } | NOTIFICATION_TOPIC_GRANTS,
-        "if": {("secretsmanager:GetSecretValue", "${FoloosiSecretKeyArn}", "HasFoloosiSecretKeyArn")},
+        "if": reads_secrets("FoloosiSecretKey"),
+        "if_conditioned": {
+            ("kms:Decrypt", KMS_KEY, "HasKmsKey"): via("dynamodb", "secretsmanager", "sns"),
+            ("kms:GenerateDataKey", KMS_KEY, "HasKmsKey"): via("sns"),
+        },
     },
 }
 
@@ -316,20 +357,56 @@ WILDCARD_SECRETS = (
     "arn:aws:secretsmanager:us-east-1:123456789012:secret:refund-relay/*",
     "arn:aws:secretsmanager:us-east-1:123456789012:secret:refund-relay/provider-??????",
 )
+SAMPLE_KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+# Wildcards match every key they cover; an alias ARN in an IAM statement matches no key at all.
+WILDCARD_KEYS = (
+    "*",
+    "arn:aws:kms:us-east-1:123456789012:key/*",
+    "arn:aws:kms:*:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+    "arn:aws:kms:us-east-1:123456789012:alias/refund-relay",
+    "arn:aws:kms:us-east-1:123456789012:alias/*",
+)
 
 
-def conditional_grant_violations(cfn: dict, target: str, condition: str) -> list[str]:
-    """A grant on a parameter's value under `condition`: the condition must be exactly "the
-    parameter is set", and the parameter must refuse a wildcard ARN (IAM would match every secret
-    it covers). CloudFormation matches AllowedPattern against the whole value, as fullmatch does."""
-    m = re.fullmatch(r"\$\{(\w+)\}", target)
-    parameter = cfn.get("Parameters", {}).get(m.group(1)) if m else None
-    if parameter is None:
-        return [f"{short(target)}: not a parameter of the template (EXPECTED grants on it under {condition})"]
-    name = m.group(1)
-    found = []
+def _is_set(cfn: dict, condition: str, name: str) -> bool:
+    """Whether the condition is exactly `!Not [!Equals [!Ref name, ""]]`."""
     operands = [{"Ref": name}, ""]
-    if cfn.get("Conditions", {}).get(condition) not in ({"Fn::Not": [{"Fn::Equals": operands}]}, {"Fn::Not": [{"Fn::Equals": operands[::-1]}]}):
+    return cfn.get("Conditions", {}).get(condition) in ({"Fn::Not": [{"Fn::Equals": operands}]}, {"Fn::Not": [{"Fn::Equals": operands[::-1]}]})
+
+
+def conditional_grant_violations(cfn: dict, action: str, target: str, condition: str) -> list[str]:
+    """A grant under `condition` on a parameter's value, or on a secret the template creates.
+
+    A parameter's: the condition must be exactly "the parameter is set", and the parameter must
+    refuse a wildcard ARN (IAM would match every secret or key it covers) and, for a kms: action,
+    an alias ARN (IAM matches it against no key). CloudFormation matches AllowedPattern against the
+    whole value, as fullmatch does.
+
+    A created secret's (AWS::SecretsManager::Secret): it must exist under exactly `condition`, and
+    `condition` must be "its parameter is set", its SecretString that NoEcho parameter unchanged."""
+    m = re.fullmatch(r"\$\{(\w+)\}", target)
+    name = m.group(1) if m else None
+    resource = cfn.get("Resources", {}).get(name) if name else None
+    if resource is not None and resource.get("Type") == "AWS::SecretsManager::Secret":
+        found = []
+        if resource.get("Condition") != condition:
+            found.append(f"{name}: exists under {resource.get('Condition', 'no condition')}, not under {condition} as its readers' grants")
+        value = resource.get("Properties", {}).get("SecretString")
+        source = value.get("Ref") if isinstance(value, dict) and set(value) == {"Ref"} else None
+        parameter = cfn.get("Parameters", {}).get(source) if isinstance(source, str) else None
+        if parameter is None:
+            found.append(f"{name}: SecretString is {json.dumps(value)}, not a parameter's value unchanged (what the environment variable would have held)")
+        else:
+            if str(parameter.get("NoEcho")).lower() != "true":
+                found.append(f"{name}: its parameter {source} is not NoEcho")
+            if not _is_set(cfn, condition, source):
+                found.append(f"{condition}: not !Not [!Equals [!Ref {source}, \"\"]], so {name} does not follow {source} being set")
+        return found
+    parameter = cfn.get("Parameters", {}).get(name) if name else None
+    if parameter is None:
+        return [f"{short(target)}: neither a parameter nor a secret of the template (EXPECTED grants on it under {condition})"]
+    found = []
+    if not _is_set(cfn, condition, name):
         found.append(f"{condition}: not !Not [!Equals [!Ref {name}, \"\"]], so the grant on {name} does not follow {name} being set")
     pattern = parameter.get("AllowedPattern")
     if not isinstance(pattern, str):
@@ -338,12 +415,56 @@ def conditional_grant_violations(cfn: dict, target: str, condition: str) -> list
         regex = re.compile(pattern)
     except re.error as e:
         return found + [f"{name}: AllowedPattern does not compile: {e}"]
-    for value in WILDCARD_SECRETS:
+    kms = action.lower().startswith("kms:")
+    for value in WILDCARD_KEYS if kms else WILDCARD_SECRETS:
         if regex.fullmatch(value):
-            found.append(f"{name}: AllowedPattern accepts {value}: the role could read every secret it matches")
-    for value in ("", SAMPLE_SECRET):
+            what = "an alias ARN, which IAM matches against no key" if ":alias/" in value else f"the role could use every {'key' if kms else 'secret'} it matches"
+            found.append(f"{name}: AllowedPattern accepts {value}: {what}")
+    for value in ("", SAMPLE_KEY if kms else SAMPLE_SECRET):
         if not regex.fullmatch(value):
             found.append(f"{name}: AllowedPattern refuses {value or 'the empty string (unset)'}")
+    return found
+
+
+def environment_secrets(function: dict, cfn: dict):
+    """(secret, variable) for each Secrets Manager secret a function's environment names in a
+    <VAR>_ARN variable, in any branch of its !If: a secret the template creates, or a parameter
+    whose AllowedPattern admits Secrets Manager ARNs."""
+    variables = function.get("Properties", {}).get("Environment", {}).get("Variables", {})
+    found = set()
+    for var, value in variables.items() if isinstance(variables, dict) else ():
+        if not var.endswith("_ARN"):
+            continue
+        for _, v in resolved(value):
+            m = re.fullmatch(r"\$\{(\w+)\}", render(v)) if v is not ABSENT else None
+            if not m:
+                continue
+            resource = cfn.get("Resources", {}).get(m.group(1), {})
+            parameter = cfn.get("Parameters", {}).get(m.group(1), {})
+            if resource.get("Type") == "AWS::SecretsManager::Secret" or "secretsmanager" in str(parameter.get("AllowedPattern", "")):
+                found.add((render(v), var))
+    return found
+
+
+def references(value) -> set[str]:
+    """Every name a value refers to: !Ref, !GetAtt, and ${...} in !Sub, however nested."""
+    found = set()
+    if isinstance(value, dict):
+        if set(value) == {"Ref"} and isinstance(value["Ref"], str):
+            found.add(value["Ref"])
+        elif set(value) == {"Fn::GetAtt"}:
+            found.add(render(value)[2:-1].split(".")[0])
+        elif set(value) == {"Fn::Sub"}:
+            text = value["Fn::Sub"] if isinstance(value["Fn::Sub"], str) else value["Fn::Sub"][0]
+            found |= {r.split(".")[0] for r in re.findall(r"\$\{([^}!]+)\}", str(text))}
+            if isinstance(value["Fn::Sub"], list) and len(value["Fn::Sub"]) > 1:
+                found |= references(value["Fn::Sub"][1])
+        else:
+            for v in value.values():
+                found |= references(v)
+    elif isinstance(value, list):
+        for v in value:
+            found |= references(v)
     return found
 
 
@@ -443,7 +564,19 @@ def check(cfn: dict) -> tuple[list[str], list[tuple[str, list[str], list[tuple[s
         # A grant EXPECTED lists with an IAM condition: every statement granting it must carry
         # exactly that condition (without it, the action reaches every item of the table).
         conditioned = {(a.lower(), r): _condition_text({"Condition": c}) for (a, r), c in expected.get("conditioned", {}).items()}
+        # Both: granted only under a template condition, and then only with that IAM condition
+        # (the key's kms: actions, only when KmsKeyArn is set and only through the services named).
+        if_conditioned = {(a.lower(), r): (c, _condition_text({"Condition": ic}), a) for (a, r, c), ic in expected.get("if_conditioned", {}).items()}
         for (action, target), conditions in sorted(granted.items()):
+            if (action.lower(), target) in if_conditioned:
+                condition, wanted, _ = if_conditioned[(action.lower(), target)]
+                for got in sorted(iam_conditions[(action, target)]):
+                    if got != wanted:
+                        violations.append(f"{name}: {action} on {short(target)} is granted {'with ' + got if got else 'without a condition'}, not only with {wanted}")
+                for assumed in sorted(conditions, key=sorted):
+                    if (condition, True) not in assumed:
+                        violations.append(f"{name}: {action} on {short(target)} is granted {when(assumed) or 'always'}, not only if {condition}")
+                continue
             wanted = conditioned.get((action.lower(), target))
             if wanted is not None:
                 for got in sorted(iam_conditions[(action, target)]):
@@ -474,7 +607,20 @@ def check(cfn: dict) -> tuple[list[str], list[tuple[str, list[str], list[tuple[s
         for action, target, condition in sorted(expected.get("if", set())):
             if not any(g.lower() == action.lower() and t == target and any(a <= {(condition, True)} for a in c) for (g, t), c in granted.items()):
                 violations.append(f"{name}: {action} on {short(target)} missing if {condition} (the function needs it then, or update EXPECTED)")
-            violations += conditional_grant_violations(cfn, target, condition)
+            violations += conditional_grant_violations(cfn, action, target, condition)
+        for (lowered, target), (condition, wanted, action) in sorted(if_conditioned.items()):
+            if not any(g.lower() == lowered and t == target and wanted in iam_conditions[(g, t)] and any(a <= {(condition, True)} for a in c) for (g, t), c in granted.items()):
+                violations.append(f"{name}: {action} on {short(target)} with {wanted} missing if {condition} (the function needs it then, or update EXPECTED)")
+            violations += conditional_grant_violations(cfn, action, target, condition)
+
+        # The secrets its environment names (<VAR>_ARN) are exactly the secrets it may read: one
+        # named but not granted fails at start-up, one granted but not named is a reader too many.
+        named = {t for t, _ in environment_secrets(function, cfn)}
+        readable = {t for (a, t) in granted if a.lower() == "secretsmanager:getsecretvalue"}
+        for target in sorted(named - readable):
+            violations.append(f"{name}: its environment names the secret {short(target)}, which its role may not read")
+        for target in sorted(readable - named):
+            violations.append(f"{name}: may read the secret {short(target)}, which its environment does not name")
         summary.append((name, managed, sorted(
             ((a, r, " ".join(w for w in (when(c), ic and "with " + ic) if w)) for (a, r), cs in granted.items() for c in cs for ic in iam_conditions[(a, r)]),
             key=lambda g: (g[2] != "", g),
@@ -848,7 +994,109 @@ def check_operations(sam: dict, cfn: dict) -> tuple[list[str], list[str]]:
             for metric in dashboard_metrics(widget):
                 violations += metric_violations(f"{name} ({title})", metric, emitted, providers)
     summary.append(f"dashboards: {', '.join(dashboards) or '-'}: JSON after substitution, each graph on a metric that is written")
+
+    # No secret in any function's environment (lambda:GetFunctionConfiguration shows it): no
+    # NoEcho parameter, and no <VAR> beside the <VAR>_ARN that names its secret unless empty.
+    parameters = cfn.get("Parameters", {})
+    no_echo = {n for n, p in parameters.items() if str(p.get("NoEcho")).lower() == "true"}
+    functions = {n: r for n, r in cfn_resources.items() if r.get("Type") == "AWS::Lambda::Function"}
+    environments = {n: f.get("Properties", {}).get("Environment", {}).get("Variables", {}) or {} for n, f in functions.items()}
+    by_arn = {var[: -len("_ARN")] for f in functions.values() for _, var in environment_secrets(f, cfn)}
+    for function, env in sorted(environments.items()):
+        for var, value in sorted(env.items()):
+            for parameter in sorted(references(value) & no_echo):
+                violations.append(f"{function}: {var} holds the NoEcho parameter {parameter}: a secret in the environment; store it in Secrets Manager and pass only {var}_ARN")
+            # Declared empty, for `sam local invoke --env-vars` only: unset to the functions.
+            if var in by_arn and value != "":
+                violations.append(f"{function}: {var} is in the environment beside {var}_ARN elsewhere: the secret belongs in Secrets Manager only")
+    summary.append(f"environments: no NoEcho parameter ({len(no_echo)}) in any function's, secrets only as <VAR>_ARN ({', '.join(sorted(v + '_ARN' for v in by_arn))})")
+
+    # AlarmTopic is encrypted, in every branch, with a key CloudWatch alarms may use: KmsKeyArn
+    # (its policy is the user's), or a key of the template whose policy lets
+    # cloudwatch.amazonaws.com, for this account only, make and decrypt data keys. Not an AWS
+    # managed key (alias/aws/sns): its policy does not let CloudWatch use it.
+    alarm_topic = resources.get("AlarmTopic", {})
+    if alarm_topic.get("Type") != "AWS::SNS::Topic":
+        violations.append("AlarmTopic: expected an AWS::SNS::Topic, not found")
+    keys = []
+    for assumed, key in branches(alarm_topic.get("Properties", {}).get("KmsMasterKeyId", {"Ref": "AWS::NoValue"})):
+        shown = f" {when(assumed)}" if assumed else ""
+        text = render(key) if key is not ABSENT else ""
+        m = re.fullmatch(r"\$\{(\w+)(?:\.Arn)?\}", text)
+        if not text:
+            violations.append(f"AlarmTopic: not encrypted{shown} (no KmsMasterKeyId)")
+        elif "alias/aws/" in text:
+            violations.append(f"AlarmTopic: encrypted{shown} with the AWS managed key {text}, whose policy does not let CloudWatch alarms publish")
+        elif m and m.group(1) in parameters:
+            keys.append(f"{m.group(1)}{shown}")
+        elif m and resources.get(m.group(1), {}).get("Type") == "AWS::KMS::Key":
+            key_name = m.group(1)
+            keys.append(f"{key_name}{shown}")
+            violations += [f"{key_name}: {v}" for v in alarm_key_violations(resources[key_name])]
+            exists = resources[key_name].get("Condition")
+            if exists and not _implies(sam.get("Conditions", {}), assumed, exists):
+                violations.append(f"AlarmTopic: uses {key_name}{shown}, which exists only if {exists}")
+        else:
+            violations.append(f"AlarmTopic: encrypted{shown} with {text}, neither a parameter nor a key of this template, so nothing shows CloudWatch may use it")
+    summary.append(f"AlarmTopic: encrypted with {' / '.join(keys) or '-'}, a key CloudWatch alarms of this account may use")
+
+    # checkov (scripts/check-template.sh) fails on every finding not skipped; a skip must say why.
+    skips = 0
+    for name, resource in sorted(resources.items()):
+        entries = (resource.get("Metadata") or {}).get("checkov", {}).get("skip", []) if isinstance(resource.get("Metadata"), dict) else []
+        for entry in as_list(entries):
+            skips += 1
+            check_id = entry.get("id") if isinstance(entry, dict) else None
+            comment = entry.get("comment") if isinstance(entry, dict) else None
+            if not isinstance(check_id, str) or not re.fullmatch(r"CKV2?_[A-Z0-9]+_\d+", check_id):
+                violations.append(f"{name}: checkov skip {json.dumps(entry)}: no check id")
+            if not isinstance(comment, str) or len(comment.split()) < 5:
+                violations.append(f"{name}: checkov skip {check_id} without a reason (comment)")
+    summary.append(f"checkov skips: {skips}, each with its reason")
     return violations, summary
+
+
+def _implies(conditions: dict, assumed, condition: str) -> bool:
+    """Whether the conditions assumed (name, holds) make `condition` hold: it is assumed to hold,
+    or it is the negation of one assumed not to hold (!Not [!Condition X], or the !Equals that X
+    negates)."""
+    if (condition, True) in assumed:
+        return True
+    body = conditions.get(condition)
+    for other, holds in assumed:
+        if holds:
+            continue
+        if body == {"Fn::Not": [{"Condition": other}]} or conditions.get(other) == {"Fn::Not": [body]}:
+            return True
+    return False
+
+
+def alarm_key_violations(key: dict) -> list[str]:
+    """What keeps CloudWatch alarms from publishing with this key, or lets more than they use it."""
+    props = key.get("Properties", {})
+    found = []
+    if str(props.get("EnableKeyRotation")).lower() != "true":
+        found.append("EnableKeyRotation is not true")
+    statements = [st for st in as_list((props.get("KeyPolicy") or {}).get("Statement", [])) if isinstance(st, dict)]
+    cloudwatch = []
+    for st in statements:
+        if st.get("Effect") != "Allow":
+            continue
+        principal = st.get("Principal")
+        if _everyone(principal) or "NotPrincipal" in st:
+            found.append(f"its policy allows {json.dumps(principal or {'NotPrincipal': st.get('NotPrincipal')})} {st.get('Action')}")
+            continue
+        services = as_list(principal.get("Service", [])) if isinstance(principal, dict) else []
+        if "cloudwatch.amazonaws.com" in services:
+            cloudwatch.append(st)
+            if _condition(st).get("StringEquals", {}).get("aws:sourceaccount") != ["${AWS::AccountId}"]:
+                found.append("cloudwatch.amazonaws.com may use it without the condition StringEquals aws:SourceAccount = the account (any account's alarms could)")
+        elif services:
+            found.append(f"its policy lets {', '.join(services)} use it; only cloudwatch.amazonaws.com publishes to AlarmTopic")
+    actions = {str(a).lower() for st in cloudwatch for a in as_list(st.get("Action", []))}
+    if not cloudwatch or "kms:decrypt" not in actions or not actions & {"kms:generatedatakey", "kms:generatedatakey*"}:
+        found.append("its policy does not let cloudwatch.amazonaws.com kms:Decrypt and kms:GenerateDataKey*: alarms could not publish to AlarmTopic")
+    return found
 
 
 def check_all(sam: dict) -> tuple[list[str], list, list[str]]:
@@ -1072,6 +1320,81 @@ def _edit_dashboard(old, new):
     return mutate
 
 
+def _if_statement(t, name, condition):
+    """The statement list item of a function's first policy that is !If [condition, ...]."""
+    return next(st for st in _props(t, name)["Policies"][0]["Statement"] if st.get("Fn::If", [None])[0] == condition)
+
+
+def _unconditional(name, condition):
+    def mutate(t):
+        statements = _props(t, name)["Policies"][0]["Statement"]
+        statements[:] = [st["Fn::If"][1] if st.get("Fn::If", [None])[0] == condition else st for st in statements]
+    return mutate
+
+
+def _kms_statement(name, action="kms:Decrypt"):
+    def get(t):
+        return next(
+            st["Fn::If"][1] for st in _props(t, name)["Policies"][0]["Statement"]
+            if st.get("Fn::If", [None])[0] == "HasKmsKey" and st["Fn::If"][1].get("Action") == action
+        )
+    return get
+
+
+def _edit_kms(name, edit, action="kms:Decrypt"):
+    def mutate(t):
+        edit(_kms_statement(name, action)(t))
+    return mutate
+
+
+def _drop_kms(name, action):
+    def mutate(t):
+        statements = _props(t, name)["Policies"][0]["Statement"]
+        statements.remove(next(st for st in statements if st.get("Fn::If", [None])[0] == "HasKmsKey" and st["Fn::If"][1].get("Action") == action))
+    return mutate
+
+
+def _set_env(name, var, value):
+    def mutate(t):
+        _props(t, name)["Environment"]["Variables"][var] = value
+    return mutate
+
+
+def _set_prop(name, key, value):
+    def mutate(t):
+        _props(t, name)[key] = value
+    return mutate
+
+
+def _drop_condition(name):
+    def mutate(t):
+        del t["Resources"][name]["Condition"]
+    return mutate
+
+
+def _set_resource_condition(name, condition):
+    def mutate(t):
+        t["Resources"][name]["Condition"] = condition
+    return mutate
+
+
+def _cloudwatch_statement(t):
+    return next(st for st in _props(t, "AlarmTopicKey")["KeyPolicy"]["Statement"] if st.get("Principal", {}).get("Service") == "cloudwatch.amazonaws.com")
+
+
+def _cloudwatch_unconditioned(t):
+    del _cloudwatch_statement(t)["Condition"]
+
+
+def _cloudwatch_dropped(t):
+    statements = _props(t, "AlarmTopicKey")["KeyPolicy"]["Statement"]
+    statements.remove(_cloudwatch_statement(t))
+
+
+def _skip_without_reason(t):
+    del t["Resources"]["FanoutFunction"]["Metadata"]["checkov"]["skip"][0]["comment"]
+
+
 SELF_TESTS = [
     # (what, mutation, a text the violations must contain)
     ("MemberfulFunction also gets dynamodb:Scan", _add_statement("MemberfulFunction", {"Effect": "Allow", "Action": "dynamodb:Scan", "Resource": {"Fn::GetAtt": ["EventsTable", "Arn"]}}), "MemberfulFunction: dynamodb:Scan on EventsTable.Arn"),
@@ -1098,6 +1421,28 @@ SELF_TESTS = [
     ("RainforestFunction may read its secret with no Arn parameter set", _secret_always("RainforestFunction"), "RainforestFunction: secretsmanager:GetSecretValue on RainforestWebhookSecretArn is granted always, not only if HasRainforestWebhookSecretArn"),
     ("ConscentBasicAuthArn accepts a wildcard ARN", _set_parameter("ConscentBasicAuthArn", "AllowedPattern", "^$|^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+$"), "ConscentBasicAuthArn: AllowedPattern accepts arn:aws:secretsmanager:us-east-1:123456789012:secret:*"),
     ("HasFoloosiSecretKeyArn holds whatever FoloosiSecretKeyArn is", _set_condition("HasFoloosiSecretKeyArn", {"Fn::Equals": ["", ""]}), "HasFoloosiSecretKeyArn: not !Not [!Equals [!Ref FoloosiSecretKeyArn, \"\"]]"),
+    # Secrets the stack stores: each read by the function that uses it, only when given, holding
+    # the parameter unchanged; none in an environment.
+    ("WebforceFunction reads Foloosi's stored token", _add_statement("WebforceFunction", {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": {"Ref": "StoredFoloosiWebhookToken"}}), "WebforceFunction: secretsmanager:GetSecretValue on StoredFoloosiWebhookToken: not this function's job"),
+    ("MemberfulFunction may read its stored secret with no value given", _unconditional("MemberfulFunction", "StoreMemberfulWebhookSecret"), "MemberfulFunction: secretsmanager:GetSecretValue on StoredMemberfulWebhookSecret is granted always, not only if StoreMemberfulWebhookSecret"),
+    ("the stored Rainforest secret holds more than the parameter", _set_prop("StoredRainforestWebhookSecret", "SecretString", {"Fn::Sub": "${RainforestWebhookSecret},extra"}), "StoredRainforestWebhookSecret: SecretString is"),
+    ("the stored Conscent credential exists with no value given", _drop_condition("StoredConscentBasicAuth"), "StoredConscentBasicAuth: exists under no condition, not under StoreConscentBasicAuth"),
+    ("a NoEcho parameter back in MemberfulFunction's environment", _set_env("MemberfulFunction", "MEMBERFUL_WEBHOOK_SECRET", {"Ref": "MemberfulWebhookSecret"}), "MemberfulFunction: MEMBERFUL_WEBHOOK_SECRET holds the NoEcho parameter MemberfulWebhookSecret"),
+    ("a literal token in FoloosiFunction's environment", _set_env("FoloosiFunction", "FOLOOSI_WEBHOOK_TOKEN", "a-literal-token-of-enough-length"), "FoloosiFunction: FOLOOSI_WEBHOOK_TOKEN is in the environment beside FOLOOSI_WEBHOOK_TOKEN_ARN"),
+    ("OperatorFunction's environment names a secret its role may not read", _set_env("OperatorFunction", "FOLOOSI_SECRET_KEY_ARN", {"Ref": "StoredFoloosiWebhookToken"}), "OperatorFunction: its environment names the secret StoredFoloosiWebhookToken, which its role may not read"),
+    # The customer-managed key: its grants only when KmsKeyArn is set, on that key, through the
+    # services named; AlarmTopic encrypted with a key CloudWatch may use.
+    ("WebforceFunction may use the key with no KmsKeyArn set", _unconditional("WebforceFunction", "HasKmsKey"), "WebforceFunction: kms:Decrypt on KmsKeyArn is granted always, not only if HasKmsKey"),
+    ("FanoutFunction may decrypt with any key", _edit_kms("FanoutFunction", lambda st: st.update(Resource="*")), "FanoutFunction: FanoutFunctionRole/FanoutFunctionRolePolicy0: kms:Decrypt on wildcard resource *"),
+    ("MemberfulFunction may decrypt outside DynamoDB and Secrets Manager", _edit_kms("MemberfulFunction", lambda st: st.pop("Condition")), "MemberfulFunction: kms:Decrypt on KmsKeyArn is granted without a condition, not only with"),
+    ("OperatorFunction cannot publish to an encrypted topic", _drop_kms("OperatorFunction", "kms:GenerateDataKey"), "OperatorFunction: kms:GenerateDataKey on KmsKeyArn with {\"StringEquals\": {\"kms:viaservice\": [\"sns.${AWS::Region}.amazonaws.com\"]}} missing if HasKmsKey"),
+    ("KmsKeyArn accepts an alias ARN", _set_parameter("KmsKeyArn", "AllowedPattern", "^$|^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key|alias)/[A-Za-z0-9/_-]+$"), "KmsKeyArn: AllowedPattern accepts arn:aws:kms:us-east-1:123456789012:alias/refund-relay: an alias ARN"),
+    ("AlarmTopic unencrypted", _drop_key("AlarmTopic", "KmsMasterKeyId"), "AlarmTopic: not encrypted (no KmsMasterKeyId)"),
+    ("AlarmTopic under alias/aws/sns", _set_prop("AlarmTopic", "KmsMasterKeyId", {"Fn::If": ["HasKmsKey", {"Ref": "KmsKeyArn"}, "alias/aws/sns"]}), "AlarmTopic: encrypted if not HasKmsKey with the AWS managed key alias/aws/sns"),
+    ("the alarm key lets any account's alarms use it", _cloudwatch_unconditioned, "AlarmTopicKey: cloudwatch.amazonaws.com may use it without the condition StringEquals aws:SourceAccount"),
+    ("the alarm key does not let CloudWatch use it", _cloudwatch_dropped, "AlarmTopicKey: its policy does not let cloudwatch.amazonaws.com kms:Decrypt and kms:GenerateDataKey*"),
+    ("the alarm key exists only when KmsKeyArn is set", _set_resource_condition("AlarmTopicKey", "HasKmsKey"), "AlarmTopic: uses AlarmTopicKey if not HasKmsKey, which exists only if HasKmsKey"),
+    ("a checkov skip without its reason", _skip_without_reason, "FanoutFunction: checkov skip CKV_AWS_116 without a reason (comment)"),
     # Operations: the topic policy, the table, the alarms, the metric filter, the dashboard.
     ("the topic policy stops denying other publishers", _drop_statement("OnlyLambdaRolesPublish"), "InternalTopic: NotificationTopicsPolicy does not deny sns:Publish to every principal but FanoutFunctionRole and OperatorFunctionRole"),
     ("the topic policy excepts a webhook function's role instead", _publisher_memberful, "PayorTopic: NotificationTopicsPolicy lets MemberfulFunctionRole.Arn publish; exactly FanoutFunctionRole and OperatorFunctionRole are expected (not expected: MemberfulFunctionRole.Arn) (missing: FanoutFunctionRole.Arn, OperatorFunctionRole.Arn)"),

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Lints template.yaml with cfn-lint and the SAM CLI. Offline: needs no AWS account, credentials
-# or network (checked with the network namespace removed).
+# Lints template.yaml with cfn-lint and the SAM CLI, and scans it with checkov. Offline: needs no
+# AWS account, credentials or network (checked with the network namespace removed).
 #
-# Tools come from, in order: $VENV (a virtualenv path), else the active virtualenv
-# ($VIRTUAL_ENV), else <repo>/.venv. Create one with:
-#   python3 -m venv .venv && .venv/bin/pip install cfn-lint aws-sam-cli
-# (scripts/requirements-test.txt pins the versions scripts/test uses.)
+# cfn-lint and sam come from, in order: $VENV (a virtualenv path), else the active virtualenv
+# ($VIRTUAL_ENV), else <repo>/.venv; checkov from $CHECKOV_VENV, else <repo>/.tools/checkov.
+# scripts/test creates both from their hash-pinned locks; by hand:
+#   python3 -m venv .venv && .venv/bin/pip install --require-hashes --no-deps -r scripts/requirements-test.txt
+#   python3 -m venv .tools/checkov && .tools/checkov/bin/pip install --require-hashes --no-deps -r scripts/requirements-checkov.txt
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=${VENV:-${VIRTUAL_ENV:-$PWD/.venv}}
-for tool in cfn-lint sam; do
-  if [[ ! -x $venv/bin/$tool ]]; then
-    echo "check-template: $venv/bin/$tool not found; set VENV or install cfn-lint and aws-sam-cli" >&2
+checkov_venv=${CHECKOV_VENV:-$PWD/.tools/checkov}
+for tool in "$venv/bin/cfn-lint" "$venv/bin/sam" "$checkov_venv/bin/checkov"; do
+  if [[ ! -x $tool ]]; then
+    echo "check-template: $tool not found; set VENV / CHECKOV_VENV or install the tools (above)" >&2
     exit 2
   fi
 done
@@ -30,3 +32,11 @@ set -x
 "$venv/bin/sam" validate --template-file template.yaml --region us-east-1
 # The same, plus cfn-lint run by the SAM CLI on the SAM template.
 "$venv/bin/sam" validate --lint --template-file template.yaml --region us-east-1
+# checkov's CloudFormation checks (SAM resources and Globals included): any failed check fails
+# (exit 1); a check that does not apply is skipped in the resource's Metadata with the reason
+# (scripts/check-iam.py requires one). Offline: no guideline or policy download (--skip-download,
+# BC_SKIP_MAPPING), no PyPI version check (CKV_SKIP_PACKAGE_UPDATE_CHECK), no platform key, so
+# nothing is uploaded. --quiet prints the counts and the failed checks, not the passed ones.
+env -u BC_API_KEY -u PRISMA_API_URL BC_SKIP_MAPPING=TRUE CKV_SKIP_PACKAGE_UPDATE_CHECK=true \
+  "$checkov_venv/bin/checkov" --file template.yaml --framework cloudformation --skip-download \
+  --compact --quiet
