@@ -114,6 +114,25 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Ask the providers' APIs for the refunds created in a window and store (and tell, once)
+    /// those no webhook brought; a known refund writes nothing. Rainforest's with
+    /// RAINFOREST_API_KEY and RAINFOREST_API_VERSION (RAINFOREST_API_URL to point elsewhere).
+    Reconcile {
+        /// Only this provider.
+        #[arg(long)]
+        provider: Option<Provider>,
+        /// The window's start (RFC 3339); 24 hours before --until by default.
+        #[arg(long)]
+        since: Option<Timestamp>,
+        /// The window's end (RFC 3339); now by default.
+        #[arg(long)]
+        until: Option<Timestamp>,
+        /// Print what each refund would become (missed and stored, known, held); store nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        target: OperatorArgs,
+    },
     /// Erase one person's contact data (a data-protection request): their address and phone
     /// from every event whose payor has the address or whose payload mentions it, and every
     /// contact value from those payloads and from held deliveries that mention it. Refunds,
@@ -245,6 +264,7 @@ async fn operate(target: &OperatorArgs, command: operate::Command) -> anyhow::Re
         operate::Command::Redrive { .. } => "redrive",
         operate::Command::Replay { .. } => "replay",
         operate::Command::Erase { .. } => "erase",
+        operate::Command::Reconcile { .. } => "reconcile",
     };
     if let Some(table) = &target.table {
         bail!(
@@ -258,6 +278,7 @@ async fn operate(target: &OperatorArgs, command: operate::Command) -> anyhow::Re
         operate::Command::Reprocess { dry_run: true, .. }
             | operate::Command::Redrive { dry_run: true }
             | operate::Command::Erase { dry_run: true, .. }
+            | operate::Command::Reconcile { dry_run: true, .. }
     );
     let mut total = Report::default();
     let mut add = |report: Report| {
@@ -268,6 +289,7 @@ async fn operate(target: &OperatorArgs, command: operate::Command) -> anyhow::Re
         total.still_held += report.still_held;
         total.failed += report.failed;
         total.erased += report.erased;
+        merge_tallies(&mut total.reconciled, report.reconciled);
         report.resume
     };
     match (&target.function, &target.stack) {
@@ -276,10 +298,12 @@ async fn operate(target: &OperatorArgs, command: operate::Command) -> anyhow::Re
             // The local runner's own outbox then tells what reprocessing stored, as `serve` would.
             let runner = crate::serve::Runner::open(&config, &target.data_dir)?;
             let notifier = crate::notifier::FileNotifier::open(&target.data_dir.join("notifications.jsonl"))?;
-            let operator = Operator::new(&config, Arc::new(runner.store().clone()), Arc::new(notifier));
+            let apis = common::api::configured(&process_env, Arc::new(aws_adapters::http::HyperClient::new()?))?;
+            let operator = Operator::new(&config, Arc::new(runner.store().clone()), Arc::new(notifier)).with_apis(apis);
             add(operator.run(Request { command: command.clone(), resume: None }, None).await?);
             match command {
-                operate::Command::Reprocess { dry_run: false, .. } => {
+                operate::Command::Reprocess { dry_run: false, .. }
+                | operate::Command::Reconcile { dry_run: false, .. } => {
                     runner.outbox().drain().await.map_err(anyhow::Error::msg)?;
                 }
                 operate::Command::Erase { dry_run: false, .. } => runner.store().checkpoint().await?,
@@ -317,12 +341,37 @@ async fn operate(target: &OperatorArgs, command: operate::Command) -> anyhow::Re
             let would = if dry_run { "would be " } else { "" };
             println!("{} record(s) {would}erased", total.erased);
         }
+        operate::Command::Reconcile { .. } => {
+            for tally in &total.reconciled {
+                println!("{tally}");
+            }
+            let failed: usize = total.reconciled.iter().map(|t| t.failed).sum();
+            if failed > 0 {
+                bail!("{failed} question(s) to a provider's API went unanswered; run reconcile again later");
+            }
+        }
         _ if total.failed > 0 => {
             bail!("{} event(s) not told; run {name} again once the cause is fixed", total.failed)
         }
         _ => {}
     }
     Ok(())
+}
+
+/// Each provider's tally summed over the runs that resumed one another.
+fn merge_tallies(total: &mut Vec<common::reconcile::Tally>, more: Vec<common::reconcile::Tally>) {
+    for tally in more {
+        match total.iter_mut().find(|t| t.provider == tally.provider) {
+            Some(t) => {
+                t.listed += tally.listed;
+                t.missed += tally.missed;
+                t.known += tally.known;
+                t.held += tally.held;
+                t.failed += tally.failed;
+            }
+            None => total.push(tally),
+        }
+    }
 }
 
 /// The operator function a stack deployed, from its `OperatorFunctionName` output.
@@ -446,6 +495,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             operate(&target, operate::Command::Replay { provider, kind, object_id, event_ids, force }).await
         }
         Command::Redrive { target, dry_run } => operate(&target, operate::Command::Redrive { dry_run }).await,
+        Command::Reconcile { provider, since, until, dry_run, target } => {
+            let until = until.unwrap_or_else(Timestamp::now);
+            let since = since.unwrap_or_else(|| until.minus(std::time::Duration::from_secs(24 * 3600)));
+            if since > until {
+                bail!("--since is after --until");
+            }
+            operate(&target, operate::Command::Reconcile { provider, since, until, dry_run }).await
+        }
         Command::Erase { payor_email, dry_run, target } => {
             operate(&target, operate::Command::Erase { payor_email, dry_run }).await
         }

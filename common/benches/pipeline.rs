@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use common::config::{Config, Secrets, dev_secret};
-use common::event::{EventKind, Provider, RefundEvent};
+use common::event::{EventKind, IdempotencyKey, Provider, RefundEvent};
 use common::held::{HeldDelivery, HeldEntry};
 use common::receive::{Receiver, WebhookRequest};
 use common::store::{Advance, EventStore, Hold, ObjectRecord, Page, Put, Record, StoreError, Told};
@@ -65,6 +65,9 @@ impl EventStore for NullStore {
     }
     async fn resolve_held(&self, _: &HeldDelivery, _: &str) -> Result<(), StoreError> {
         Ok(())
+    }
+    async fn existing(&self, _: &[RefundEvent]) -> Result<std::collections::HashSet<IdempotencyKey>, StoreError> {
+        Ok(Default::default())
     }
     async fn records(&self, _: Option<String>) -> Result<Page<Record>, StoreError> {
         Ok(Page { items: Vec::new(), next: None })

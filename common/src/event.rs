@@ -146,6 +146,8 @@ pub enum Proof {
     Token,
     /// Confirmed by the provider's own API (Foloosi's transaction detail).
     Confirmed,
+    /// Read from the provider's own API by reconciliation: no webhook brought it.
+    Fetched,
 }
 
 impl Proof {
@@ -154,11 +156,12 @@ impl Proof {
             Proof::Signature => "signature",
             Proof::Token => "token",
             Proof::Confirmed => "confirmed",
+            Proof::Fetched => "fetched",
         }
     }
 
     pub fn parse(s: &str) -> Option<Proof> {
-        [Proof::Signature, Proof::Token, Proof::Confirmed].into_iter().find(|p| p.as_str() == s)
+        [Proof::Signature, Proof::Token, Proof::Confirmed, Proof::Fetched].into_iter().find(|p| p.as_str() == s)
     }
 }
 

@@ -4,6 +4,7 @@
 //! the stored event then goes `fanout` (advance the refund's status, `notify` its audiences).
 //! [`receive::Receiver`] is the whole receiving half as one call.
 
+pub mod api;
 pub mod config;
 pub mod credentials;
 pub mod echo;
@@ -17,6 +18,7 @@ pub mod notify;
 pub mod operate;
 pub mod providers;
 pub mod receive;
+pub mod reconcile;
 pub mod secrets;
 pub mod store;
 pub mod timestamp;

@@ -1,5 +1,5 @@
-//! The operator's commands that write: `reprocess`, `redrive`, `replay` and `erase`. They run
-//! where the deployment's configuration is (its Foloosi key, currencies, merchant ids, routing,
+//! The operator's commands that write: `reprocess`, `redrive`, `replay`, `erase`, `reconcile`.
+//! They run where the deployment's configuration is (its Foloosi key, currencies, merchant ids, routing,
 //! platform name) and with a role the topics let publish: inside the operator function in AWS,
 //! in the CLI's own process for the local runner. Both drive this one type.
 //!
@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::{ProviderApi, Window};
 use crate::config::Config;
 use crate::erase::{self, PayorEmail};
 use crate::event::{EventKind, Provider};
@@ -18,7 +19,9 @@ use crate::fanout::{Delivery, Fanout, Outcome};
 use crate::held::HeldStatus;
 use crate::notify::Notifier;
 use crate::receive::{ReceiveError, Receiver, Reprocessed};
+use crate::reconcile::{Reconciler, Resume, Tally};
 use crate::store::{EventStore, Record, StoreError, held_position};
+use crate::timestamp::Timestamp;
 
 /// Held deliveries one listing page brings to `reprocess`.
 const HELD_PAGE: usize = 100;
@@ -46,6 +49,16 @@ pub enum Command {
     /// ([`crate::erase`]).
     Erase {
         payor_email: PayorEmail,
+        #[serde(default)]
+        dry_run: bool,
+    },
+    /// Asks each provider's API for the refunds created between `since` and `until`, and stores
+    /// (and so tells, once) what no webhook brought ([`crate::reconcile`]).
+    Reconcile {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        provider: Option<Provider>,
+        since: Timestamp,
+        until: Timestamp,
         #[serde(default)]
         dry_run: bool,
     },
@@ -84,6 +97,9 @@ pub struct Report {
     /// Events and held deliveries erased (or, in a dry run, that would be).
     #[serde(default)]
     pub erased: usize,
+    /// Per provider swept, what reconciliation came to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reconciled: Vec<Tally>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<String>,
 }
@@ -98,11 +114,13 @@ pub enum OperateError {
     NotFound(String),
 }
 
-/// The store, the receiver's adapters and the fan-out, on one deployment's configuration.
+/// The store, the receiver's adapters, the fan-out and the providers' APIs, on one deployment's
+/// configuration.
 pub struct Operator {
     store: Arc<dyn EventStore>,
     receiver: Receiver,
     fanout: Fanout,
+    apis: Vec<Arc<dyn ProviderApi>>,
 }
 
 impl Operator {
@@ -111,7 +129,14 @@ impl Operator {
             receiver: Receiver::new(config, store.clone()),
             fanout: Fanout::new(store.clone(), notifier, config.routing.clone(), config.platform.clone()),
             store,
+            apis: Vec::new(),
         }
+    }
+
+    /// The providers' APIs that `reconcile` asks ([`crate::api::configured`]).
+    pub fn with_apis(mut self, apis: Vec<Arc<dyn ProviderApi>>) -> Self {
+        self.apis = apis;
+        self
     }
 
     pub fn fanout(&self) -> &Fanout {
@@ -128,6 +153,10 @@ impl Operator {
             Command::Redrive { dry_run } => self.redrive(dry_run, request.resume, &out_of_time).await,
             Command::Erase { payor_email, dry_run } => {
                 self.erase(&payor_email, dry_run, request.resume, &out_of_time).await
+            }
+            Command::Reconcile { provider, since, until, dry_run } => {
+                let window = Window { start: since, end: until };
+                self.reconcile(provider, &window, dry_run, request.resume, &out_of_time).await
             }
             Command::Replay { provider, kind, object_id, event_ids, force } => {
                 let mut report = Report::default();
@@ -251,6 +280,51 @@ impl Operator {
                 None => return Ok(report),
             }
         }
+    }
+
+    /// Each provider in turn (in [`Provider::ALL`]'s order, from where a run stopped): its
+    /// API's sweep of the window, or a line saying why there is none.
+    async fn reconcile(
+        &self,
+        only: Option<Provider>,
+        window: &Window,
+        dry_run: bool,
+        resume: Option<String>,
+        out_of_time: &dyn Fn() -> bool,
+    ) -> Result<Report, OperateError> {
+        let resume: Option<Resume> = match resume {
+            Some(text) => Some(
+                serde_json::from_str(&text)
+                    .map_err(|_| OperateError::NotFound(format!("not a reconcile cursor: {text}")))?,
+            ),
+            None => None,
+        };
+        let reconciler = Reconciler::new(self.receiver.clone(), self.store.clone());
+        let mut report = Report::default();
+        let start = resume.as_ref().map_or(0, |r| Provider::ALL.iter().position(|p| *p == r.provider).unwrap_or(0));
+        for (i, provider) in Provider::ALL.into_iter().enumerate().skip(start) {
+            if only.is_some_and(|p| p != provider) {
+                continue;
+            }
+            let Some(api) = self.apis.iter().find(|a| a.provider() == provider) else {
+                report.lines.push(format!("{provider}: skipped: {}", crate::api::why_not_swept(provider)));
+                continue;
+            };
+            // A provider after the first starts only with time left.
+            if i > start && out_of_time() {
+                report.resume = Some(serde_json::to_string(&Resume { provider, cursor: None }).unwrap_or_default());
+                return Ok(report);
+            }
+            let cursor = resume.as_ref().filter(|r| r.provider == provider).and_then(|r| r.cursor.clone());
+            let swept = reconciler.sweep(api.as_ref(), window, cursor, dry_run, out_of_time).await?;
+            report.lines.extend(swept.lines);
+            report.reconciled.push(swept.tally);
+            if let Some(stopped) = swept.resume {
+                report.resume = Some(serde_json::to_string(&stopped).unwrap_or_default());
+                return Ok(report);
+            }
+        }
+        Ok(report)
     }
 
     /// Every stored record, page by page; what mentions the person is rewritten without them.

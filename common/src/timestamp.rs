@@ -19,6 +19,25 @@ impl Timestamp {
     pub fn now() -> Self {
         Self::from(OffsetDateTime::now_utc())
     }
+
+    /// `by` earlier (the earliest instant RFC 3339 writes, at most).
+    pub fn minus(self, by: std::time::Duration) -> Self {
+        let earliest = time::macros::datetime!(0000-01-01 00:00 UTC);
+        Self(
+            self.0
+                .checked_sub(time::Duration::try_from(by).unwrap_or(time::Duration::MAX))
+                .unwrap_or(earliest)
+                .max(earliest),
+        )
+    }
+
+    /// RFC 3339 in whole seconds, the fraction cut off (`down`) or carried up: what an API that
+    /// filters by inclusive bounds is asked, so a bound never leaves out its own second.
+    pub fn whole_seconds(self, down: bool) -> String {
+        let t = self.0.replace_nanosecond(0).unwrap_or(self.0);
+        let t = if down || t == self.0 { t } else { t + time::Duration::SECOND };
+        t.format(&Rfc3339).unwrap_or_else(|_| self.to_string())
+    }
 }
 
 impl From<OffsetDateTime> for Timestamp {

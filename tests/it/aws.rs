@@ -870,3 +870,49 @@ async fn erase_rewrites_packed_payloads_and_held_bodies_in_dynamodb() {
     let again = run(&op, operate::Command::Erase { payor_email: who, dry_run: false }).await;
     assert_eq!(again.erased, 0, "{:?}", again.lines);
 }
+
+/// Reconciliation's lookup on DynamoDB: keys-only `BatchGetItem`s, 100 keys a request, that
+/// answer exactly the stored events among 150, and write nothing.
+#[tokio::test]
+async fn existing_finds_stored_events_in_batches_without_writing() {
+    let Some(endpoint) = moto::endpoint() else { return };
+    let s = stack(&endpoint).await;
+    assert_eq!(deliver(&s, "rainforest/refund.succeeded.json").await.status, StatusCode::OK);
+    let stored = s
+        .store
+        .object(Provider::Rainforest, EventKind::Refund, "rfd_2sPMefai6yWsyp4MSGUkAo32pp7")
+        .await
+        .unwrap()
+        .unwrap();
+    let first = s
+        .store
+        .object_event(Provider::Rainforest, EventKind::Refund, &stored.id, &stored.events[0].event_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut events = Vec::new();
+    for i in 0..150 {
+        let mut e = first.clone();
+        e.object_id = format!("rfd_{i}");
+        e.idempotency_key =
+            common::event::IdempotencyKey::new(Provider::Rainforest, &e.object_id, &e.event_type, e.status);
+        e.event_id = e.idempotency_key.event_id();
+        if i % 3 == 0 {
+            assert_eq!(s.store.put_if_absent(&e).await.unwrap(), common::store::Put::Stored);
+        }
+        events.push(e);
+    }
+    events.push(first.clone());
+    let count = |op: &str| s.ops.0.lock().unwrap().iter().filter(|o| *o == op).count();
+    let before = count("PutItem");
+    let found = s.store.existing(&events).await.unwrap();
+    let want: std::collections::HashSet<_> = events
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 == 0 || *i == 150)
+        .map(|(_, e)| e.idempotency_key.clone())
+        .collect();
+    assert_eq!(found, want);
+    assert_eq!(count("BatchGetItem"), 2, "151 keys: two requests");
+    assert_eq!(count("PutItem"), before, "a lookup writes nothing");
+}

@@ -14,6 +14,7 @@ mod loadgen;
 mod logs;
 mod pipeline;
 mod properties;
+mod reconcile;
 mod runbooks;
 mod serve;
 mod storm;

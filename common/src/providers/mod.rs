@@ -10,6 +10,7 @@ pub mod foloosi;
 pub mod foloosi_api;
 pub mod memberful;
 pub mod rainforest;
+pub mod rainforest_api;
 pub mod webforce;
 
 use std::fmt;

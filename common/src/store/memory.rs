@@ -1,6 +1,6 @@
 //! An in-memory store for unit tests and in-process handler tests.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -216,6 +216,16 @@ impl EventStore for MemoryStore {
             h.resolution = Some(resolution.to_owned());
         }
         Ok(())
+    }
+
+    async fn existing(&self, events: &[RefundEvent]) -> Result<HashSet<IdempotencyKey>, StoreError> {
+        self.check()?;
+        let s = self.lock();
+        Ok(events
+            .iter()
+            .filter(|e| s.keys.contains_key(&e.idempotency_key))
+            .map(|e| e.idempotency_key.clone())
+            .collect())
     }
 
     async fn records(&self, _after: Option<String>) -> Result<Page<Record>, StoreError> {

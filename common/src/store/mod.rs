@@ -7,10 +7,12 @@ mod packed;
 
 pub use memory::MemoryStore;
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::event::{EventKind, Provider, RefundEvent, Status};
+use crate::event::{EventKind, IdempotencyKey, Provider, RefundEvent, Status};
 use crate::held::{HeldDelivery, HeldEntry, HeldStatus};
 use crate::notify::Audience;
 use crate::timestamp::Timestamp;
@@ -237,6 +239,10 @@ pub trait EventStore: Send + Sync {
 
     /// Marks a held delivery resolved, saying what reprocessing made of it.
     async fn resolve_held(&self, held: &HeldDelivery, resolution: &str) -> Result<(), StoreError>;
+
+    /// Which of `events` are stored already (by idempotency key), in as few reads as the store
+    /// allows and without writing: reconciliation asks this of a whole page before it writes.
+    async fn existing(&self, events: &[RefundEvent]) -> Result<HashSet<IdempotencyKey>, StoreError>;
 
     /// Every stored event and held delivery, a page at a time (`after` is the previous page's
     /// `next`; a page may hold none and still have a next): a scan, for the rare data-protection

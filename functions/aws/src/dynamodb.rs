@@ -2,7 +2,7 @@
 //!
 //! Item layout: see [`common::store::layout`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,9 +12,9 @@ use aws_sdk_dynamodb::operation::get_item::builders::GetItemFluentBuilder;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
-use common::event::{EventKind, Provider, RefundEvent, Status};
+use common::event::{EventKind, IdempotencyKey, Provider, RefundEvent, Status};
 use common::held::{HeldDelivery, HeldEntry, HeldStatus};
 use common::store::layout::{
     self, AGGREGATE_SK, EVENT_SK_PREFIX, EventItem, HELD_CAP_SK, HELD_INDEX, HELD_SHARDS, HELD_SK, HeldIndexItem,
@@ -561,6 +561,65 @@ impl EventStore for DynamoStore {
             .await
             .map(|_| ())
             .map_err(|e| classify(&e))
+    }
+
+    /// `BatchGetItem` of the keys only, 100 a request (DynamoDB's most), consistent, and again
+    /// for what DynamoDB leaves unprocessed: reads, never a write.
+    async fn existing(&self, events: &[RefundEvent]) -> Result<HashSet<IdempotencyKey>, StoreError> {
+        let mut by_key: HashMap<(String, String), IdempotencyKey> = HashMap::new();
+        for e in events {
+            by_key.insert(
+                (layout::object_pk(e.provider, e.kind, &e.object_id), layout::event_sk(e)),
+                e.idempotency_key.clone(),
+            );
+        }
+        let keys: Vec<(String, String)> = by_key.keys().cloned().collect();
+        let mut found = HashSet::new();
+        for chunk in keys.chunks(100) {
+            let mut ask: Vec<HashMap<String, AttributeValue>> = chunk
+                .iter()
+                .map(|(pk, sk)| {
+                    HashMap::from([
+                        ("pk".to_owned(), AttributeValue::S(pk.clone())),
+                        ("sk".to_owned(), AttributeValue::S(sk.clone())),
+                    ])
+                })
+                .collect();
+            let mut rounds = 0u32;
+            while !ask.is_empty() {
+                // What DynamoDB leaves unprocessed is asked again after a growing pause.
+                if rounds == 8 {
+                    return Err(StoreError::Throttled("BatchGetItem kept keys unprocessed".into()));
+                }
+                if rounds > 0 {
+                    tokio::time::sleep(Duration::from_millis(25 << rounds)).await;
+                }
+                rounds += 1;
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut ask)))
+                    .projection_expression("pk, sk")
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let answer = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| classify(&e))?;
+                for item in answer.responses.unwrap_or_default().remove(&self.table).unwrap_or_default() {
+                    let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+                    if let Some(key) = by_key.get(&(text("pk"), text("sk"))) {
+                        found.insert(key.clone());
+                    }
+                }
+                if let Some(left) = answer.unprocessed_keys.and_then(|mut u| u.remove(&self.table)) {
+                    ask = left.keys;
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// A consistent scan of event and held items, bodies included (up to DynamoDB's 1 MB a page).

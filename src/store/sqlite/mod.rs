@@ -8,6 +8,7 @@
 //! share one fsync; alone, a webhook waits for just its own. Reads use their own connection (WAL
 //! lets them run beside the writer).
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -354,6 +355,21 @@ impl EventStore for SqliteStore {
     async fn resolve_held(&self, held: &HeldDelivery, resolution: &str) -> Result<(), StoreError> {
         let (provider, held_id, resolution) = (held.provider, held.held_id.clone(), resolution.to_owned());
         self.writer.ask(|reply| Write::ResolveHeld { provider, held_id, resolution, reply }).await
+    }
+
+    async fn existing(&self, events: &[RefundEvent]) -> Result<HashSet<IdempotencyKey>, StoreError> {
+        let keys: Vec<IdempotencyKey> = events.iter().map(|e| e.idempotency_key.clone()).collect();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached("SELECT 1 FROM events WHERE idempotency_key = ?1").map_err(unavailable)?;
+            let mut found = HashSet::new();
+            for key in keys {
+                if stmt.exists(params![key.as_str()]).map_err(unavailable)? {
+                    found.insert(key);
+                }
+            }
+            Ok(found)
+        })
+        .await
     }
 
     /// Events by `seq`, then held deliveries by key; the cursor says which and where.

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use common::event::{EventKind, Provider, RefundEvent};
+use common::event::{EventKind, IdempotencyKey, Provider, RefundEvent};
 use common::held::{HeldDelivery, HeldEntry};
 use common::notify::{Audience, Notification, Notifier, NotifyError};
 use common::store::{Advance, EventStore, Hold, ObjectRecord, Page, Put, Record, StoreError, Told};
@@ -164,6 +164,13 @@ impl<S: EventStore> EventStore for FlakyStore<S> {
         match injected(self.fault()) {
             Some(e) => Err(e),
             None => self.inner.resolve_held(held, resolution).await,
+        }
+    }
+
+    async fn existing(&self, events: &[RefundEvent]) -> Result<std::collections::HashSet<IdempotencyKey>, StoreError> {
+        match injected(self.fault()) {
+            Some(e) => Err(e),
+            None => self.inner.existing(events).await,
         }
     }
 

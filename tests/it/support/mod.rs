@@ -4,8 +4,10 @@
 pub mod aws;
 pub mod count_proxy;
 pub mod emulator;
+pub mod fake_http;
 pub mod faults;
 pub mod foloosi_api;
+pub mod rainforest_api;
 pub mod runner;
 
 use std::collections::HashMap;
