@@ -207,7 +207,8 @@ pub enum HeldCommand {
 pub struct OperatorArgs {
     #[arg(long, default_value = ".relay")]
     pub data_dir: PathBuf,
-    /// The deployed stack: its output `OperatorFunctionName` names the function to invoke.
+    /// The deployed stack: its output `OperatorFunctionName` names the function to invoke
+    /// (`ReconcileFunctionName` for `reconcile`, which runs where the providers' API keys are).
     #[arg(long, conflicts_with = "function")]
     pub stack: Option<String>,
     /// The operator function's name or ARN (the endpoint from `AWS_ENDPOINT_URL_LAMBDA` or
@@ -314,7 +315,13 @@ async fn operate(target: &OperatorArgs, command: operate::Command) -> anyhow::Re
             let sdk = aws_adapters::lambda::aws_config(aws_adapters::lambda::SdkSetup::Operator).await;
             let function = match (&target.function, &target.stack) {
                 (Some(function), _) => function.clone(),
-                (None, Some(stack)) => operator_function_of(&aws_sdk_cloudformation::Client::new(&sdk), stack).await?,
+                (None, Some(stack)) => {
+                    let output = match command {
+                        operate::Command::Reconcile { .. } => "ReconcileFunctionName",
+                        _ => "OperatorFunctionName",
+                    };
+                    function_of(&aws_sdk_cloudformation::Client::new(&sdk), stack, output).await?
+                }
                 (None, None) => bail!("--stack or --function names the deployment"),
             };
             // Nothing here publishes or writes with this shell's credentials: the function does.
@@ -374,8 +381,12 @@ fn merge_tallies(total: &mut Vec<common::reconcile::Tally>, more: Vec<common::re
     }
 }
 
-/// The operator function a stack deployed, from its `OperatorFunctionName` output.
-async fn operator_function_of(cloudformation: &aws_sdk_cloudformation::Client, stack: &str) -> anyhow::Result<String> {
+/// The function a stack deployed, from its `output` (`OperatorFunctionName`, ...).
+async fn function_of(
+    cloudformation: &aws_sdk_cloudformation::Client,
+    stack: &str,
+    output: &str,
+) -> anyhow::Result<String> {
     let described = cloudformation
         .describe_stacks()
         .stack_name(stack)
@@ -387,12 +398,10 @@ async fn operator_function_of(cloudformation: &aws_sdk_cloudformation::Client, s
         .stacks()
         .iter()
         .flat_map(|s| s.outputs())
-        .find(|o| o.output_key() == Some("OperatorFunctionName"))
+        .find(|o| o.output_key() == Some(output))
         .and_then(|o| o.output_value())
         .map(str::to_owned)
-        .with_context(|| {
-            format!("stack {stack} has no OperatorFunctionName output: deploy this version's template.yaml")
-        })
+        .with_context(|| format!("stack {stack} has no {output} output: deploy this version's template.yaml"))
 }
 
 /// One synchronous invocation of the operator function.

@@ -119,6 +119,14 @@ pub async fn write_all(out: &Path, fixtures: &Path, now: i64) -> anyhow::Result<
         let request = common::operate::Request { command, resume: None };
         write(format!("operator-{name}-dry-run.json"), &serde_json::to_value(request)?)?;
     }
+    // The reconcile function's: EventBridge's scheduled event, which it reads nothing of
+    // (`sam local invoke ReconcileFunction -e events/reconcile-schedule.json`).
+    let schedule = json!({
+        "version": "0", "id": "00000000-0000-0000-0000-000000000000", "detail-type": "Scheduled Event",
+        "source": "aws.events", "account": "123456789012", "time": "2026-12-01T00:00:00Z", "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/refund-relay-reconcile"], "detail": {},
+    });
+    write("reconcile-schedule.json".into(), &schedule)?;
     Ok(written)
 }
 

@@ -15,7 +15,7 @@ use common::config::{Config, Secrets, dev_secret};
 use common::event::{EventKind, IdempotencyKey, Provider, RefundEvent};
 use common::held::{HeldDelivery, HeldEntry};
 use common::receive::{Receiver, WebhookRequest};
-use common::store::{Advance, EventStore, Hold, ObjectRecord, Page, Put, Record, StoreError, Told};
+use common::store::{Advance, Checkpoint, EventStore, Hold, ObjectRecord, Page, Put, Record, StoreError, Told};
 use common::timestamp::Timestamp;
 use criterion::{Criterion, criterion_group, criterion_main};
 use hmac::{Hmac, KeyInit, Mac};
@@ -68,6 +68,12 @@ impl EventStore for NullStore {
     }
     async fn existing(&self, _: &[RefundEvent]) -> Result<std::collections::HashSet<IdempotencyKey>, StoreError> {
         Ok(Default::default())
+    }
+    async fn checkpoint(&self, _: Provider) -> Result<Option<Checkpoint>, StoreError> {
+        Ok(None)
+    }
+    async fn save_checkpoint(&self, _: &Checkpoint) -> Result<(), StoreError> {
+        Ok(())
     }
     async fn records(&self, _: Option<String>) -> Result<Page<Record>, StoreError> {
         Ok(Page { items: Vec::new(), next: None })

@@ -157,6 +157,19 @@ pub fn webhook_emf(provider: Provider, outcome: WebhookOutcome, timestamp_ms: i6
     counted(timestamp_ms, "Webhooks", 1, [("Provider", provider.as_str()), ("Outcome", outcome.as_str())]).to_string()
 }
 
+/// The EMF documents of one provider's sweep: `Reconciled` by provider and outcome (`missed`,
+/// `known`, `held`, `failed`), and by outcome alone (what the alarms watch), zeros included so
+/// the graphs show a sweep that found nothing.
+pub fn reconciled_emf(tally: &crate::reconcile::Tally, timestamp_ms: i64) -> Vec<String> {
+    let provider = tally.provider.as_str();
+    [("missed", tally.missed), ("known", tally.known), ("held", tally.held), ("failed", tally.failed)]
+        .into_iter()
+        .map(|(outcome, n)| {
+            counted(timestamp_ms, "Reconciled", n as u64, [("Provider", provider), ("Outcome", outcome)]).to_string()
+        })
+        .collect()
+}
+
 /// One EMF document: `metric` = `count`, by both dimensions of `by` and by the second alone.
 fn counted(timestamp_ms: i64, metric: &str, count: u64, by: [(&str, &str); 2]) -> Value {
     let [(first, _), (second, _)] = by;

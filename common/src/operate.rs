@@ -282,8 +282,6 @@ impl Operator {
         }
     }
 
-    /// Each provider in turn (in [`Provider::ALL`]'s order, from where a run stopped): its
-    /// API's sweep of the window, or a line saying why there is none.
     async fn reconcile(
         &self,
         only: Option<Provider>,
@@ -292,39 +290,8 @@ impl Operator {
         resume: Option<String>,
         out_of_time: &dyn Fn() -> bool,
     ) -> Result<Report, OperateError> {
-        let resume: Option<Resume> = match resume {
-            Some(text) => Some(
-                serde_json::from_str(&text)
-                    .map_err(|_| OperateError::NotFound(format!("not a reconcile cursor: {text}")))?,
-            ),
-            None => None,
-        };
         let reconciler = Reconciler::new(self.receiver.clone(), self.store.clone());
-        let mut report = Report::default();
-        let start = resume.as_ref().map_or(0, |r| Provider::ALL.iter().position(|p| *p == r.provider).unwrap_or(0));
-        for (i, provider) in Provider::ALL.into_iter().enumerate().skip(start) {
-            if only.is_some_and(|p| p != provider) {
-                continue;
-            }
-            let Some(api) = self.apis.iter().find(|a| a.provider() == provider) else {
-                report.lines.push(format!("{provider}: skipped: {}", crate::api::why_not_swept(provider)));
-                continue;
-            };
-            // A provider after the first starts only with time left.
-            if i > start && out_of_time() {
-                report.resume = Some(serde_json::to_string(&Resume { provider, cursor: None }).unwrap_or_default());
-                return Ok(report);
-            }
-            let cursor = resume.as_ref().filter(|r| r.provider == provider).and_then(|r| r.cursor.clone());
-            let swept = reconciler.sweep(api.as_ref(), window, cursor, dry_run, out_of_time).await?;
-            report.lines.extend(swept.lines);
-            report.reconciled.push(swept.tally);
-            if let Some(stopped) = swept.resume {
-                report.resume = Some(serde_json::to_string(&stopped).unwrap_or_default());
-                return Ok(report);
-            }
-        }
-        Ok(report)
+        reconcile(&reconciler, &self.apis, only, window, dry_run, resume, out_of_time).await
     }
 
     /// Every stored record, page by page; what mentions the person is rewritten without them.
@@ -374,6 +341,53 @@ impl Operator {
             }
         }
     }
+}
+
+/// The `reconcile` command, wherever it runs: each provider in turn (in [`Provider::ALL`]'s
+/// order, from where a run stopped), its API's sweep of the window, or a line saying why there
+/// is none.
+#[allow(clippy::too_many_arguments)]
+pub async fn reconcile(
+    reconciler: &Reconciler,
+    apis: &[Arc<dyn ProviderApi>],
+    only: Option<Provider>,
+    window: &Window,
+    dry_run: bool,
+    resume: Option<String>,
+    out_of_time: &dyn Fn() -> bool,
+) -> Result<Report, OperateError> {
+    let resume: Option<Resume> = match resume {
+        Some(text) => Some(
+            serde_json::from_str(&text)
+                .map_err(|_| OperateError::NotFound(format!("not a reconcile cursor: {text}")))?,
+        ),
+        None => None,
+    };
+    let mut report = Report::default();
+    let start = resume.as_ref().map_or(0, |r| Provider::ALL.iter().position(|p| *p == r.provider).unwrap_or(0));
+    for (i, provider) in Provider::ALL.into_iter().enumerate().skip(start) {
+        if only.is_some_and(|p| p != provider) {
+            continue;
+        }
+        let Some(api) = apis.iter().find(|a| a.provider() == provider) else {
+            report.lines.push(format!("{provider}: skipped: {}", crate::api::why_not_swept(provider)));
+            continue;
+        };
+        // A provider after the first starts only with time left.
+        if i > start && out_of_time() {
+            report.resume = Some(serde_json::to_string(&Resume { provider, cursor: None }).unwrap_or_default());
+            return Ok(report);
+        }
+        let cursor = resume.as_ref().filter(|r| r.provider == provider).and_then(|r| r.cursor.clone());
+        let swept = reconciler.sweep(api.as_ref(), window, cursor, dry_run, out_of_time).await?;
+        report.lines.extend(swept.lines);
+        report.reconciled.push(swept.tally);
+        if let Some(stopped) = swept.resume {
+            report.resume = Some(serde_json::to_string(&stopped).unwrap_or_default());
+            return Ok(report);
+        }
+    }
+    Ok(report)
 }
 
 /// What telling an event came to, in words.

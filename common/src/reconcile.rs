@@ -18,7 +18,7 @@ use crate::api::{ApiError, Fetched, ProviderApi, Window};
 use crate::event::{Proof, Provider};
 use crate::held::{HeldDelivery, HoldCode, HoldReason};
 use crate::receive::{Reading, ReceiveError, Receiver};
-use crate::store::{EventStore, Put, StoreError};
+use crate::store::{Checkpoint, EventStore, Put, StoreError, UnderWay};
 use crate::timestamp::Timestamp;
 use crate::verify::Verified;
 
@@ -208,6 +208,62 @@ impl Reconciler {
         self.store.hold(&held).await?;
         swept.lines.push(format!("{}: held as {} ({reason})", item.id, held.held_id));
         Ok(())
+    }
+}
+
+/// How the scheduled sweeps choose their windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// Each window starts this long before where the last one ended: lists are eventually
+    /// consistent, and an object indexed late is not skipped.
+    pub overlap: Duration,
+    /// How far back the very first sweep of a provider looks (not all of its history).
+    pub first_window: Duration,
+    /// A window ends this long before the run: a refund younger than that may have its webhook
+    /// still on the way (a provider's first retry), and would count as missed.
+    pub settle: Duration,
+}
+
+impl Schedule {
+    pub const DEFAULT: Schedule = Schedule {
+        overlap: Duration::from_secs(3600),
+        first_window: Duration::from_secs(24 * 3600),
+        settle: Duration::from_secs(600),
+    };
+}
+
+impl Reconciler {
+    /// One scheduled sweep of `api`'s provider, from its checkpoint: the window under way if the
+    /// last run stopped in one, else from where the last window ended (less the overlap) to
+    /// `now` less the settling time. Done, the checkpoint moves to the window's end; stopped for time, it keeps the
+    /// window and the page to go on from; failed, it stays, and the next run sweeps again.
+    pub async fn scheduled(
+        &self,
+        api: &dyn ProviderApi,
+        now: Timestamp,
+        schedule: &Schedule,
+        out_of_time: &dyn Fn() -> bool,
+    ) -> Result<Swept, ReceiveError> {
+        let provider = api.provider();
+        let saved = self.store.checkpoint(provider).await?;
+        let now = now.minus(schedule.settle);
+        let (window, cursor) = match &saved {
+            Some(Checkpoint { under_way: Some(u), .. }) => (Window { start: u.since, end: u.until }, u.cursor.clone()),
+            Some(c) => (Window { start: c.through.minus(schedule.overlap), end: now.max(c.through) }, None),
+            None => (Window { start: now.minus(schedule.first_window), end: now }, None),
+        };
+        let swept = self.sweep(api, &window, cursor, false, out_of_time).await?;
+        let next = match &swept.resume {
+            Some(stopped) => Checkpoint {
+                provider,
+                through: saved.map_or(window.start, |c| c.through),
+                under_way: Some(UnderWay { since: window.start, until: window.end, cursor: stopped.cursor.clone() }),
+            },
+            None if swept.tally.failed == 0 => Checkpoint { provider, through: window.end, under_way: None },
+            None => return Ok(swept),
+        };
+        self.store.save_checkpoint(&next).await?;
+        Ok(swept)
     }
 }
 

@@ -247,3 +247,80 @@ async fn the_cli_drives_the_operator_function() {
     assert_eq!(own, ["DescribeStacks"], "the CLI neither publishes nor reads the table: {own:?}");
     eprintln!("operator: INIT REPORT durationMs {:.1}; replay: {replayed:?}", init_ms(&em));
 }
+
+/// The reconcile function as the schedule runs it: its API key read from Secrets Manager at
+/// init, a sweep from no checkpoint that stores the refund no webhook brought and knows the one
+/// that came, its `Reconciled` metric, its checkpoint item; and a second run that finds nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_reconcile_function_on_its_schedule() {
+    use support::rainforest_api::FakeRainforest;
+
+    let Some((rie, bootstraps, endpoint)) = setup() else { return };
+    let sdk = moto::sdk(&endpoint).await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = moto::unique("reconcile");
+    moto::create_table(&ddb, &table).await;
+    let store = std::sync::Arc::new(aws_adapters::dynamodb::DynamoStore::new(
+        ddb.clone(),
+        &table,
+        std::time::Duration::from_secs(3600),
+    ));
+    let receiver = common::Receiver::new(&support::config(&[]), store);
+    let pushed = support::fixture("rainforest/refund.succeeded.json");
+    let config = support::config(&[]);
+    let headers = support::signed(&config, Provider::Rainforest, "application/json", &pushed, support::now(), "m");
+    let req = common::WebhookRequest { method: &http::Method::POST, headers: &headers, query: None, body: &pushed };
+    assert_eq!(receiver.receive(Provider::Rainforest, req).await.body["status"], "accepted");
+
+    let api = FakeRainforest::start();
+    // Older than the settling time the function leaves its webhook.
+    let minutes_ago = common::timestamp::Timestamp::now().minus(std::time::Duration::from_secs(1200)).to_string();
+    api.add_refund("rfd_2sPMefai6yWsyp4MSGUkAo32pp7", "SUCCEEDED", 1250, &minutes_ago);
+    api.add_refund("rfd_never_pushed", "SUCCEEDED", 300, &minutes_ago);
+    let sm = aws_sdk_secretsmanager::Client::new(&sdk);
+    let [(_, key), version, url] = api.env();
+    let arn = sm.create_secret().name(moto::unique("rf-key")).secret_string(key).send().await.unwrap().arn.unwrap();
+    let mut env = base_env(&endpoint, &table);
+    env.push(("RAINFOREST_API_KEY_ARN".into(), arn));
+    env.extend([version, url].map(|(k, v)| (k.to_owned(), v)));
+    let em = start(&rie, &bootstraps.join("reconcile"), &env);
+    let schedule = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("events/reconcile-schedule.json"));
+
+    let first = invoke(&em, &schedule);
+    let tally = &first["reconciled"][0];
+    assert_eq!(
+        (tally["provider"].as_str(), tally["missed"].as_u64(), tally["known"].as_u64()),
+        (Some("rainforest"), Some(1), Some(1)),
+        "{first}"
+    );
+    let documents = emf_documents_when(&em, 4);
+    let counted: Vec<(String, u64)> = documents
+        .iter()
+        .map(|d| (d["Outcome"].as_str().unwrap().to_owned(), d["Reconciled"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(counted, [("missed".into(), 1), ("known".into(), 1), ("held".into(), 0), ("failed".into(), 0)]);
+    assert_eq!(moto::item_count(&ddb, &table, "EVT#").await, 2);
+    assert_eq!(moto::item_count(&ddb, &table, "RECON").await, 1, "the checkpoint");
+
+    let second = invoke(&em, &schedule);
+    assert_eq!(
+        (second["reconciled"][0]["missed"].as_u64(), second["reconciled"][0]["known"].as_u64()),
+        (Some(0), Some(2)),
+        "{second}"
+    );
+
+    // `refund-relay reconcile --stack` sends the CLI's window as an operator request.
+    let since = common::timestamp::Timestamp::now().minus(std::time::Duration::from_secs(3600));
+    let command = common::operate::Command::Reconcile {
+        provider: None,
+        since,
+        until: common::timestamp::Timestamp::now(),
+        dry_run: true,
+    };
+    let request = serde_json::to_value(common::operate::Request { command, resume: None }).unwrap();
+    let report: common::operate::Report = serde_json::from_value(invoke(&em, &request)).unwrap();
+    let tallies: Vec<String> = report.reconciled.iter().map(ToString::to_string).collect();
+    assert_eq!(tallies, ["reconciled rainforest: 2 listed, 0 missed, 2 known, 0 held, 0 failed"]);
+    assert!(report.lines.iter().any(|l| l.starts_with("webforce: skipped")), "{:?}", report.lines);
+    eprintln!("reconcile: INIT REPORT durationMs {:.1}", init_ms(&em));
+}

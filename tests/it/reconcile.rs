@@ -205,3 +205,63 @@ fn the_cli_reconciles_the_local_store() {
     let (ok, out) = run(&["--provider", "rainforest"], &gone);
     assert!(!ok && out.contains("1 failed") && out.contains("run reconcile again"), "{out}");
 }
+
+/// The scheduled sweep keeps a checkpoint per provider: the first run looks back its first
+/// window, the next from where that one ended less the overlap; a run out of time keeps its
+/// window and page and the next goes on from there; a failed run leaves the checkpoint, so the
+/// window is swept again.
+#[tokio::test]
+async fn scheduled_sweeps_go_on_from_their_checkpoint() {
+    use common::reconcile::{Reconciler, Schedule};
+    use common::store::EventStore;
+    use std::time::Duration;
+
+    let api = FakeRainforest::start();
+    let h = Harness::new();
+    let now = Timestamp::now();
+    let ago = |secs: u64| now.minus(Duration::from_secs(secs)).to_string();
+    let n = common::providers::rainforest_api::PAGE_LIMIT + 5;
+    for i in 0..n {
+        api.add_refund(&format!("rfd_{i:04}"), "CREATED", 100, &ago(7200 - i as u64));
+    }
+    api.add_refund("rfd_too_old", "CREATED", 100, &ago(2 * 24 * 3600));
+    let env = support::env_of(&api.env().iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>());
+    let apis = common::api::configured(&env, Arc::new(aws_adapters::http::HyperClient::new().unwrap())).unwrap();
+    let rainforest = apis[0].as_ref();
+    let reconciler = Reconciler::new(common::Receiver::new(&h.config, h.store.clone()), h.store.clone());
+    let schedule = Schedule::DEFAULT;
+
+    // Out of time after its first page: the window and the page to go on from are kept.
+    let stopped = reconciler.scheduled(rainforest, now, &schedule, &|| true).await.unwrap();
+    assert_eq!((stopped.tally.listed, stopped.tally.missed), (200, 200));
+    let saved = h.store.checkpoint(Provider::Rainforest).await.unwrap().expect("saved");
+    let under_way = saved.under_way.expect("a window under way");
+    let end = now.minus(schedule.settle);
+    assert_eq!(
+        (under_way.since, under_way.until),
+        (end.minus(schedule.first_window), end),
+        "ends before the settling time"
+    );
+    assert!(under_way.cursor.is_some());
+
+    let rest = reconciler.scheduled(rainforest, now, &schedule, &|| false).await.unwrap();
+    assert_eq!((rest.tally.listed, rest.tally.missed), (n - 200, n - 200), "{:?}", rest.lines);
+    assert_eq!(h.store.events().len(), n, "the one older than the first window is not pulled");
+    let done = h.store.checkpoint(Provider::Rainforest).await.unwrap().unwrap();
+    assert_eq!((done.through, done.under_way.clone()), (end, None));
+
+    // Later: from the last window's end less the overlap. A refund listed late (the list is
+    // eventually consistent) is found in the overlap, and missed.
+    let later = now;
+    api.add_refund("rfd_new", "SUCCEEDED", 100, &ago(1200));
+    api.fail_next(Fault::Status(503));
+    let failed = reconciler.scheduled(rainforest, later, &schedule, &|| false).await.unwrap();
+    assert_eq!(failed.tally.failed, 1);
+    assert_eq!(h.store.checkpoint(Provider::Rainforest).await.unwrap().unwrap(), done, "a failed run moves nothing");
+    let next = reconciler.scheduled(rainforest, later, &schedule, &|| false).await.unwrap();
+    assert_eq!((next.tally.missed, next.tally.failed), (1, 0), "{:?}", next.lines);
+    let asked = api.asked();
+    let last = asked.last().unwrap();
+    let start = end.minus(schedule.overlap).whole_seconds(true);
+    assert!(last.contains(&format!("created_at.start={}", start.replace(':', "%3A"))), "{last}");
+}

@@ -24,6 +24,8 @@
 //!   only once resolved.
 //! - held cap: `pk = HELDCAP#<provider>#<minute>`, `sk = HELDCAP`, a counter of the minute's new
 //!   held items, expiring after an hour.
+//! - reconciliation checkpoint: `pk = RECON#<provider>`, `sk = RECON`, the provider's
+//!   [`Checkpoint`](crate::store::Checkpoint) as JSON (`checkpoint`).
 
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -43,6 +45,12 @@ pub const HELD_INDEX: &str = "by_held_provider";
 /// The held index of items written before `by_held_provider`: one partition, `held_pk = HELD`.
 pub const LEGACY_HELD_INDEX: &str = "by_held";
 pub const HELD_CAP_SK: &str = "HELDCAP";
+pub const CHECKPOINT_SK: &str = "RECON";
+
+/// A provider's reconciliation checkpoint item's partition.
+pub fn checkpoint_pk(provider: Provider) -> String {
+    format!("RECON#{provider}")
+}
 /// Shards of each provider's held index partition.
 pub const HELD_SHARDS: u8 = 8;
 

@@ -6,7 +6,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Page, Put, Record, StoreError, Told, advances, page_of_held,
+    Advance, Checkpoint, EventStore, HistoryEntry, Hold, ObjectRecord, Page, Put, Record, StoreError, Told, advances,
+    page_of_held,
 };
 use crate::event::{EventId, EventKind, IdempotencyKey, Provider, RefundEvent, Status};
 use crate::held::{HeldDelivery, HeldEntry, HeldStatus};
@@ -22,6 +23,7 @@ struct State {
     /// Per object, the audiences told of its last event so far.
     told_to: HashMap<String, (EventId, Told)>,
     held: Vec<HeldDelivery>,
+    checkpoints: HashMap<Provider, Checkpoint>,
 }
 
 #[derive(Default)]
@@ -226,6 +228,17 @@ impl EventStore for MemoryStore {
             .filter(|e| s.keys.contains_key(&e.idempotency_key))
             .map(|e| e.idempotency_key.clone())
             .collect())
+    }
+
+    async fn checkpoint(&self, provider: Provider) -> Result<Option<Checkpoint>, StoreError> {
+        self.check()?;
+        Ok(self.lock().checkpoints.get(&provider).cloned())
+    }
+
+    async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        self.check()?;
+        self.lock().checkpoints.insert(checkpoint.provider, checkpoint.clone());
+        Ok(())
     }
 
     async fn records(&self, _after: Option<String>) -> Result<Page<Record>, StoreError> {

@@ -244,6 +244,12 @@ pub trait EventStore: Send + Sync {
     /// allows and without writing: reconciliation asks this of a whole page before it writes.
     async fn existing(&self, events: &[RefundEvent]) -> Result<HashSet<IdempotencyKey>, StoreError>;
 
+    /// Where `provider`'s scheduled sweeps have got to.
+    async fn checkpoint(&self, provider: Provider) -> Result<Option<Checkpoint>, StoreError>;
+
+    /// Saves a sweep's checkpoint (one a provider; the sweeps run one at a time).
+    async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError>;
+
     /// Every stored event and held delivery, a page at a time (`after` is the previous page's
     /// `next`; a page may hold none and still have a next): a scan, for the rare data-protection
     /// request (`erase`), never for a webhook.
@@ -255,6 +261,24 @@ pub trait EventStore: Send + Sync {
 
     /// Replaces a held delivery's body and query with `held`'s.
     async fn rewrite_held(&self, held: &HeldDelivery) -> Result<(), StoreError>;
+}
+
+/// Where a provider's scheduled sweeps have got to: everything created up to `through` was
+/// listed, and a window whose sweep ran out of time, with the page to go on from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    pub provider: Provider,
+    pub through: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub under_way: Option<UnderWay>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct UnderWay {
+    pub since: Timestamp,
+    pub until: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 /// A stored record that may carry personal data.

@@ -17,10 +17,12 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue, Re
 use common::event::{EventKind, IdempotencyKey, Provider, RefundEvent, Status};
 use common::held::{HeldDelivery, HeldEntry, HeldStatus};
 use common::store::layout::{
-    self, AGGREGATE_SK, EVENT_SK_PREFIX, EventItem, HELD_CAP_SK, HELD_INDEX, HELD_SHARDS, HELD_SK, HeldIndexItem,
-    HeldItem, LEGACY_HELD_INDEX,
+    self, AGGREGATE_SK, CHECKPOINT_SK, EVENT_SK_PREFIX, EventItem, HELD_CAP_SK, HELD_INDEX, HELD_SHARDS, HELD_SK,
+    HeldIndexItem, HeldItem, LEGACY_HELD_INDEX,
 };
-use common::store::{Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Page, Put, Record, StoreError, Told};
+use common::store::{
+    Advance, Checkpoint, EventStore, HistoryEntry, Hold, ObjectRecord, Page, Put, Record, StoreError, Told,
+};
 use common::timestamp::Timestamp;
 
 /// Items one `untold` page scans: a page's keys and markers, never bodies, in well under a second.
@@ -560,6 +562,31 @@ impl EventStore for DynamoStore {
             .send()
             .await
             .map(|_| ())
+            .map_err(|e| classify(&e))
+    }
+
+    async fn checkpoint(&self, provider: Provider) -> Result<Option<Checkpoint>, StoreError> {
+        let item =
+            self.get(layout::checkpoint_pk(provider), CHECKPOINT_SK).send().await.map_err(|e| classify(&e))?.item;
+        let Some(json) = item.as_ref().and_then(|i| i.get("checkpoint")).and_then(|v| v.as_s().ok()) else {
+            return Ok(None);
+        };
+        serde_json::from_str(json).map(Some).map_err(|e| StoreError::Corrupt(format!("checkpoint: {e}")))
+    }
+
+    /// One unconditional PutItem: the reconcile function runs one sweep at a time (reserved
+    /// concurrency 1), and the stream's filter leaves this item out of the fan-out.
+    async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        let json = serde_json::to_string(checkpoint).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", AttributeValue::S(layout::checkpoint_pk(checkpoint.provider)))
+            .item("sk", AttributeValue::S(CHECKPOINT_SK.into()))
+            .item("checkpoint", AttributeValue::S(json))
+            .send()
+            .await
+            .map(drop)
             .map_err(|e| classify(&e))
     }
 

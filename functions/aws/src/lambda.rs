@@ -22,14 +22,17 @@ use tracing_subscriber::filter::LevelFilter;
 
 use crate::dynamodb::DynamoStore;
 use crate::sns::{SnsNotifier, TopicArns};
+use common::api::ProviderApi;
 use common::config::{ALLOW_DEV_SECRETS, Config, ConfigError, Env, Secrets, process_env, secret_vars};
 use common::event::Provider;
 use common::fanout::{Fanout, Outcome};
 use common::metrics;
 use common::operate::{self, Operator, Report};
 use common::receive::{Receipt, Receiver, WebhookRequest};
+use common::reconcile::{Reconciler, Schedule};
 use common::secrets::{self, Rotation, SecretSource, SourceError};
 use common::store::layout::{AttributeValue, Image};
+use common::timestamp::Timestamp;
 
 pub type Error = lambda_runtime::Error;
 
@@ -415,6 +418,115 @@ pub async fn handle_operator(
         tracing::info!(%resume, "time ran out: the caller resumes here");
     }
     Ok(report)
+}
+
+/// The reconcile function's state, built once per cold start: the store, the receiver's
+/// settings (currencies, merchant ids) and the providers' APIs the environment configures (keys
+/// from Secrets Manager when `<VAR>_ARN` names them).
+pub struct Sweeper {
+    reconciler: Reconciler,
+    apis: Vec<Arc<dyn ProviderApi>>,
+    schedule: Schedule,
+}
+
+pub async fn sweeper_from_env(env: Env<'_>) -> Result<Sweeper, ConfigError> {
+    let sdk = aws_config(SdkSetup::Lambda).await;
+    let named = secrets::named(&["RAINFOREST_API_KEY"], env)?;
+    let from_store = if named.is_empty() {
+        Default::default()
+    } else {
+        secrets::read_all(&SecretsManager(aws_sdk_secretsmanager::Client::new(&sdk)), &named).await?
+    };
+    let env = |var: &str| from_store.get(var).cloned().or_else(|| env(var));
+    let config = Config::load(&[], Secrets::Required, &env)?;
+    let store = Arc::new(DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        required(&env, "EVENTS_TABLE")?,
+        retention(&env)?,
+    ));
+    let http = crate::http::HyperClient::new().map_err(|e| ConfigError::Invalid {
+        var: "RAINFOREST_API_KEY".into(),
+        message: format!("no TLS roots for the providers' APIs: {e}"),
+    })?;
+    let apis = common::api::configured(&env, Arc::new(http))?;
+    for provider in Provider::ALL.into_iter().filter(|p| !apis.iter().any(|a| a.provider() == *p)) {
+        tracing::info!(%provider, why = common::api::why_not_swept(provider), "not swept");
+    }
+    let seconds =
+        |var, default: Duration| above_zero(&env, var, "seconds").map(|v| v.map_or(default, Duration::from_secs));
+    let schedule = Schedule {
+        overlap: seconds("RECONCILE_OVERLAP_SECONDS", Schedule::DEFAULT.overlap)?,
+        first_window: seconds("RECONCILE_FIRST_WINDOW_SECONDS", Schedule::DEFAULT.first_window)?,
+        settle: seconds("RECONCILE_SETTLE_SECONDS", Schedule::DEFAULT.settle)?,
+    };
+    Ok(Sweeper { reconciler: Reconciler::new(Receiver::new(&config, store.clone()), store), apis, schedule })
+}
+
+pub async fn run_reconcile() -> Result<(), Error> {
+    init_tracing();
+    let sweeper = sweeper_from_env(&process_env).await.inspect_err(|e| {
+        tracing::error!(error = %e, "configuration error");
+    })?;
+    let sweeper = &sweeper;
+    lambda_runtime::run(lambda_runtime::service_fn(move |ev: LambdaEvent<serde_json::Value>| async move {
+        let deadline = ev.context.deadline().checked_sub(OPERATOR_MARGIN);
+        let left = deadline.and_then(|d| d.duration_since(std::time::SystemTime::now()).ok()).unwrap_or_default();
+        let deadline = Some(std::time::Instant::now() + left);
+        match serde_json::from_value::<operate::Request>(ev.payload) {
+            Ok(request) => handle_reconcile_request(sweeper, request, deadline).await,
+            // EventBridge's scheduled event, or anything else: the scheduled sweep.
+            Err(_) => handle_reconcile(sweeper, deadline).await,
+        }
+    }))
+    .await
+}
+
+/// `refund-relay reconcile --stack`: the CLI's window, on this function's APIs and keys, bounded
+/// and resumable like every operator command. The checkpoints are not moved.
+pub async fn handle_reconcile_request(
+    sweeper: &Sweeper,
+    request: operate::Request,
+    deadline: Option<std::time::Instant>,
+) -> Result<serde_json::Value, Error> {
+    let operate::Command::Reconcile { provider, since, until, dry_run } = request.command else {
+        return Err("the reconcile function runs only `reconcile`; the operator function runs the rest".into());
+    };
+    tracing::info!(?provider, %since, %until, dry_run, resume = ?request.resume, "reconcile command");
+    let out_of_time = || deadline.is_some_and(|d| std::time::Instant::now() >= d);
+    let window = common::api::Window { start: since, end: until };
+    let report = operate::reconcile(
+        &sweeper.reconciler,
+        &sweeper.apis,
+        provider,
+        &window,
+        dry_run,
+        request.resume,
+        &out_of_time,
+    )
+    .await?;
+    Ok(serde_json::to_value(report)?)
+}
+
+/// One scheduled run: each configured provider's sweep from its checkpoint, its `Reconciled`
+/// metric, a log line per object it stored or held, and the tallies as the answer. A provider's
+/// API failing is counted (and alarmed on), not an error: the next run sweeps again.
+pub async fn handle_reconcile(
+    sweeper: &Sweeper,
+    deadline: Option<std::time::Instant>,
+) -> Result<serde_json::Value, Error> {
+    let out_of_time = || deadline.is_some_and(|d| std::time::Instant::now() >= d);
+    let mut tallies = Vec::new();
+    for api in &sweeper.apis {
+        let swept =
+            sweeper.reconciler.scheduled(api.as_ref(), Timestamp::now(), &sweeper.schedule, &out_of_time).await?;
+        write_metrics(&metrics::reconciled_emf(&swept.tally, now_ms()));
+        for line in &swept.lines {
+            tracing::info!(provider = %swept.tally.provider, %line, "reconciled");
+        }
+        tracing::info!(tally = %swept.tally, "swept");
+        tallies.push(swept.tally);
+    }
+    Ok(serde_json::json!({ "reconciled": tallies }))
 }
 
 pub async fn run_fanout() -> Result<(), Error> {

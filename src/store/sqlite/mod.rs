@@ -16,7 +16,8 @@ use async_trait::async_trait;
 use common::event::{EventKind, IdempotencyKey, Proof, Provider, RefundEvent, Status};
 use common::held::{HeldDelivery, HeldEntry, HeldStatus};
 use common::store::{
-    Advance, EventStore, HistoryEntry, Hold, ObjectRecord, Page, Put, Record, StoreError, Told, page_of_held,
+    Advance, Checkpoint, EventStore, HistoryEntry, Hold, ObjectRecord, Page, Put, Record, StoreError, Told,
+    page_of_held,
 };
 use common::timestamp::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -355,6 +356,26 @@ impl EventStore for SqliteStore {
     async fn resolve_held(&self, held: &HeldDelivery, resolution: &str) -> Result<(), StoreError> {
         let (provider, held_id, resolution) = (held.provider, held.held_id.clone(), resolution.to_owned());
         self.writer.ask(|reply| Write::ResolveHeld { provider, held_id, resolution, reply }).await
+    }
+
+    async fn checkpoint(&self, provider: Provider) -> Result<Option<Checkpoint>, StoreError> {
+        self.read(move |c| {
+            let json: Option<String> = c
+                .query_row("SELECT checkpoint FROM checkpoints WHERE provider = ?1", params![provider.as_str()], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(unavailable)?;
+            json.map(|j| serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("checkpoint: {e}"))))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        let json = serde_json::to_string(checkpoint).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let provider = checkpoint.provider;
+        self.writer.ask(|reply| Write::SaveCheckpoint { provider, json, reply }).await
     }
 
     async fn existing(&self, events: &[RefundEvent]) -> Result<HashSet<IdempotencyKey>, StoreError> {

@@ -50,6 +50,11 @@ CREATE TABLE IF NOT EXISTS held (
     delivery_id  TEXT,
     PRIMARY KEY (provider, held_id)
 ) WITHOUT ROWID;
+-- Where each provider's scheduled sweeps have got to (reconcile), as JSON.
+CREATE TABLE IF NOT EXISTS checkpoints (
+    provider   TEXT PRIMARY KEY,
+    checkpoint TEXT NOT NULL
+);
 ";
 
 /// Brings a data directory in the older layout up to date: there the outbox is an `events.notified`

@@ -51,6 +51,11 @@ pub(super) enum Write {
         query: Option<String>,
         reply: Reply<()>,
     },
+    SaveCheckpoint {
+        provider: Provider,
+        json: String,
+        reply: Reply<()>,
+    },
     /// Takes events (by [`Pending::seq`]) out of the outbox.
     MarkNotified {
         seqs: Vec<i64>,
@@ -111,6 +116,18 @@ impl Write {
                     c.execute(
                         "UPDATE held SET body = ?3, query = ?4 WHERE provider = ?1 AND held_id = ?2",
                         params![provider.as_str(), held_id, body, query],
+                    )
+                    .map(drop)
+                    .map_err(unavailable)
+                }),
+                reply,
+            ),
+            Write::SaveCheckpoint { provider, json, reply } => Outcome::Done(
+                conn.and_then(|c| {
+                    c.execute(
+                        "INSERT INTO checkpoints (provider, checkpoint) VALUES (?1, ?2) \
+                         ON CONFLICT (provider) DO UPDATE SET checkpoint = excluded.checkpoint",
+                        params![provider.as_str(), json],
                     )
                     .map(drop)
                     .map_err(unavailable)

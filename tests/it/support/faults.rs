@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use common::event::{EventKind, IdempotencyKey, Provider, RefundEvent};
 use common::held::{HeldDelivery, HeldEntry};
 use common::notify::{Audience, Notification, Notifier, NotifyError};
-use common::store::{Advance, EventStore, Hold, ObjectRecord, Page, Put, Record, StoreError, Told};
+use common::store::{Advance, Checkpoint, EventStore, Hold, ObjectRecord, Page, Put, Record, StoreError, Told};
 use common::timestamp::Timestamp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +171,20 @@ impl<S: EventStore> EventStore for FlakyStore<S> {
         match injected(self.fault()) {
             Some(e) => Err(e),
             None => self.inner.existing(events).await,
+        }
+    }
+
+    async fn checkpoint(&self, provider: Provider) -> Result<Option<Checkpoint>, StoreError> {
+        match injected(self.fault()) {
+            Some(e) => Err(e),
+            None => self.inner.checkpoint(provider).await,
+        }
+    }
+
+    async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        match injected(self.fault()) {
+            Some(e) => Err(e),
+            None => self.inner.save_checkpoint(checkpoint).await,
         }
     }
 
