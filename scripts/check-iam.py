@@ -22,7 +22,8 @@ UpdateItem, limited by dynamodb:LeadingKeys to its provider's held-cap counter) 
 with exactly that condition, in every statement that grants it. The only grants on "*" are the AWS
 managed policies in MANAGED_POLICIES, allowed per function. Roles must be assumable by Lambda only,
 and the functions' resource policies (AWS::Lambda::Permission) must let only this stack's HTTP API
-invoke them.
+invoke them, and EventBridge only the functions in SCHEDULED, each only from a schedule rule of this
+template that targets that function alone.
 
 A statement (or policy, or value) inside !If is checked in each branch, under that branch's
 condition; a branch of !Ref AWS::NoValue grants nothing. A grant EXPECTED lists under a condition
@@ -41,7 +42,8 @@ function's roles, each of which only lambda.amazonaws.com may assume (so an oper
 by invoking the operator function); every DynamoDB table has deletion protection and
 DeletionPolicy/UpdateReplacePolicy Retain; every alarm notifies AlarmTopic (AlarmActions and
 OKActions); every provider with a /webhooks/<provider> route has a burst and a sustained
-unauthorized alarm; every alarm and dashboard graph in the RefundRelay namespace reads a metric
+unauthorized alarm; the reconciliation sweep has an alarm on each of its missed and failed
+outcomes; every alarm and dashboard graph in the RefundRelay namespace reads a metric
 under a dimension set the functions write; a metric filter on the API's access log compares fields
 as the log format writes them; the dashboard body is JSON after !Sub; no function's environment
 holds a NoEcho parameter, or a <VAR> whose <VAR>_ARN names a secret; AlarmTopic is encrypted in
@@ -170,7 +172,26 @@ EXPECTED = {
             ("kms:GenerateDataKey", KMS_KEY, "HasKmsKey"): via("sns"),
         },
     },
+    # The scheduled reconciliation sweep: the keys-only BatchGetItem of a page's events, the
+    # checkpoint's GetItem and PutItem, PutItem of missed events and held items (no index, no
+    # update, delete, query or scan), the Rainforest API key only when given, and the key only
+    # under HasKmsKey, through DynamoDB and Secrets Manager. No SNS: the stream's fan-out tells
+    # what it stores.
+    "ReconcileFunction": {
+        "managed": BASIC,
+        "grants": {
+            ("dynamodb:BatchGetItem", EVENTS_TABLE),
+            ("dynamodb:GetItem", EVENTS_TABLE),
+            ("dynamodb:PutItem", EVENTS_TABLE),
+        },
+        "if": reads_secrets("RainforestApiKey"),
+        "if_conditioned": {("kms:Decrypt", KMS_KEY, "HasKmsKey"): via("dynamodb", "secretsmanager")},
+    },
 }
+
+# The functions an EventBridge schedule invokes (each from a rule of its own); every other function
+# only the HTTP API invokes, or the stream's event source mapping, or an operator.
+SCHEDULED = ("ReconcileFunction",)
 
 # The functions whose roles the notification topics' policy lets publish: the stream's fan-out,
 # and the operator function that recovery commands invoke.
@@ -639,19 +660,55 @@ def check(cfn: dict) -> tuple[list[str], list[tuple[str, list[str], list[tuple[s
             if props.get("Users") or props.get("Groups") or not any(refers_to(r, role) for r in attached for role in roles_used):
                 violations.append(f"{rname}: a policy attached to something other than a checked function's role")
 
-    # Who may invoke the functions: API Gateway, from this stack's HTTP API only.
+    # Who may invoke the functions: API Gateway, from this stack's HTTP API only; EventBridge, only
+    # the functions in SCHEDULED, each from a schedule rule of this template targeting it alone.
+    scheduled = set()
     for pname, resource in resources.items():
         if resource.get("Type") != "AWS::Lambda::Permission":
             continue
         props = resource.get("Properties", {})
         source = render(props.get("SourceArn", ""))
+        if props.get("Action") == "lambda:InvokeFunction" and props.get("Principal") == "events.amazonaws.com":
+            found, function = schedule_permission_violations(props, resources)
+            violations += [f"{pname}: {v}" for v in found]
+            if not found:
+                scheduled.add(function)
+            continue
         if props.get("Action") != "lambda:InvokeFunction" or props.get("Principal") != "apigateway.amazonaws.com" or "${HttpApi}" not in source:
             violations.append(
                 f"{pname}: lets {props.get('Principal')} {props.get('Action')} from {source or 'anywhere'}; "
                 "only apigateway.amazonaws.com invoking from HttpApi is expected"
             )
+    for name in SCHEDULED:
+        if name in functions and name not in scheduled:
+            violations.append(f"{name}: no schedule invokes it (an AWS::Events::Rule with a ScheduleExpression and an events.amazonaws.com permission)")
     # A statement under a nested !If is seen once per branch around it: say each thing once.
     return list(dict.fromkeys(violations)), summary
+
+
+def schedule_permission_violations(props: dict, resources: dict) -> tuple[list[str], str | None]:
+    """Why an events.amazonaws.com permission is not a schedule rule of this template invoking a
+    function in SCHEDULED and nothing else, and the function it lets be invoked."""
+    target = render(props.get("FunctionName", ""))
+    m = re.fullmatch(r"\$\{(\w+)(?:\.Arn)?\}", target)
+    function = m.group(1) if m else None
+    if function not in SCHEDULED:
+        return [f"lets events.amazonaws.com invoke {short(target) or 'any function'}; only {', '.join(SCHEDULED)} may run on a schedule"], function
+    source = render(props.get("SourceArn", ""))
+    m = re.fullmatch(r"\$\{(\w+)\.Arn\}", source)
+    rule_name = m.group(1) if m else None
+    rule = resources.get(rule_name, {}) if rule_name else {}
+    if rule.get("Type") != "AWS::Events::Rule":
+        return [f"lets events.amazonaws.com invoke {function} from {source or 'any rule'}; only a schedule rule of this template is expected"], function
+    found = []
+    rp = rule.get("Properties", {})
+    if "ScheduleExpression" not in rp or "EventPattern" in rp:
+        found.append(f"{rule_name} invokes {function} on an event pattern; only a schedule (ScheduleExpression, no EventPattern) is expected")
+    targets = [t for t in as_list(rp.get("Targets", [])) if isinstance(t, dict)]
+    others = [render(t.get("Arn")) for t in targets if not refers_to(t.get("Arn"), function)]
+    if others or not targets:
+        found.append(f"{rule_name} targets {', '.join(short(o) for o in others) or 'nothing'}; only {function} is expected")
+    return found, function
 
 
 def print_summary(summary) -> None:
@@ -686,12 +743,22 @@ EMITTED = {
     "Notifications": [frozenset({"Audience", "Result"}), frozenset({"Result"})],
     "StaleEvents": [frozenset()],
     "SkippedRecords": [frozenset()],
+    # ReconcileFunction, one document per provider swept and outcome each run, zeros included.
+    "Reconciled": [frozenset({"Provider", "Outcome"}), frozenset({"Outcome"})],
 }
 VALUES = {
     "Outcome": {"accepted", "duplicate", "ignored", "held", "held_over_cap", "unauthorized", "rejected", "store_unavailable"},
     "Audience": {"internal", "merchant", "payor"},
     "Result": {"published", "failed"},
 }
+# A dimension whose values are a metric's own: the sweep's outcomes are not the webhooks'.
+METRIC_VALUES = {
+    "Reconciled": {"Outcome": {"missed", "known", "held", "failed"}},
+}
+# The reconciliation outcomes that need an alarm: a refund no webhook brought (a provider failing
+# to deliver), and questions its API keeps not answering (nothing is being checked).
+RECONCILER = "ReconcileFunction"
+RECONCILE_ALARMED = ("missed", "failed")
 
 ROUTE = re.compile(r"/webhooks/([a-z0-9_-]+)")
 
@@ -760,7 +827,7 @@ def metric_violations(where: str, metric, emitted, providers) -> list[str]:
     if frozenset(dims) not in emitted[name]:
         sets = " or ".join("[" + ", ".join(sorted(s)) + "]" for s in emitted[name])
         return [f"{where}: {shown} is not written (only {sets}), so this never sees a data point"]
-    allowed = dict(VALUES, Provider=set(providers))
+    allowed = dict(VALUES, Provider=set(providers), **METRIC_VALUES.get(name, {}))
     return [
         f"{where}: {shown}: {dim}={value} is never written (one of {', '.join(sorted(allowed[dim]))})"
         for dim, value in sorted(dims.items())
@@ -932,6 +999,13 @@ def check_operations(sam: dict, cfn: dict) -> tuple[list[str], list[str]]:
         if not sustained:
             violations.append(f"{provider} ({function}, /webhooks/{provider}): no sustained unauthorized alarm (metric math over Webhooks unauthorized and accepted for Provider={provider}, 3 or more periods, all breaching)")
     summary.append(f"providers: {', '.join(sorted(providers))}: each with a burst and a sustained unauthorized alarm")
+
+    # The sweep: an alarm on each outcome that needs an answer, across providers ([Outcome]).
+    if RECONCILER in resources:
+        for outcome in RECONCILE_ALARMED:
+            if not any((NAMESPACE, "Reconciled", {"Outcome": outcome}) in alarm_metrics(p) for p in alarms.values()):
+                violations.append(f"reconciliation ({RECONCILER}): no alarm on Reconciled Outcome={outcome} (by [Outcome] alone)")
+        summary.append(f"reconciliation: {RECONCILER} on a schedule, alarms on Reconciled {' and '.join('Outcome=' + o for o in RECONCILE_ALARMED)}")
 
     # A metric filter on the access log must compare a field as the format writes it: "429"
     # matches a quoted status, 429 an unquoted one; the wrong one never matches.
@@ -1391,6 +1465,18 @@ def _cloudwatch_dropped(t):
     statements.remove(_cloudwatch_statement(t))
 
 
+def _set_event(name, event, value):
+    def mutate(t):
+        _props(t, name).setdefault("Events", {})[event] = value
+    return mutate
+
+
+def _reconcile_actions(actions):
+    def mutate(t):
+        _props(t, "ReconcileFunction")["Policies"][0]["Statement"][0]["Action"] = actions
+    return mutate
+
+
 def _skip_without_reason(t):
     del t["Resources"]["FanoutFunction"]["Metadata"]["checkov"]["skip"][0]["comment"]
 
@@ -1442,6 +1528,28 @@ SELF_TESTS = [
     ("the alarm key lets any account's alarms use it", _cloudwatch_unconditioned, "AlarmTopicKey: cloudwatch.amazonaws.com may use it without the condition StringEquals aws:SourceAccount"),
     ("the alarm key does not let CloudWatch use it", _cloudwatch_dropped, "AlarmTopicKey: its policy does not let cloudwatch.amazonaws.com kms:Decrypt and kms:GenerateDataKey*"),
     ("the alarm key exists only when KmsKeyArn is set", _set_resource_condition("AlarmTopicKey", "HasKmsKey"), "AlarmTopic: uses AlarmTopicKey if not HasKmsKey, which exists only if HasKmsKey"),
+    # The reconciliation sweep: its own reads and writes, its own key, on a schedule of its own,
+    # its alarms on outcomes it writes.
+    ("ReconcileFunction also gets dynamodb:UpdateItem", _add_statement("ReconcileFunction", {"Effect": "Allow", "Action": "dynamodb:UpdateItem", "Resource": {"Fn::GetAtt": ["EventsTable", "Arn"]}}), "ReconcileFunction: dynamodb:UpdateItem on EventsTable.Arn: not this function's job"),
+    ("ReconcileFunction also gets dynamodb:DeleteItem and Scan", _reconcile_actions(["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:Scan"]), "ReconcileFunction: dynamodb:DeleteItem on EventsTable.Arn: not this function's job"),
+    ("ReconcileFunction queries the merchant index", _add_statement("ReconcileFunction", {"Effect": "Allow", "Action": "dynamodb:Query", "Resource": {"Fn::Sub": "${EventsTable.Arn}/index/by_merchant"}}), "ReconcileFunction: dynamodb:Query on EventsTable.Arn/index/by_merchant: not this function's job"),
+    ("ReconcileFunction loses its BatchGetItem", _reconcile_actions(["dynamodb:GetItem", "dynamodb:PutItem"]), "ReconcileFunction: dynamodb:BatchGetItem on EventsTable.Arn missing"),
+    ("ReconcileFunction publishes to PayorTopic", _add_policy("ReconcileFunction", {"SNSPublishMessagePolicy": {"TopicName": {"Fn::GetAtt": ["PayorTopic", "TopicName"]}}}), "ReconcileFunction: sns:Publish on PayorTopic: not this function's job"),
+    ("OperatorFunction reads the stored Rainforest API key", _add_statement("OperatorFunction", {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": {"Ref": "StoredRainforestApiKey"}}), "OperatorFunction: secretsmanager:GetSecretValue on StoredRainforestApiKey: not this function's job"),
+    ("RainforestFunction reads the Rainforest API key given by ARN", _secret_resource("RainforestFunction", {"Ref": "RainforestApiKeyArn"}), "RainforestFunction: secretsmanager:GetSecretValue on RainforestApiKeyArn (if HasRainforestWebhookSecretArn): not this function's job"),
+    ("ReconcileFunction may read the stored API key with no key given", _unconditional("ReconcileFunction", "StoreRainforestApiKey"), "ReconcileFunction: secretsmanager:GetSecretValue on StoredRainforestApiKey is granted always, not only if StoreRainforestApiKey"),
+    ("the stored Rainforest API key exists with no key given", _drop_condition("StoredRainforestApiKey"), "StoredRainforestApiKey: exists under no condition, not under StoreRainforestApiKey"),
+    ("the Rainforest API key itself in ReconcileFunction's environment", _set_env("ReconcileFunction", "RAINFOREST_API_KEY", {"Ref": "RainforestApiKey"}), "ReconcileFunction: RAINFOREST_API_KEY holds the NoEcho parameter RainforestApiKey"),
+    ("ReconcileFunction may use the key with no KmsKeyArn set", _unconditional("ReconcileFunction", "HasKmsKey"), "ReconcileFunction: kms:Decrypt on KmsKeyArn is granted always, not only if HasKmsKey"),
+    ("ReconcileFunction may decrypt through SNS too", _edit_kms("ReconcileFunction", lambda st: st["Condition"]["StringEquals"]["kms:ViaService"].append({"Fn::Sub": "sns.${AWS::Region}.amazonaws.com"})), "ReconcileFunction: kms:Decrypt on KmsKeyArn is granted with"),
+    ("a schedule invokes OperatorFunction", _set_event("OperatorFunction", "Nightly", {"Type": "Schedule", "Properties": {"Schedule": "rate(1 day)"}}), "OperatorFunctionNightlyPermission: lets events.amazonaws.com invoke OperatorFunction; only ReconcileFunction may run on a schedule"),
+    ("ReconcileFunction runs on an event pattern, not a schedule", _set_event("ReconcileFunction", "Sweep", {"Type": "CloudWatchEvent", "Properties": {"Pattern": {"source": ["aws.health"]}}}), "ReconcileFunctionSweep invokes ReconcileFunction on an event pattern"),
+    ("ReconcileFunction loses its schedule", _drop_key("ReconcileFunction", "Events"), "ReconcileFunction: no schedule invokes it"),
+    ("ReconcileMissedAlarm watches [Provider] alone", _set_dimensions("ReconcileMissedAlarm", [{"Name": "Provider", "Value": "rainforest"}]), "ReconcileMissedAlarm: RefundRelay Reconciled by [Provider] is not written"),
+    ("ReconcileMissedAlarm watches a webhook outcome", _set_dimensions("ReconcileMissedAlarm", [{"Name": "Outcome", "Value": "accepted"}]), "ReconcileMissedAlarm: RefundRelay Reconciled by [Outcome]: Outcome=accepted is never written"),
+    ("HeldDeliveriesAlarm watches a reconciliation outcome", _set_dimensions("HeldDeliveriesAlarm", [{"Name": "Outcome", "Value": "missed"}]), "HeldDeliveriesAlarm: RefundRelay Webhooks by [Outcome]: Outcome=missed is never written"),
+    ("ReconcileFailedAlarm is removed", _remove("ReconcileFailedAlarm"), "reconciliation (ReconcileFunction): no alarm on Reconciled Outcome=failed"),
+    ("ReconcileMissedAlarm notifies nobody when it clears", _drop_key("ReconcileMissedAlarm", "OKActions"), "ReconcileMissedAlarm: OKActions does not include AlarmTopic"),
     ("a checkov skip without its reason", _skip_without_reason, "FanoutFunction: checkov skip CKV_AWS_116 without a reason (comment)"),
     # Operations: the topic policy, the table, the alarms, the metric filter, the dashboard.
     ("the topic policy stops denying other publishers", _drop_statement("OnlyLambdaRolesPublish"), "InternalTopic: NotificationTopicsPolicy does not deny sns:Publish to every principal but FanoutFunctionRole and OperatorFunctionRole"),
