@@ -371,17 +371,26 @@ fn store_and_topics(env: Env, sdk: &aws_config::SdkConfig) -> Result<(DynamoStor
     Ok((store, SnsNotifier::new(aws_sdk_sns::Client::new(sdk), topics)))
 }
 
+/// The values of those of `vars` whose `<VAR>_ARN` names a secret, read from Secrets Manager once,
+/// at start-up (its client is built only when one is named).
+async fn read_at_start(
+    vars: &[&'static str],
+    env: Env<'_>,
+    sdk: &aws_config::SdkConfig,
+) -> Result<std::collections::HashMap<&'static str, String>, ConfigError> {
+    let named = secrets::named(vars, env)?;
+    if named.is_empty() {
+        return Ok(Default::default());
+    }
+    secrets::read_all(&SecretsManager(aws_sdk_secretsmanager::Client::new(sdk)), &named).await
+}
+
 /// The operator function's state, built once per cold start: the fan-out's configuration (topics,
 /// routing, platform) and the webhook functions' settings (currencies, merchant ids, Foloosi's
 /// API and key, from Secrets Manager when `FOLOOSI_SECRET_KEY_ARN` names it).
 pub async fn operator_from_env(env: Env<'_>) -> Result<Operator, ConfigError> {
     let sdk = aws_config(SdkSetup::Lambda).await;
-    let named = secrets::named(&["FOLOOSI_SECRET_KEY"], env)?;
-    let from_store = if named.is_empty() {
-        Default::default()
-    } else {
-        secrets::read_all(&SecretsManager(aws_sdk_secretsmanager::Client::new(&sdk)), &named).await?
-    };
+    let from_store = read_at_start(&["FOLOOSI_SECRET_KEY"], env, &sdk).await?;
     let env = |var: &str| from_store.get(var).cloned().or_else(|| env(var));
     let config = Config::load(&[], Secrets::Required, &env)?;
     let (store, notifier) = store_and_topics(&env, &sdk)?;
@@ -431,12 +440,7 @@ pub struct Sweeper {
 
 pub async fn sweeper_from_env(env: Env<'_>) -> Result<Sweeper, ConfigError> {
     let sdk = aws_config(SdkSetup::Lambda).await;
-    let named = secrets::named(&["RAINFOREST_API_KEY"], env)?;
-    let from_store = if named.is_empty() {
-        Default::default()
-    } else {
-        secrets::read_all(&SecretsManager(aws_sdk_secretsmanager::Client::new(&sdk)), &named).await?
-    };
+    let from_store = read_at_start(&["RAINFOREST_API_KEY"], env, &sdk).await?;
     let env = |var: &str| from_store.get(var).cloned().or_else(|| env(var));
     let config = Config::load(&[], Secrets::Required, &env)?;
     let store = Arc::new(DynamoStore::new(
