@@ -1,7 +1,8 @@
 //! The operator's commands that write: `reprocess`, `redrive`, `replay`, `erase`, `reconcile`.
-//! They run where the deployment's configuration is (its Foloosi key, currencies, merchant ids, routing,
-//! platform name) and with a role the topics let publish: inside the operator function in AWS,
-//! in the CLI's own process for the local runner. Both drive this one type.
+//! They run where the deployment's configuration is (its Foloosi key, currencies, merchant ids,
+//! routing, platform name) and with a role the topics let publish: inside the operator function
+//! (`reconcile`: the reconcile function) in AWS, in the CLI's own process for the local runner.
+//! All drive this one type's code.
 //!
 //! A run is bounded: given a deadline it stops between two items and answers where to resume,
 //! so a table of any size is worked through in as many invocations as it takes.
@@ -145,7 +146,7 @@ impl Operator {
 
     /// Runs `request` until it is done or `deadline` has passed, whichever is first.
     pub async fn run(&self, request: Request, deadline: Option<Instant>) -> Result<Report, OperateError> {
-        let out_of_time = || deadline.is_some_and(|d| Instant::now() >= d);
+        let out_of_time = out_of_time(deadline);
         match request.command {
             Command::Reprocess { provider, dry_run } => {
                 self.reprocess(provider, dry_run, request.resume, &out_of_time).await
@@ -388,6 +389,11 @@ pub async fn reconcile(
         }
     }
     Ok(report)
+}
+
+/// Whether a run given `deadline` is past it (never, without one).
+pub fn out_of_time(deadline: Option<Instant>) -> impl Fn() -> bool {
+    move || deadline.is_some_and(|d| Instant::now() >= d)
 }
 
 /// What telling an event came to, in words.

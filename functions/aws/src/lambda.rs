@@ -401,6 +401,14 @@ pub async fn operator_from_env(env: Env<'_>) -> Result<Operator, ConfigError> {
 /// way and the answer fit in the time left.
 pub const OPERATOR_MARGIN: Duration = Duration::from_secs(10);
 
+/// When a bounded run (an operator command, a sweep) stops taking new work: [`OPERATOR_MARGIN`]
+/// before the invocation's deadline.
+fn stop_at(context: &lambda_runtime::Context) -> std::time::Instant {
+    let deadline = context.deadline().checked_sub(OPERATOR_MARGIN);
+    let left = deadline.and_then(|d| d.duration_since(std::time::SystemTime::now()).ok()).unwrap_or_default();
+    std::time::Instant::now() + left
+}
+
 pub async fn run_operator() -> Result<(), Error> {
     init_tracing();
     let operator = operator_from_env(&process_env).await.inspect_err(|e| {
@@ -408,9 +416,7 @@ pub async fn run_operator() -> Result<(), Error> {
     })?;
     let operator = &operator;
     lambda_runtime::run(lambda_runtime::service_fn(move |ev: LambdaEvent<operate::Request>| async move {
-        let deadline = ev.context.deadline().checked_sub(OPERATOR_MARGIN);
-        let left = deadline.and_then(|d| d.duration_since(std::time::SystemTime::now()).ok()).unwrap_or_default();
-        handle_operator(operator, ev.payload, Some(std::time::Instant::now() + left)).await
+        handle_operator(operator, ev.payload, Some(stop_at(&ev.context))).await
     }))
     .await
 }
@@ -473,9 +479,7 @@ pub async fn run_reconcile() -> Result<(), Error> {
     })?;
     let sweeper = &sweeper;
     lambda_runtime::run(lambda_runtime::service_fn(move |ev: LambdaEvent<serde_json::Value>| async move {
-        let deadline = ev.context.deadline().checked_sub(OPERATOR_MARGIN);
-        let left = deadline.and_then(|d| d.duration_since(std::time::SystemTime::now()).ok()).unwrap_or_default();
-        let deadline = Some(std::time::Instant::now() + left);
+        let deadline = Some(stop_at(&ev.context));
         match serde_json::from_value::<operate::Request>(ev.payload) {
             Ok(request) => handle_reconcile_request(sweeper, request, deadline).await,
             // EventBridge's scheduled event, or anything else: the scheduled sweep.
@@ -496,7 +500,7 @@ pub async fn handle_reconcile_request(
         return Err("the reconcile function runs only `reconcile`; the operator function runs the rest".into());
     };
     tracing::info!(?provider, %since, %until, dry_run, resume = ?request.resume, "reconcile command");
-    let out_of_time = || deadline.is_some_and(|d| std::time::Instant::now() >= d);
+    let out_of_time = operate::out_of_time(deadline);
     let window = common::api::Window { start: since, end: until };
     let report = operate::reconcile(
         &sweeper.reconciler,
@@ -518,7 +522,7 @@ pub async fn handle_reconcile(
     sweeper: &Sweeper,
     deadline: Option<std::time::Instant>,
 ) -> Result<serde_json::Value, Error> {
-    let out_of_time = || deadline.is_some_and(|d| std::time::Instant::now() >= d);
+    let out_of_time = operate::out_of_time(deadline);
     let mut tallies = Vec::new();
     for api in &sweeper.apis {
         let swept =
