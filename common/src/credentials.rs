@@ -209,25 +209,35 @@ fn value_end(body: &[u8], start: usize) -> usize {
 }
 
 fn strip_form(body: &[u8]) -> Option<Stripped<'_>> {
+    let (out, removed) = replace_form_values(body, REMOVED_FORM, |name, _| is_credential_field(name));
+    (!removed.is_empty()).then_some(Stripped { body: Cow::Owned(out), removed })
+}
+
+/// A form with the value of each field (one that has a value) that `pick` chooses by its decoded
+/// name and value replaced with `marker`, every other byte as it was; and the chosen names.
+pub(crate) fn replace_form_values(
+    body: &[u8],
+    marker: &[u8],
+    pick: impl Fn(&str, &str) -> bool,
+) -> (Vec<u8>, Vec<String>) {
     let mut out = Vec::with_capacity(body.len());
-    let mut removed = Vec::new();
+    let mut picked = Vec::new();
     for (n, pair) in body.split(|b| *b == b'&').enumerate() {
         if n > 0 {
             out.push(b'&');
         }
         let name = pair.split(|b| *b == b'=').next().unwrap_or_default();
-        let has_value = name.len() < pair.len();
-        let decoded = form_urlencoded::parse(name).next().map(|(k, _)| k).unwrap_or_default();
-        if has_value && is_credential_field(&decoded) {
-            out.extend_from_slice(name);
-            out.push(b'=');
-            out.extend_from_slice(REMOVED_FORM);
-            removed.push(crate::echo::bounded(&decoded).into_owned());
-        } else {
-            out.extend_from_slice(pair);
+        match form_urlencoded::parse(pair).next() {
+            Some((k, v)) if name.len() < pair.len() && pick(&k, &v) => {
+                out.extend_from_slice(name);
+                out.push(b'=');
+                out.extend_from_slice(marker);
+                picked.push(crate::echo::bounded(&k).into_owned());
+            }
+            _ => out.extend_from_slice(pair),
         }
     }
-    (!removed.is_empty()).then_some(Stripped { body: Cow::Owned(out), removed })
+    (out, picked)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::credentials::words;
+use crate::credentials::{replace_form_values, words};
 use crate::event::RefundEvent;
 use crate::held::HeldDelivery;
 
@@ -174,7 +174,7 @@ fn erase_body(body: &[u8], who: &PayorEmail, also: &[String]) -> Vec<u8> {
             erase_value(&mut v, false, &touches);
             serde_json::to_vec(&v).unwrap_or_else(|_| body.to_vec())
         }
-        Err(_) => erase_form(body, &touches),
+        Err(_) => replace_form_values(body, ERASED_FORM.as_bytes(), |k, v| is_contact_field(k, false) || touches(v)).0,
     };
     replace_address(&erased, who)
 }
@@ -195,25 +195,6 @@ fn erase_value(v: &mut Value, in_person: bool, touches: &dyn Fn(&str) -> bool) {
         }
         _ => {}
     }
-}
-
-fn erase_form(body: &[u8], touches: &dyn Fn(&str) -> bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len());
-    for (n, pair) in body.split(|b| *b == b'&').enumerate() {
-        if n > 0 {
-            out.push(b'&');
-        }
-        let name = pair.split(|b| *b == b'=').next().unwrap_or_default();
-        match form_urlencoded::parse(pair).next() {
-            Some((k, v)) if name.len() < pair.len() && (is_contact_field(&k, false) || touches(&v)) => {
-                out.extend_from_slice(name);
-                out.push(b'=');
-                out.extend_from_slice(ERASED_FORM.as_bytes());
-            }
-            _ => out.extend_from_slice(pair),
-        }
-    }
-    out
 }
 
 /// Every remaining appearance of the address, as sent or with its `@` percent-encoded, in any
